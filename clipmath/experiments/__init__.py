@@ -1,0 +1,1 @@
+"""clipmath.experiments."""

@@ -1,0 +1,99 @@
+"""The ``clipmath`` command line: list and run experiments, write and inspect shards.
+
+Examples::
+
+    clipmath list
+    clipmath run gaussian-2d
+    clipmath run gaussian-2d --preset paper --set fit.restarts=5 --seed 3 --out runs/mine
+    clipmath run gaussian-process --resume runs/gaussian-process-20261122-101500
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from clipmath.experiments import registry
+from clipmath.experiments.config import ConfigError, dump_yaml, from_dict, preset_names, resolve
+from clipmath.experiments.rundir import RunDir, markdown_table
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    width = max(len(n) for n in registry.names())
+    for name in registry.names():
+        exp = registry.get(name)
+        print(f"{name.ljust(width)}  {exp.summary}  [presets: {', '.join(preset_names(name))}]")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    exp = registry.get(args.name)
+    if args.resume:
+        resume_dir = Path(args.resume)
+        config_path = resume_dir / "config.yaml"
+        if not config_path.exists():
+            raise ValueError(f"--resume {resume_dir}: no config.yaml there; not a run directory")
+        if args.set or args.seed is not None or args.preset != "quick":
+            raise ValueError("--resume continues a run with its saved config; drop --preset/--set/--seed")
+        config = from_dict(exp.config_type, yaml.safe_load(config_path.read_text()))
+        run_dir = RunDir(exp.name, path=resume_dir)
+        run_dir.resuming = True
+    else:
+        overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
+        config = resolve(exp.config_type, exp.name, args.preset, overrides)
+        run_dir = RunDir(exp.name, path=args.out)
+        run_dir.resuming = False
+        run_dir.write_text("config.yaml", dump_yaml(config))
+    headline = exp.run(config, run_dir)
+    print()
+    print(markdown_table(["figure", "measured", "reference", "reference is"], headline.rows))
+    print(f"report: {run_dir.file('report.md')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``clipmath`` command."""
+    parser = argparse.ArgumentParser(
+        prog="clipmath", description="Bimodal contrastive learning: theory, losses and training."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="name every experiment with a one-line summary")
+    p_list.set_defaults(func=_cmd_list)
+
+    p_run = sub.add_parser("run", help="run one experiment and write its run directory")
+    p_run.add_argument("name", help="experiment name (see `clipmath list`)")
+    p_run.add_argument("--preset", default="quick", help="preset: quick (default, minutes on CPU) or paper")
+    p_run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.lr=1e-3 (repeatable)",
+    )
+    p_run.add_argument("--seed", type=int, default=None, help="seed for Python, NumPy, torch and data")
+    p_run.add_argument("--out", default=None, help="run directory (default runs/<experiment>-<time>)")
+    p_run.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p_run.set_defaults(func=_cmd_run)
+
+    from clipmath.experiments.shards_cli import add_shards_parser
+
+    add_shards_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``clipmath`` console script; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError) as err:
+        print(f"clipmath: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The run directory: resolved config, final and per-step metrics, report, figures.
+
+Layout (DESIGN.md): ``runs/<experiment>-<time>/`` with ``config.yaml``, ``metrics.json``,
+``metrics.jsonl``, ``report.md`` and PNG figures. Files are written atomically (temporary
+file in the same directory, then ``os.replace``) so a killed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars and arrays (nested in dicts and lists) to JSON values."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "detach"):  # torch tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table; floats are shown with 6 significant digits."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.6g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+class RunDir:
+    """One experiment run's output folder.
+
+    Args:
+        root: parent folder (``runs`` by default); the run gets ``<root>/<experiment>-<time>``.
+        experiment: experiment name.
+        path: exact folder to use instead (used by ``--out`` and ``--resume``).
+    """
+
+    def __init__(self, experiment: str, root: str | Path = "runs", path: str | Path | None = None):
+        if path is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = Path(root) / f"{experiment}-{stamp}"
+            suffix = 1
+            while path.exists():
+                suffix += 1
+                path = Path(root) / f"{experiment}-{stamp}-{suffix}"
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.experiment = experiment
+
+    def file(self, name: str) -> Path:
+        """Path of a file inside the run directory."""
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Atomically write a text file into the run directory."""
+        path = self.file(name)
+        atomic_write_bytes(path, text.encode())
+        return path
+
+    def write_metrics(self, metrics: dict) -> Path:
+        """Write the final figures to ``metrics.json``."""
+        return self.write_text("metrics.json", json.dumps(to_jsonable(metrics), indent=2) + "\n")
+
+    def log_step(self, record: dict) -> None:
+        """Append one per-step record to ``metrics.jsonl``."""
+        with open(self.file("metrics.jsonl"), "a") as handle:
+            handle.write(json.dumps(to_jsonable(record)) + "\n")
+
+    def save_figure(self, fig: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``<name>.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        path = self.file(f"{name}.png")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return path
