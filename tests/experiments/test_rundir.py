@@ -1,0 +1,38 @@
+"""Run directories: atomic writes, JSON conversion of arrays, markdown tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from clipmath.experiments.rundir import RunDir, atomic_write_bytes, markdown_table
+
+
+def test_run_dir_files(tmp_path):
+    run = RunDir("toy", root=tmp_path)
+    assert run.path.parent == tmp_path and run.path.name.startswith("toy-")
+    run.write_metrics({"a": np.float64(1.5), "m": np.eye(2), "t": torch.tensor([1.0, 2.0])})
+    assert json.loads(run.file("metrics.json").read_text()) == {"a": 1.5, "m": [[1.0, 0.0], [0.0, 1.0]], "t": [1.0, 2.0]}
+    run.log_step({"step": 1, "loss": np.float32(0.5)})
+    run.log_step({"step": 2, "loss": 0.25})
+    lines = [json.loads(line) for line in run.file("metrics.jsonl").read_text().splitlines()]
+    assert lines == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}]
+
+
+def test_two_runs_in_the_same_second_get_distinct_folders(tmp_path):
+    assert RunDir("toy", root=tmp_path).path != RunDir("toy", root=tmp_path).path
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "sub" / "x.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["x.bin"]
+
+
+def test_markdown_table_formats_floats():
+    text = markdown_table(["a", "b"], [("x", 1 / 3), ("y", float("nan"))])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| x | 0.333333 |", "| y | nan |"]
