@@ -1,0 +1,181 @@
+"""Exact CLIP loss over tiles of the score matrix: O(B) memory instead of O(B^2).
+
+With logits :math:`L_{ij} = e^{s}\\,\\mathrm{sim}(z_u^i, z_v^j) + b` (``s = logit_scale = log(1/tau)``,
+``b = logit_bias``), the weighted CLIP loss is (eq. 7 and Remark 2.6 of Baptista, Stuart & Tran (2025))
+
+.. math::
+
+    L = \\frac{\\lambda_u}{B}\\sum_j \\Big(\\log\\sum_i e^{L_{ij}} - L_{jj}\\Big)
+      + \\frac{\\lambda_v}{B}\\sum_i \\Big(\\log\\sum_j e^{L_{ij}} - L_{ii}\\Big),
+
+the column (``u_given_v``) and row (``v_given_u``) cross-entropies; :math:`\\lambda_u=\\lambda_v=\\tfrac12`
+is CLIP, and by Theorem 2.8 it equals the conditional loss plus :math:`\\log B`.
+
+Only the row and column log-sum-exps :math:`r_i = \\log\\sum_j e^{L_{ij}}`, :math:`c_j = \\log\\sum_i e^{L_{ij}}`
+need the whole matrix. A custom autograd Function computes them tile by tile, merging each tile's
+log-sum-exp into a running one, and keeps only ``r`` and ``c`` (O(B)) for backward, where every tile
+is recomputed and its gradient :math:`\\partial L/\\partial L_{ij} = g^r_i e^{L_{ij}-r_i} + g^c_j e^{L_{ij}-c_j}`
+(the softmax of the row and of the column) is pushed into ``z_u``, ``z_v``, ``logit_scale`` and
+``logit_bias`` before the tile is dropped. The positive-pair term :math:`L_{ii}` is O(B) and is left to
+ordinary autograd. Peak memory is a few ``tile_size x tile_size`` buffers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from clipmath.multimodal import similarity
+
+
+def tiled_clip_loss(
+    z_u: Tensor,
+    z_v: Tensor,
+    logit_scale: Tensor,
+    logit_bias: Tensor | None = None,
+    *,
+    metric: str = "cosine",
+    weights: Sequence[float] = (0.5, 0.5),
+    tile_size: int = 4096,
+) -> Tensor:
+    """Weighted CLIP loss (eq. 7 of Baptista, Stuart & Tran (2025)) without forming the B x B logits.
+
+    Computes :math:`\\lambda_u\\,\\mathrm{CE}_{u|v} + \\lambda_v\\,\\mathrm{CE}_{v|u}` (see the module docstring),
+    equal in value and gradient to the dense loss up to floating-point round-off, for any
+    ``B`` (not necessarily a multiple of ``tile_size``). ``cosine`` normalises the embeddings once,
+    outside the tiled Function, and then tiles the inner product; autograd differentiates through
+    the normalisation. The computation runs in float32 (or float64 for float64 inputs), with autocast
+    disabled inside the tiles.
+
+    Args:
+        z_u: (B, n_e) embeddings of modality u; row i is paired with row i of ``z_v``.
+        z_v: (B, n_e) embeddings of modality v.
+        logit_scale: scalar tensor (shape () or (1,)), ``log(1/tau)``.
+        logit_bias: optional scalar tensor added to every logit. Both cross-entropies are invariant
+            to it, so its gradient is zero up to round-off; it is accepted so that models with a bias
+            can share this loss.
+        metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
+        weights: (lambda_u, lambda_v), the weights of the column (``u_given_v``) and row
+            (``v_given_u``) cross-entropies; ``(0.5, 0.5)`` is CLIP.
+        tile_size: rows and columns per tile; memory grows as ``tile_size**2``.
+
+    Returns:
+        Scalar loss tensor.
+
+    Raises:
+        ValueError: for malformed embeddings, a non-scalar or non-finite ``logit_scale`` or
+            ``logit_bias``, an unknown ``metric``, negative or all-zero ``weights``, or
+            ``tile_size < 1``.
+    """
+    similarity.check_pair(z_u, z_v, same_batch=True)
+    similarity.get(metric)
+    lambda_u, lambda_v = _check_weights(weights)
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
+        raise ValueError(f"tile_size={tile_size!r}: expected a positive integer")
+    _check_scalar("logit_scale", logit_scale)
+    if logit_bias is not None:
+        _check_scalar("logit_bias", logit_bias)
+
+    # float32 at least (float64 stays float64), whatever the input or autocast dtype.
+    dtype = torch.promote_types(torch.promote_types(z_u.dtype, z_v.dtype), torch.float32)
+    z_u, z_v, kind = z_u.to(dtype), z_v.to(dtype), metric
+    if metric == "cosine":
+        z_u, z_v, kind = similarity.normalize(z_u), similarity.normalize(z_v), "inner"
+    row_lse, col_lse = _TiledLogsumexp.apply(z_u, z_v, logit_scale, logit_bias, kind, tile_size)
+    positives = logit_scale.to(z_u.dtype).reshape(()).exp() * _paired(kind, z_u, z_v)
+    if logit_bias is not None:
+        positives = positives + logit_bias.to(z_u.dtype).reshape(())
+    return lambda_v * row_lse.mean() + lambda_u * col_lse.mean() - (lambda_u + lambda_v) * positives.mean()
+
+
+def _check_weights(weights: Sequence[float]) -> tuple[float, float]:
+    try:
+        lambda_u, lambda_v = (float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights={weights!r}: expected a pair (lambda_u, lambda_v) of numbers") from None
+    if not (lambda_u >= 0 and lambda_v >= 0 and math.isfinite(lambda_u + lambda_v) and lambda_u + lambda_v > 0):
+        raise ValueError(f"weights={weights!r}: expected finite, non-negative weights, not both zero")
+    return lambda_u, lambda_v
+
+
+def _check_scalar(name: str, value: Tensor) -> None:
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        raise ValueError(f"{name}={value!r}: expected a scalar tensor")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name}={value.item()}: expected a finite value")
+
+
+def _paired(kind: str, z_u: Tensor, z_v: Tensor) -> Tensor:
+    """The diagonal sim(z_u^i, z_v^i) of the score matrix, shape (B,), for ``inner`` or ``neg_sq_l2``."""
+    if kind == "inner":
+        return (z_u * z_v).sum(-1)
+    return -0.5 * (z_u - z_v).square().sum(-1)
+
+
+def _tiles(size: int, tile_size: int) -> list[slice]:
+    return [slice(start, min(start + tile_size, size)) for start in range(0, size, tile_size)]
+
+
+class _TiledLogsumexp(torch.autograd.Function):
+    """Row and column log-sum-exps of ``exp(logit_scale) * sim(z_u, z_v) + logit_bias``, tile by tile.
+
+    ``kind`` is ``inner`` or ``neg_sq_l2`` (cosine arrives here as ``inner`` on unit vectors).
+    """
+
+    @staticmethod
+    def forward(ctx, z_u, z_v, logit_scale, logit_bias, kind, tile_size):  # noqa: D102
+        sim = similarity.get(kind)
+        scale = logit_scale.to(z_u.dtype).reshape(()).exp()
+        bias = 0.0 if logit_bias is None else logit_bias.to(z_u.dtype).reshape(())
+        row_lse = z_u.new_full((z_u.shape[0],), -math.inf)
+        col_lse = z_v.new_full((z_v.shape[0],), -math.inf)
+        with torch.autocast(z_u.device.type, enabled=False):
+            for rows in _tiles(z_u.shape[0], tile_size):
+                for cols in _tiles(z_v.shape[0], tile_size):
+                    logits = sim(z_u[rows], z_v[cols]).mul_(scale).add_(bias)
+                    # Merging log-sum-exps (rather than a shared max and sum) keeps every row and
+                    # column exact even when a tile spans more than float32's exponent range.
+                    row_lse[rows] = torch.logaddexp(row_lse[rows], logits.logsumexp(1))
+                    col_lse[cols] = torch.logaddexp(col_lse[cols], logits.logsumexp(0))
+        ctx.save_for_backward(z_u, z_v, logit_scale, logit_bias, row_lse, col_lse)
+        ctx.kind, ctx.tile_size = kind, tile_size
+        return row_lse, col_lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_row, grad_col):  # noqa: D102
+        z_u, z_v, logit_scale, logit_bias, row_lse, col_lse = ctx.saved_tensors
+        sim = similarity.get(ctx.kind)
+        scale = logit_scale.to(z_u.dtype).reshape(()).exp()
+        bias = 0.0 if logit_bias is None else logit_bias.to(z_u.dtype).reshape(())
+        grad_u, grad_v = torch.zeros_like(z_u), torch.zeros_like(z_v)
+        # For neg_sq_l2, d sim_ij / d z_u^i = z_v^j - z_u^i: the -z_u^i part needs only the row sums
+        # of the tile gradients, applied once at the end.
+        row_sum, col_sum = z_u.new_zeros(z_u.shape[0]), z_v.new_zeros(z_v.shape[0])
+        grad_scale, grad_bias = z_u.new_zeros(()), z_u.new_zeros(())
+        with torch.autocast(z_u.device.type, enabled=False):
+            for rows in _tiles(z_u.shape[0], ctx.tile_size):
+                for cols in _tiles(z_v.shape[0], ctx.tile_size):
+                    scores = sim(z_u[rows], z_v[cols])
+                    logits = scores * scale + bias
+                    # dL/dL_ij: the row softmax weighted by dL/dr_i plus the column softmax by dL/dc_j.
+                    grad_logits = (logits - row_lse[rows, None]).exp_().mul_(grad_row[rows, None])
+                    grad_logits += (logits - col_lse[None, cols]).exp_().mul_(grad_col[None, cols])
+                    grad_bias += grad_logits.sum()
+                    grad_scale += torch.dot(grad_logits.flatten(), scores.flatten())
+                    grad_scores = grad_logits.mul_(scale)
+                    grad_u[rows].addmm_(grad_scores, z_v[cols])
+                    grad_v[cols].addmm_(grad_scores.T, z_u[rows])
+                    if ctx.kind == "neg_sq_l2":
+                        row_sum[rows] += grad_scores.sum(1)
+                        col_sum[cols] += grad_scores.sum(0)
+        if ctx.kind == "neg_sq_l2":
+            grad_u -= row_sum[:, None] * z_u
+            grad_v -= col_sum[:, None] * z_v
+        grad_scale = (grad_scale * scale).reshape(logit_scale.shape).to(logit_scale.dtype)
+        grad_bias = None if logit_bias is None else grad_bias.reshape(logit_bias.shape).to(logit_bias.dtype)
+        return grad_u, grad_v, grad_scale, grad_bias, None, None
