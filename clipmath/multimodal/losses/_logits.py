@@ -1,0 +1,133 @@
+r"""The logits every bimodal loss starts from, and the thin module base they share.
+
+The logits of a batch are
+
+.. math::  S_{ij} = e^{\text{logit\_scale}}\,\mathrm{sim}(z_u^i, z_v^j) + b,
+   \qquad \text{logit\_scale} = \log(1/\tau),
+
+the exponent of the tilting :math:`\rho(u, v) \propto \exp(\mathrm{sim}(g_u(u), g_v(v))/\tau)`
+(eqs. 13-14 and 25-26 of Baptista et al. (2025)); row i belongs to :math:`u_i`, column j to
+:math:`v_j`, and the positive pairs lie on the diagonal. The bias :math:`b` is optional.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from clipmath.multimodal import similarity
+from clipmath.multimodal.losses.base import LossOutput
+
+
+def check_scale(logit_scale: Tensor, logit_bias: Tensor | None) -> None:
+    r"""Validate the temperature and bias handed to a loss or a model's score function.
+
+    Args:
+        logit_scale: scalar tensor (one element), :math:`\log(1/\tau)`.
+        logit_bias: scalar tensor (one element) or None.
+
+    Raises:
+        ValueError: naming the argument when it is not a finite one-element tensor.
+    """
+    for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
+        if value is None and name == "logit_bias":
+            continue
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{name}={shape}: expected a scalar (one-element) tensor")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name}={value.item()}: expected a finite value")
+
+
+def scaled_logits(
+    sim: Callable[[Tensor, Tensor], Tensor],
+    z_u: Tensor,
+    z_v: Tensor,
+    logit_scale: Tensor,
+    logit_bias: Tensor | None = None,
+) -> Tensor:
+    r""":math:`S = e^{\text{logit\_scale}}\,\mathrm{sim}(z_u, z_v) + b` in float32 or wider.
+
+    Autocast is switched off here: a bf16 score matrix loses about three significant digits,
+    which is more than the gap between a good and a bad contrastive model's logits.
+
+    Args:
+        sim: an alignment metric from :mod:`clipmath.multimodal.similarity`.
+        z_u: (B_u, n_e) embeddings of modality u.
+        z_v: (B_v, n_e) embeddings of modality v.
+        logit_scale: scalar tensor, :math:`\log(1/\tau)`.
+        logit_bias: scalar tensor or None.
+
+    Returns:
+        (B_u, B_v) logits, float64 if either embedding batch is float64, else float32.
+    """
+    dtype = torch.promote_types(torch.promote_types(z_u.dtype, z_v.dtype), torch.float32)
+    with torch.autocast(device_type=z_u.device.type, enabled=False):
+        scale = logit_scale.to(dtype).reshape(()).exp()
+        logits = scale * sim(z_u.to(dtype), z_v.to(dtype))
+        if logit_bias is not None:
+            logits = logits + logit_bias.to(dtype).reshape(())
+    return logits
+
+
+class PairLoss(nn.Module):
+    r"""Base of the bimodal loss modules: holds the metric and forms validated logits.
+
+    A subclass whose loss depends on the logits alone implements :meth:`loss_from_logits`;
+    one with extra keyword inputs overrides :meth:`forward` and calls :meth:`logits`.
+
+    Args:
+        metric: alignment metric name, one of ``clipmath.multimodal.similarity.names()``.
+
+    Raises:
+        ValueError: for an unknown metric.
+    """
+
+    def __init__(self, metric: str = "cosine"):
+        super().__init__()
+        self._sim = similarity.get(metric)
+        self.metric = metric
+
+    def logits(
+        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None
+    ) -> Tensor:
+        r"""Validate a paired batch and return its (B, B) logits (see :func:`scaled_logits`).
+
+        Args:
+            z_u: (B, n_e) embeddings of modality u, row i paired with row i of ``z_v``.
+            z_v: (B, n_e) embeddings of modality v.
+            logit_scale: scalar tensor, :math:`\log(1/\tau)`.
+            logit_bias: scalar tensor or None.
+
+        Raises:
+            ValueError: naming the argument for bad shapes, unpaired batches, NaN or Inf.
+        """
+        similarity.check_pair(z_u, z_v, same_batch=True)
+        check_scale(logit_scale, logit_bias)
+        return scaled_logits(self._sim, z_u, z_v, logit_scale, logit_bias)
+
+    def loss_from_logits(self, logits: Tensor) -> Tensor:
+        """The scalar loss of (B, B) logits; implemented by losses without extra inputs."""
+        raise NotImplementedError
+
+    def forward(
+        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None
+    ) -> LossOutput:
+        r"""Loss of a paired batch.
+
+        Args:
+            z_u: (B, n_e) embeddings of modality u, row i paired with row i of ``z_v``.
+            z_v: (B, n_e) embeddings of modality v.
+            logit_scale: scalar tensor, :math:`\log(1/\tau)`.
+            logit_bias: scalar tensor or None.
+
+        Returns:
+            :class:`LossOutput` with the scalar loss and the (B, B) logits.
+        """
+        logits = self.logits(z_u, z_v, logit_scale, logit_bias)
+        return LossOutput(self.loss_from_logits(logits), logits)
+
+    def extra_repr(self) -> str:
+        return f"metric={self.metric!r}"

@@ -1,0 +1,52 @@
+r"""The standard CLIP loss :math:`L^N_{clip}` (eq. 7 of Baptista et al. (2025)).
+
+.. math::
+    L^N_{clip} = -\frac12\,\frac1B\sum_{i=1}^B\big[\log p(u_i\mid v_i) + \log p(v_i\mid u_i)\big],
+    \qquad p(u_i\mid v_i) = \frac{e^{S_{ii}}}{\sum_j e^{S_{ji}}},\quad
+    p(v_i\mid u_i) = \frac{e^{S_{ii}}}{\sum_j e^{S_{ij}}},
+
+the mean of the row-wise and column-wise cross-entropies of the logits against the diagonal
+(eqs. 5a/6a). By Theorem 2.8 it is the conditional loss plus :math:`\log B`, and it is
+computed that way, from one logits matrix with one logsumexp per direction.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from clipmath.multimodal.losses._logits import PairLoss
+from clipmath.multimodal.losses.base import register
+from clipmath.multimodal.losses.conditional import conditional_loss
+
+
+def clip_loss(logits: Tensor) -> Tensor:
+    r""":math:`L^N_{clip} = L^N_{cond}(\theta; 1, 1) + \log B` (eq. 7, Theorem 2.8).
+
+    Args:
+        logits: (B, B) scores :math:`S_{ij}` of :math:`(u_i, v_j)`, positives on the diagonal.
+
+    Returns:
+        Scalar loss.
+    """
+    return conditional_loss(logits, 1.0, 1.0) + math.log(logits.shape[0])
+
+
+@register("clip")
+class ClipLoss(PairLoss):
+    r"""Standard CLIP loss :math:`L^N_{clip}` (eq. 7, Optimization Problem 2.4 of Baptista et al. (2025)).
+
+    Equal to open_clip's ``ClipLoss`` fed ``exp(logit_scale)`` and the metric's features.
+    Works with every metric (``cosine``, ``inner``, ``neg_sq_l2``; Section 3.3). Invariant to
+    ``logit_bias`` (the shift cancels in each softmax), which therefore gets a zero gradient.
+
+    Args:
+        metric: alignment metric name.
+
+    Raises:
+        ValueError: for an unknown metric.
+    """
+
+    def loss_from_logits(self, logits: Tensor) -> Tensor:
+        return clip_loss(logits)

@@ -1,0 +1,136 @@
+r"""The conditional loss :math:`L^N_{cond}` with one-sided and weighted variants.
+
+Optimization Problem 3.13 of Baptista et al. (2025), in its empirical form (eq. 12):
+
+.. math::
+    L^N_{cond}(\theta; \lambda_u, \lambda_v)
+    = -\frac1B \sum_{i=1}^B \Big[\frac{\lambda_u}{2} \log \rho^N(u_i \mid v_i)
+      + \frac{\lambda_v}{2} \log \rho^N(v_i \mid u_i)\Big],
+
+    \log \rho^N(u_i \mid v_i) = S_{ii} - \log \frac1B \sum_{j} e^{S_{ji}}, \qquad
+    \log \rho^N(v_i \mid u_i) = S_{ii} - \log \frac1B \sum_{j} e^{S_{ij}},
+
+where :math:`\rho^N` is the density of the model conditional with respect to the empirical
+marginal (Remark 2.3), so the u|v term normalises column i over u and the v|u term row i
+over v. :math:`\lambda_u` weights the u|v term, as in Problem 3.4 (Section 6.2 of the paper
+swaps the labels; its "(2, 0)" is our ``v_given_u``), which is why the modules take a
+direction name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from clipmath.multimodal.losses._logits import PairLoss
+from clipmath.multimodal.losses.base import register
+
+#: direction name -> (lambda_u, lambda_v). One-sided losses carry weight 2 so that they are
+#: the full cross-entropy -E log rho, the scaling of Section 5.2's L(theta; 2, 0).
+DIRECTIONS: dict[str, tuple[float, float]] = {
+    "two_sided": (1.0, 1.0),
+    "u_given_v": (2.0, 0.0),
+    "v_given_u": (0.0, 2.0),
+}
+
+
+def resolve_weights(
+    direction: str | None, weights: tuple[float, float] | None
+) -> tuple[float, float]:
+    r"""The weights :math:`(\lambda_u, \lambda_v)` from a direction name or an explicit pair.
+
+    Args:
+        direction: one of ``two_sided``, ``u_given_v``, ``v_given_u``, or None.
+        weights: ``(lambda_u, lambda_v)``, finite and non-negative, not both zero, or None.
+            ``lambda_u`` weights the u|v term (Problem 3.4).
+
+    Returns:
+        ``(lambda_u, lambda_v)``; ``two_sided`` when both arguments are None.
+
+    Raises:
+        ValueError: when both are given, the direction is unknown, or the weights are invalid.
+    """
+    if direction is not None and weights is not None:
+        raise ValueError(
+            f"direction={direction!r} and weights={weights!r}: give one of the two, not both"
+        )
+    if weights is None:
+        direction = "two_sided" if direction is None else direction
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction={direction!r} unknown; expected one of {', '.join(DIRECTIONS)}")
+        return DIRECTIONS[direction]
+    try:
+        lambda_u, lambda_v = (float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights={weights!r}: expected a pair (lambda_u, lambda_v) of numbers") from None
+    if not all(math.isfinite(w) and w >= 0 for w in (lambda_u, lambda_v)) or lambda_u + lambda_v == 0:
+        raise ValueError(
+            f"weights={weights!r}: expected finite, non-negative (lambda_u, lambda_v), not both zero"
+        )
+    return lambda_u, lambda_v
+
+
+def conditional_loss(logits: Tensor, weight_u_given_v: float, weight_v_given_u: float) -> Tensor:
+    r"""Empirical conditional loss :math:`L^N_{cond}(\theta; \lambda_u, \lambda_v)` (eq. 12, Problem 3.13).
+
+    .. math::
+        L = \frac{\lambda_u}{2}\,\frac1B\sum_i\Big[\log\frac1B\sum_j e^{S_{ji}} - S_{ii}\Big]
+          + \frac{\lambda_v}{2}\,\frac1B\sum_i\Big[\log\frac1B\sum_j e^{S_{ij}} - S_{ii}\Big].
+
+    With :math:`\lambda_u = \lambda_v = 1` this is :math:`L^N_{clip} - \log B` (Theorem 2.8).
+
+    Args:
+        logits: (B, B) scores :math:`S_{ij}` of :math:`(u_i, v_j)`, positives on the diagonal.
+        weight_u_given_v: :math:`\lambda_u`, weight of the u|v term (column-wise normaliser).
+        weight_v_given_u: :math:`\lambda_v`, weight of the v|u term (row-wise normaliser).
+
+    Returns:
+        Scalar loss.
+    """
+    log_b = math.log(logits.shape[0])
+    positive = logits.diagonal().mean()
+    loss = logits.new_zeros(())
+    # A zero weight skips its logsumexp: one-sided losses cost one B x B pass, not two.
+    for weight, dim in ((weight_u_given_v, 0), (weight_v_given_u, 1)):
+        if weight:
+            loss = loss + 0.5 * weight * (torch.logsumexp(logits, dim=dim).mean() - log_b - positive)
+    return loss
+
+
+@register("conditional")
+class ConditionalLoss(PairLoss):
+    r"""Conditional loss :math:`L^N_{cond}(\theta;\lambda_u,\lambda_v)` (eq. 12, Problem 3.13 of Baptista et al. (2025)).
+
+    Minimising it minimises :math:`\frac{\lambda_u}{2}\mathbb E_v D_{KL}(\mu_{u|v}\|\nu_{u|v})
+    + \frac{\lambda_v}{2}\mathbb E_u D_{KL}(\mu_{v|u}\|\nu_{v|u})` (Theorem 3.2 and Remark 3.12).
+    Works with every metric (``cosine``, ``inner``, ``neg_sq_l2``; Remark 3.3). The loss is
+    invariant to ``logit_bias`` (a constant shift of every logit cancels in each log-ratio),
+    so the bias gets an exactly zero gradient.
+
+    Args:
+        metric: alignment metric name.
+        direction: ``two_sided`` (weights (1, 1), the default; equals ``clip`` minus log B),
+            ``u_given_v`` (weights (2, 0)) or ``v_given_u`` (weights (0, 2)).
+        weights: explicit ``(lambda_u, lambda_v)`` instead of ``direction``; ``lambda_u``
+            weights the u|v term (Problem 3.4, not Section 6.2's swapped labels).
+
+    Raises:
+        ValueError: for an unknown metric or direction, invalid weights, or both given.
+    """
+
+    def __init__(
+        self,
+        metric: str = "cosine",
+        direction: str | None = None,
+        weights: tuple[float, float] | None = None,
+    ):
+        super().__init__(metric)
+        self.weight_u_given_v, self.weight_v_given_u = resolve_weights(direction, weights)
+
+    def loss_from_logits(self, logits: Tensor) -> Tensor:
+        return conditional_loss(logits, self.weight_u_given_v, self.weight_v_given_u)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weights=({self.weight_u_given_v}, {self.weight_v_given_u})"
