@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from clipmath.multimodal import similarity
+from clipmath.multimodal.losses._logits import check_scale
 
 
 def tiled_clip_loss(
@@ -76,9 +77,7 @@ def tiled_clip_loss(
     lambda_u, lambda_v = _check_weights(weights)
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
         raise ValueError(f"tile_size={tile_size!r}: expected a positive integer")
-    _check_scalar("logit_scale", logit_scale)
-    if logit_bias is not None:
-        _check_scalar("logit_bias", logit_bias)
+    check_scale(logit_scale, logit_bias)
 
     # float32 at least (float64 stays float64), whatever the input or autocast dtype.
     dtype = torch.promote_types(torch.promote_types(z_u.dtype, z_v.dtype), torch.float32)
@@ -100,13 +99,6 @@ def _check_weights(weights: Sequence[float]) -> tuple[float, float]:
     if not (lambda_u >= 0 and lambda_v >= 0 and math.isfinite(lambda_u + lambda_v) and lambda_u + lambda_v > 0):
         raise ValueError(f"weights={weights!r}: expected finite, non-negative weights, not both zero")
     return lambda_u, lambda_v
-
-
-def _check_scalar(name: str, value: Tensor) -> None:
-    if not isinstance(value, Tensor) or value.numel() != 1:
-        raise ValueError(f"{name}={value!r}: expected a scalar tensor")
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name}={value.item()}: expected a finite value")
 
 
 def _paired(kind: str, z_u: Tensor, z_v: Tensor) -> Tensor:
