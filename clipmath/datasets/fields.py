@@ -1,0 +1,134 @@
+"""How one field of a sample is stored in a shard and read back.
+
+A sample ``{"__key__": "sample-0000000", "u": ..., "v": ..., "label": 3}`` is stored as one tar
+member per field, named ``{key}.{field}.{ext}`` (webdataset's extension-per-field convention,
+which keeps the img2dataset extensions while letting both modalities be arrays). Keys and field
+names carry no dots, so webdataset splits every member name at its first dot into the key and
+``{field}.{ext}``. The extension follows the value's type:
+
+=====================================  =======  =============================================
+value written                          ext      value read back
+=====================================  =======  =============================================
+``np.ndarray`` (numeric)               ``npy``  ``torch.float32`` tensor of the same shape
+``PIL.Image.Image`` (L, LA, RGB, RGBA)  ``png``  ``torch.float32`` tensor (C, H, W) in [0, 1]
+``bytes`` holding a PNG or JPEG        ``png``  as above
+                                       ``jpg``
+``int`` (or NumPy integer)             ``cls``  ``torch.int64`` scalar tensor
+``str``                                ``txt``  ``str``
+``dict`` / ``list`` / ``float``        ``json`` the parsed JSON value
+=====================================  =======  =============================================
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_IMAGE_MODES = ("L", "LA", "RGB", "RGBA")
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What a field holds in every sample of a shard set (recorded in the manifest).
+
+    Attributes:
+        ext: the member extension, one of ``npy``, ``png``, ``jpg``, ``cls``, ``txt``, ``json``.
+        shape: the stored array shape (``npy``), the decoded (C, H, W) of an image, ``()`` for
+            ``cls``, ``None`` for ``txt`` and ``json``.
+        dtype: the stored dtype name (``float32``, ``uint8`` for images, ``int64`` for ``cls``),
+            ``str`` for ``txt``, ``json`` for ``json``.
+    """
+
+    ext: str
+    shape: tuple[int, ...] | None
+    dtype: str
+
+
+def _image_info(image: Image.Image, ext: str) -> FieldInfo:
+    if image.mode not in _IMAGE_MODES:
+        raise ValueError(f"image mode={image.mode!r}: expected one of {', '.join(_IMAGE_MODES)}")
+    width, height = image.size
+    return FieldInfo(ext, (len(image.getbands()), height, width), "uint8")
+
+
+def encode_field(name: str, value: Any) -> tuple[bytes, FieldInfo]:
+    """Serialize one field value to the bytes of its tar member.
+
+    Args:
+        name: the field name (for error messages).
+        value: an array of any shape, a PIL image, PNG/JPEG bytes, an int, a str, or a
+            JSON-serializable dict, list or float (see the module table).
+
+    Returns:
+        (member bytes, the field's :class:`FieldInfo`).
+
+    Raises:
+        ValueError: for a value of any other type, an object/complex array, or an image mode
+            other than L, LA, RGB, RGBA.
+    """
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"field {name!r}: array dtype={value.dtype}: expected a real numeric dtype")
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        return buffer.getvalue(), FieldInfo("npy", tuple(value.shape), value.dtype.name)
+    if isinstance(value, Image.Image):
+        info = _image_info(value, "png")
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return buffer.getvalue(), info
+    if isinstance(value, (bytes, bytearray)):
+        ext = "png" if value.startswith(_PNG_MAGIC) else "jpg" if value.startswith(_JPEG_MAGIC) else None
+        if ext is None:
+            raise ValueError(f"field {name!r}: bytes value: expected PNG or JPEG data (magic number)")
+        with Image.open(io.BytesIO(value)) as image:
+            return bytes(value), _image_info(image, ext)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value)).encode("ascii"), FieldInfo("cls", (), "int64")
+    if isinstance(value, str):
+        return value.encode("utf-8"), FieldInfo("txt", None, "str")
+    if isinstance(value, (dict, list, float)):
+        return json.dumps(value).encode("utf-8"), FieldInfo("json", None, "json")
+    raise ValueError(
+        f"field {name!r}: value of type {type(value).__name__}: expected np.ndarray, PIL image, "
+        "PNG/JPEG bytes, int, str, or a dict/list/float for JSON"
+    )
+
+
+def decode_field(ext: str, data: bytes) -> Any:
+    """Turn a tar member's bytes back into the value the stream delivers (module table).
+
+    Args:
+        ext: the member extension.
+        data: the member bytes.
+
+    Returns:
+        a float32 tensor (``npy``; images as (C, H, W) in [0, 1]), an int64 scalar tensor
+        (``cls``), a str (``txt``) or the parsed JSON value (``json``).
+
+    Raises:
+        ValueError (or the decoder's own error) when the bytes do not decode.
+    """
+    if ext == "npy":
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        # np.array copies: np.load over a buffer returns a read-only view torch cannot own.
+        return torch.from_numpy(np.array(array, dtype=np.float32))
+    if ext in ("png", "jpg"):
+        with Image.open(io.BytesIO(data)) as image:
+            array = np.asarray(image, dtype=np.float32) / 255.0
+        return torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy())
+    if ext == "cls":
+        return torch.tensor(int(data), dtype=torch.int64)
+    if ext == "txt":
+        return data.decode("utf-8")
+    if ext == "json":
+        return json.loads(data)
+    raise ValueError(f"ext={ext!r}: expected one of npy, png, jpg, cls, txt, json")

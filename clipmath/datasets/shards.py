@@ -1,0 +1,330 @@
+"""Write samples into webdataset tar shards beside a ``manifest.json``; read and verify it.
+
+Layout of a shard directory::
+
+    shard-000000.tar   {key}.u.npy, {key}.v.npy, ... per sample (see :mod:`.fields`)
+    shard-000001.tar
+    manifest.json      format version, per-shard sample count / size / sha256, the total,
+                       every field's extension, shape and dtype, and the source config
+
+Shards and the manifest are written atomically (a hidden temporary file in the same
+directory, fsync, then rename), and the manifest last, so an interrupted write never leaves a
+half shard named like a good one nor a manifest that lists one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterable
+
+import webdataset as wds
+
+from clipmath.datasets.checks import check_int, check_name
+from clipmath.datasets.fields import FieldInfo, encode_field
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SHARD_PATTERN = "shard-{index:06d}.tar"
+
+# Tar geometry (POSIX ustar, as Python's tarfile writes it): a 512-byte header per member, data
+# padded to 512-byte blocks, two zero blocks at the end, the whole padded to 20-block records.
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+_MAX_MEMBER_NAME = 100
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard as the manifest records it.
+
+    Attributes:
+        name: file name inside the shard directory, e.g. ``shard-000000.tar``.
+        count: number of samples in it.
+        bytes: file size in bytes.
+        sha256: hex digest of the file.
+    """
+
+    name: str
+    count: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of ``manifest.json``.
+
+    Attributes:
+        shards: the shards in write order.
+        fields: field name -> :class:`FieldInfo`, the same for every sample.
+        source: the config of the source the samples came from (any JSON value), or ``None``.
+        format_version: version of this layout.
+    """
+
+    shards: tuple[ShardInfo, ...]
+    fields: dict[str, FieldInfo]
+    source: Any = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def total(self) -> int:
+        """Number of samples over all shards."""
+        return sum(shard.count for shard in self.shards)
+
+    def to_json(self) -> str:
+        """The manifest as JSON text (with the derived ``total`` for readers of the file)."""
+        data = {
+            "format_version": self.format_version,
+            "total": self.total,
+            "fields": {name: dataclasses.asdict(info) for name, info in self.fields.items()},
+            "shards": [dataclasses.asdict(shard) for shard in self.shards],
+            "source": self.source,
+        }
+        return json.dumps(data, indent=2) + "\n"
+
+
+def _commit(handle: IO[bytes], tmp: Path, path: Path) -> None:
+    """Flush ``handle`` (open on ``tmp``) to disk, close it, and rename ``tmp`` to ``path``."""
+    handle.flush()
+    os.fsync(handle.fileno())
+    handle.close()
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tar_bytes(payload: int) -> int:
+    """Size of a tar file whose members (headers plus padded data) take ``payload`` bytes."""
+    return math.ceil((payload + 2 * _BLOCK) / _RECORD) * _RECORD
+
+
+def _member_bytes(members: dict[str, bytes]) -> int:
+    """Bytes the members take inside a tar: a header each plus data padded to whole blocks."""
+    return sum(_BLOCK + math.ceil(len(data) / _BLOCK) * _BLOCK for data in members.values())
+
+
+def _encode_sample(sample: Any) -> tuple[str, dict[str, bytes], dict[str, FieldInfo]]:
+    if not isinstance(sample, dict) or "__key__" not in sample:
+        raise ValueError(f"sample={sample!r:.80}: expected a dict with a '__key__' entry")
+    key = sample["__key__"]
+    check_name("__key__", key)
+    members, infos = {}, {}
+    for name, value in sample.items():
+        if name == "__key__":
+            continue
+        check_name(f"sample {key!r}: field name", name)
+        data, info = encode_field(name, value)
+        member = f"{name}.{info.ext}"
+        if len(f"{key}.{member}") > _MAX_MEMBER_NAME:
+            raise ValueError(
+                f"sample {key!r}: member name {key}.{member!r} is longer than the "
+                f"{_MAX_MEMBER_NAME} characters a ustar tar header holds"
+            )
+        members[member], infos[name] = data, info
+    if not members:
+        raise ValueError(f"sample {key!r}: has no fields besides '__key__'")
+    return key, members, infos
+
+
+def _check_like_first(key: str, infos: dict[str, FieldInfo], first: dict[str, FieldInfo]) -> None:
+    if infos.keys() != first.keys():
+        raise ValueError(
+            f"sample {key!r}: fields {sorted(infos)} differ from the first sample's {sorted(first)}"
+        )
+    for name, info in infos.items():
+        if info != first[name]:
+            raise ValueError(
+                f"sample {key!r}: field {name!r} is {info}, but the first sample's is {first[name]}; "
+                "every sample must store a field with the same extension, shape and dtype"
+            )
+
+
+class _ShardSink:
+    """Opens, fills and closes shards in ``out_dir``, recording each closed one."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.done: list[ShardInfo] = []
+        self.count = 0
+        self.payload = 0
+        self._handle: IO[bytes] | None = None
+        self._writer: wds.TarWriter | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._handle is not None
+
+    def _paths(self) -> tuple[Path, Path]:
+        name = SHARD_PATTERN.format(index=len(self.done))
+        return self.out_dir / f".{name}.tmp", self.out_dir / name
+
+    def open(self) -> None:
+        self._handle = open(self._paths()[0], "wb")
+        # mtime=0 and fixed owner names make the shard bytes a function of the samples alone.
+        self._writer = wds.TarWriter(self._handle, encoder=False, mtime=0, user="clipmath", group="clipmath")
+        self.count = self.payload = 0
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        self._writer.write({"__key__": key, **members})
+        self.count += 1
+        self.payload += _member_bytes(members)
+
+    def close(self) -> None:
+        tmp, path = self._paths()
+        self._writer.close()  # end-of-archive blocks; the handle stays open
+        _commit(self._handle, tmp, path)
+        self._handle = None
+        self.done.append(ShardInfo(path.name, self.count, path.stat().st_size, sha256_file(path)))
+
+    def abort(self) -> None:
+        """Drop the open shard's temporary file and every shard closed so far."""
+        if self._handle is not None:
+            self._handle.close()
+            self._paths()[0].unlink(missing_ok=True)
+        for shard in self.done:
+            (self.out_dir / shard.name).unlink(missing_ok=True)
+
+
+def write_shards(
+    samples: Iterable[dict],
+    out_dir: str | os.PathLike,
+    *,
+    max_count: int | None = None,
+    max_bytes: int | None = None,
+    source: Any = None,
+) -> Manifest:
+    """Write samples into ``shard-000000.tar``, ``shard-000001.tar``, ... and ``manifest.json``.
+
+    A new shard starts when the current one holds ``max_count`` samples, or when adding the
+    next sample would make the tar file larger than ``max_bytes`` (a sample larger than
+    ``max_bytes`` on its own gets a shard to itself, with a warning). With neither limit every
+    sample goes into one shard.
+
+    Args:
+        samples: iterable of dicts ``{"__key__": str, "u": value, "v": value, **extras}``; keys
+            and field names are non-empty and dot-free, every sample has the same fields, each
+            stored alike (see :mod:`clipmath.datasets.fields` for the value types: arrays of any
+            shape (n_u,) / (n_v,) / (C, H, W) ..., PIL images, PNG/JPEG bytes, int, str, JSON).
+        out_dir: directory to write into; created if absent, must not already hold shards.
+        max_count: most samples per shard, or ``None``.
+        max_bytes: most bytes per shard file, or ``None``.
+        source: JSON-serializable config of the data source, stored in the manifest.
+
+    Returns:
+        The :class:`Manifest` written beside the shards.
+
+    Raises:
+        ValueError: for a bad limit, an unserializable ``source``, an ``out_dir`` that already
+            holds shards, no samples, or a malformed sample (naming its key and field); the
+            shards written by this call are removed again.
+    """
+    check_int("max_count", max_count, 1, optional=True)
+    check_int("max_bytes", max_bytes, 1, optional=True)
+    try:
+        json.dumps(source)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"source={source!r:.80}: expected a JSON-serializable value ({err})") from None
+    out_dir = Path(out_dir)
+    if (out_dir / MANIFEST_NAME).exists() or any(out_dir.glob("shard-*.tar")):
+        raise ValueError(f"out_dir={str(out_dir)!r}: already holds shards; expected a new or empty directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    sink = _ShardSink(out_dir)
+    fields: dict[str, FieldInfo] | None = None
+    previous_key = None
+    try:
+        for sample in samples:
+            key, members, infos = _encode_sample(sample)
+            if fields is None:
+                fields = infos
+            _check_like_first(key, infos, fields)
+            if key == previous_key:
+                # Consecutive equal keys would merge into one sample when read back.
+                raise ValueError(f"sample {key!r}: same __key__ as the sample before it")
+            previous_key = key
+            size = _member_bytes(members)
+            if sink.is_open and (
+                sink.count == max_count
+                or (max_bytes is not None and _tar_bytes(sink.payload + size) > max_bytes)
+            ):
+                sink.close()
+            if not sink.is_open:
+                sink.open()
+                if max_bytes is not None and _tar_bytes(size) > max_bytes:
+                    logger.warning("sample %r alone takes %d bytes > max_bytes=%d", key, _tar_bytes(size), max_bytes)
+            sink.write(key, members)
+        if fields is None:
+            raise ValueError("samples: empty; expected at least one sample")
+        sink.close()
+        manifest = Manifest(tuple(sink.done), fields, source)
+        path = out_dir / MANIFEST_NAME
+        tmp = out_dir / f".{MANIFEST_NAME}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(manifest.to_json().encode("utf-8"))
+            _commit(handle, tmp, path)
+    except BaseException:
+        sink.abort()
+        raise
+    logger.info("wrote %d samples in %d shards to %s", manifest.total, len(manifest.shards), out_dir)
+    return manifest
+
+
+def read_manifest(shard_dir: str | os.PathLike) -> Manifest:
+    """Load the manifest of a shard directory written by :func:`write_shards`.
+
+    Args:
+        shard_dir: the directory holding ``manifest.json``.
+
+    Raises:
+        ValueError: if there is no manifest, or its format version is not one this code reads.
+    """
+    path = Path(shard_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise ValueError(f"shard_dir={str(shard_dir)!r}: no {MANIFEST_NAME}; expected a directory written by write_shards")
+    data = json.loads(path.read_text())
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version={data.get('format_version')!r}; expected {FORMAT_VERSION}"
+        )
+    fields = {
+        name: FieldInfo(info["ext"], None if info["shape"] is None else tuple(info["shape"]), info["dtype"])
+        for name, info in data["fields"].items()
+    }
+    shards = tuple(ShardInfo(**shard) for shard in data["shards"])
+    return Manifest(shards, fields, data["source"], data["format_version"])
+
+
+def verify_shards(shard_dir: str | os.PathLike) -> dict[str, str]:
+    """Check every shard the manifest lists against its recorded sha256.
+
+    Args:
+        shard_dir: the directory holding ``manifest.json`` and the shards.
+
+    Returns:
+        shard name -> ``"ok"``, ``"mismatch"`` (the bytes changed) or ``"missing"``, in manifest order.
+    """
+    shard_dir = Path(shard_dir)
+    status = {}
+    for shard in read_manifest(shard_dir).shards:
+        path = shard_dir / shard.name
+        if not path.is_file():
+            status[shard.name] = "missing"
+        else:
+            status[shard.name] = "ok" if sha256_file(path) == shard.sha256 else "mismatch"
+    return status
