@@ -101,7 +101,7 @@ def conditional_loss(logits: Tensor, weight_u_given_v: float, weight_v_given_u: 
 
 @register("conditional")
 class ConditionalLoss(PairLoss):
-    r"""Conditional loss :math:`L^N_{cond}(\theta;\lambda_u,\lambda_v)` (eq. 12, Problem 3.13 of Baptista et al. (2025)).
+    r"""Conditional loss :math:`L^N_{cond}` (eq. 12, Problem 3.13 of Baptista et al. (2025)).
 
     Minimising it minimises :math:`\frac{\lambda_u}{2}\mathbb E_v D_{KL}(\mu_{u|v}\|\nu_{u|v})
     + \frac{\lambda_v}{2}\mathbb E_u D_{KL}(\mu_{v|u}\|\nu_{v|u})` (Theorem 3.2 and Remark 3.12).

@@ -246,7 +246,7 @@ class _KernelLoss(PairLoss):
 
 @register("mmd_conditional")
 class MMDConditionalLoss(_KernelLoss):
-    r"""Conditional MMD loss :math:`L_{cond,mmd}(\theta;\lambda_u,\lambda_v)` (Appendix B, Example B.1 of Baptista et al. (2025)).
+    r"""Conditional MMD loss :math:`L_{cond,mmd}` (Appendix B, Example B.1 of Baptista et al. (2025)).
 
     Minimising it minimises :math:`\frac{\lambda_u}2\mathbb E_v D_{mmd}(\mu_{u|v}\|\nu_{u|v})
     + \frac{\lambda_v}2\mathbb E_u D_{mmd}(\mu_{v|u}\|\nu_{v|u})` (see :func:`mmd_conditional_loss`).
