@@ -167,6 +167,7 @@ def finetune_classifier(
     learn_label_embeddings: bool = False,
     steps: int = 100,
     lr: float = 1.0,
+    tol: float = 1e-7,
     metric: str = "cosine",
 ) -> FineTunedClassifier:
     """Minimise :math:`L^K_{fine}` (eq. 34) over F, or over (G, F), with the u encoder frozen.
@@ -184,6 +185,9 @@ def finetune_classifier(
         learn_label_embeddings: also learn G (otherwise only F).
         steps: maximum L-BFGS iterations.
         lr: L-BFGS step length (1 is its natural scale).
+        tol: stop once every gradient entry is below ``tol`` in absolute value (or after ``steps``).
+            In F the gradient is :math:`\bar w - \hat\pi` (mean predicted minus empirical label
+            frequencies), so ``tol`` bounds that gap directly.
         metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
 
     Returns:
@@ -201,7 +205,11 @@ def finetune_classifier(
     label_emb = label_emb_init.detach().to(dtype).clone().requires_grad_(learn_label_embeddings)
     prior_logits = torch.zeros(label_emb.shape[0], dtype=dtype, device=label_emb.device, requires_grad=True)
     params = [prior_logits, label_emb] if learn_label_embeddings else [prior_logits]
-    optimizer = torch.optim.LBFGS(params, lr=lr, max_iter=steps, line_search_fn="strong_wolfe")
+    # No stop on a small change of the loss: near the optimum it shrinks like the squared gradient
+    # and would end the run long before the gradient reaches ``tol``.
+    optimizer = torch.optim.LBFGS(
+        params, lr=lr, max_iter=steps, tolerance_grad=tol, tolerance_change=0.0, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> Tensor:
         optimizer.zero_grad()

@@ -50,7 +50,7 @@ def sample_conditional(
 
 
 def sample_gaussian_conditional(
-    pair: "theory.GaussianPair",
+    pair: theory.GaussianPair,
     A: np.ndarray,
     *,
     given: str = "v",

@@ -74,13 +74,13 @@ def tilted_logits(
 
 
 def as_logit_scale(logit_scale: Tensor | float) -> Tensor:
-    """``logit_scale`` as a validated one-element tensor (a float is wrapped).
+    """``logit_scale`` as a validated one-element tensor (a float is wrapped in float64, exactly).
 
     Raises:
         ValueError: naming ``logit_scale`` when it is not a finite number or one-element tensor.
     """
     if isinstance(logit_scale, (int, float)) and not isinstance(logit_scale, bool):
-        logit_scale = torch.tensor(float(logit_scale))
+        logit_scale = torch.tensor(float(logit_scale), dtype=torch.float64)
     check_scale(logit_scale, None)
     return logit_scale
 
