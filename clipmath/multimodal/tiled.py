@@ -31,6 +31,7 @@ from torch.autograd.function import once_differentiable
 
 from clipmath.multimodal import similarity
 from clipmath.multimodal.losses._logits import check_scale
+from clipmath.multimodal.losses.conditional import resolve_weights
 
 
 def tiled_clip_loss(
@@ -61,7 +62,9 @@ def tiled_clip_loss(
             can share this loss.
         metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
         weights: (lambda_u, lambda_v), the weights of the column (``u_given_v``) and row
-            (``v_given_u``) cross-entropies; ``(0.5, 0.5)`` is CLIP.
+            (``v_given_u``) cross-entropies; ``(0.5, 0.5)`` is CLIP. These are half the paper's
+            :math:`(\lambda_u, \lambda_v)` of Problem 3.13 (the ``conditional`` loss's weights):
+            ``weights = (l_u/2, l_v/2)`` gives that loss plus :math:`\tfrac{l_u + l_v}{2}\log B`.
         tile_size: rows and columns per tile; memory grows as ``tile_size**2``.
 
     Returns:
@@ -74,7 +77,7 @@ def tiled_clip_loss(
     """
     similarity.check_pair(z_u, z_v, same_batch=True)
     similarity.get(metric)
-    lambda_u, lambda_v = _check_weights(weights)
+    lambda_u, lambda_v = resolve_weights(None, weights)
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
         raise ValueError(f"tile_size={tile_size!r}: expected a positive integer")
     check_scale(logit_scale, logit_bias)
@@ -89,16 +92,6 @@ def tiled_clip_loss(
     if logit_bias is not None:
         positives = positives + logit_bias.to(z_u.dtype).reshape(())
     return lambda_v * row_lse.mean() + lambda_u * col_lse.mean() - (lambda_u + lambda_v) * positives.mean()
-
-
-def _check_weights(weights: Sequence[float]) -> tuple[float, float]:
-    try:
-        lambda_u, lambda_v = (float(w) for w in weights)
-    except (TypeError, ValueError):
-        raise ValueError(f"weights={weights!r}: expected a pair (lambda_u, lambda_v) of numbers") from None
-    if not (lambda_u >= 0 and lambda_v >= 0 and math.isfinite(lambda_u + lambda_v) and lambda_u + lambda_v > 0):
-        raise ValueError(f"weights={weights!r}: expected finite, non-negative weights, not both zero")
-    return lambda_u, lambda_v
 
 
 def _paired(kind: str, z_u: Tensor, z_v: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import torch
 
+from clipmath.multimodal import losses
 from clipmath.multimodal.tiled import tiled_clip_loss
 
 METRICS = ("cosine", "inner", "neg_sq_l2")
@@ -79,6 +80,24 @@ def test_weights_select_the_conditional_terms(weights):
     _compare(_inputs(13, 3, torch.float64, seed=2), "inner", weights, tile_size=4, tol=1e-10)
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("paper_weights", [(1.0, 1.0), (2.0, 0.0), (0.4, 1.4)])
+def test_matches_the_registered_dense_losses(metric, paper_weights):
+    # weights = paper lambdas / 2, and the conditional loss is offset by (l_u + l_v)/2 log B (Thm 2.8).
+    inputs = _inputs(21, 5, torch.float64, seed=7)
+    l_u, l_v = paper_weights
+    dense = losses.build("conditional", metric=metric, weights=paper_weights)
+    offset = 0.5 * (l_u + l_v) * math.log(21)
+    ref = _value_and_grads(lambda *x: dense(*x).loss + offset, inputs)
+    ours = _value_and_grads(
+        lambda *x: tiled_clip_loss(*x, metric=metric, weights=(l_u / 2, l_v / 2), tile_size=6), inputs
+    )
+    for got, want in zip((ours[0], *ours[1]), (ref[0], *ref[1])):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    if paper_weights == (1.0, 1.0):
+        torch.testing.assert_close(ours[0], losses.build("clip", metric=metric)(*inputs).loss, rtol=1e-12, atol=0)
+
+
 def test_without_bias():
     _compare(_inputs(11, 3, torch.float64, seed=3, with_bias=False), "cosine", (0.5, 0.5), tile_size=4, tol=1e-10)
 
@@ -136,7 +155,8 @@ def test_bad_input(change, match):
 _BIG_BATCH = textwrap.dedent(
     """
     import json, resource, torch
-    from clipmath.multimodal.tiled import tiled_clip_loss
+    from clipmath.multimodal import losses
+from clipmath.multimodal.tiled import tiled_clip_loss
     torch.set_num_threads(2)
     B, n_e = 65536, 128
     gen = torch.Generator().manual_seed(0)
