@@ -56,6 +56,13 @@ def direction(name: str, value: object) -> str:
     return value  # type: ignore[return-value]
 
 
+def check_modality(name: str, value: object) -> str:
+    """``value`` if it is ``'u'`` or ``'v'``; otherwise a ValueError naming ``name``."""
+    if value not in ("u", "v"):
+        raise ValueError(f"{name}={value!r}: expected 'u' or 'v'")
+    return value  # type: ignore[return-value]
+
+
 def positive_int(name: str, value: object) -> int:
     """``value`` if it is an int >= 1 (bools excluded).
 

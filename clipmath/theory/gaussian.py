@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from clipmath.theory._checks import as_matrix, direction, positive_int, symmetric
+from clipmath.theory._checks import as_matrix, check_modality, direction, positive_int, symmetric
 
 _EPS = np.finfo(np.float64).eps
 
@@ -162,8 +162,7 @@ class GaussianPair:
         Returns:
             (n_u, n_u) or (n_v, n_v) covariance.
         """
-        if modality not in ("u", "v"):
-            raise ValueError(f"modality={modality!r}: expected 'u' or 'v'")
+        check_modality("modality", modality)
         return (self.cov_uu if modality == "u" else self.cov_vv).copy()
 
     def conditional(self, which: str) -> tuple[np.ndarray, np.ndarray]:
@@ -205,14 +204,14 @@ class GaussianPair:
         """The leading r columns of :math:`C_{uu}^{-1/2} U` (n_u, r) and :math:`C_{vv}^{-1/2} V` (n_v, r).
 
         In these bases every closed form of Section 5 is diagonal: an alignment with
-        canonical weights d is :math:`A = C_{uu}^{-1/2} U_r \mathrm{diag}(d) V_r^\top C_{vv}^{-1/2}`.
+        canonical weights d is :math:`A = C_{uu}^{-1/2} U_r \\mathrm{diag}(d) V_r^\\top C_{vv}^{-1/2}`.
         """
         (lam_u, e_u), (lam_v, e_v) = self._eig["u"], self._eig["v"]
         u_c, _, v_c = self._svd
         return e_u @ (u_c[:, :r] / np.sqrt(lam_u)[:, None]), e_v @ (v_c[:, :r] / np.sqrt(lam_v)[:, None])
 
     def _whiten(self, A: np.ndarray) -> np.ndarray:
-        """:math:`\Lambda_u^{1/2} E_u^\top A E_v \Lambda_v^{1/2}` for A (n_u, n_v): an orthogonal
+        """:math:`\\Lambda_u^{1/2} E_u^\\top A E_v \\Lambda_v^{1/2}` for A (n_u, n_v): an orthogonal
         change of basis away from :math:`C_{uu}^{1/2} A C_{vv}^{1/2}`, so it has the same singular values."""
         (lam_u, e_u), (lam_v, e_v) = self._eig["u"], self._eig["v"]
         return (e_u.T @ A @ e_v) * np.sqrt(lam_u)[:, None] * np.sqrt(lam_v)[None, :]

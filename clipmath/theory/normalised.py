@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clipmath.theory._checks import check_modality, direction
 from clipmath.theory.gaussian import GaussianPair
 
 
@@ -57,8 +58,7 @@ class SignModel:
 
     def conditional_density(self, x: np.ndarray, given: float, which: str = "u_given_v") -> np.ndarray:
         """Density of :math:`\\nu_{u|v}(x \\mid v = \\text{given})` (or ``v_given_u``) at the points x (any shape)."""
-        if which not in ("u_given_v", "v_given_u"):
-            raise ValueError(f"which={which!r}: expected 'u_given_v' or 'v_given_u'")
+        direction("which", which)
         x = np.asarray(x, dtype=np.float64)
         var = self.var_u if which == "u_given_v" else self.var_v
         tilt = np.exp(self.orientation * np.sign(x) * np.sign(given) / self.tau) / np.cosh(1.0 / self.tau)
@@ -66,8 +66,7 @@ class SignModel:
 
     def marginal_density(self, x: np.ndarray, modality: str) -> np.ndarray:
         """Density of the marginal ν_u or ν_v at x: exactly that of µ_u or µ_v."""
-        if modality not in ("u", "v"):
-            raise ValueError(f"modality={modality!r}: expected 'u' or 'v'")
+        check_modality("modality", modality)
         return _normal_pdf(np.asarray(x, dtype=np.float64), self.var_u if modality == "u" else self.var_v)
 
 

@@ -1,0 +1,172 @@
+"""Population losses: Monte-Carlo averages of the per-sample loss, Theorems 3.2 and 3.10, gradients."""
+
+import numpy as np
+import pytest
+
+from clipmath.theory import (
+    LOSSES,
+    GaussianPair,
+    conditional_kl_objective,
+    optimal_alignment,
+    population_loss,
+    population_loss_gradient,
+    quadratic_exponential_moment,
+    random_gaussian_pair,
+)
+
+N_MC = 200_000
+
+
+def mean_and_se(x):
+    return x.mean(), x.std(ddof=1) / np.sqrt(len(x))
+
+
+def log_mgf(cov, c):
+    """log E_z exp(cᵀz), z ~ N(0, cov), for a batch c (N, n) by Lemma E.2 with B = 0."""
+    n = len(cov)
+    return np.log(quadratic_exponential_moment(np.zeros(n), cov, np.zeros((n, n)), c))
+
+
+def random_A(pair, rng, norm):
+    """A random A with ||C_uu^{1/2} A C_vv^{1/2}||_2 = norm."""
+    A = rng.standard_normal((pair.n_u, pair.n_v))
+    su, sv = np.linalg.cholesky(pair.cov_uu), np.linalg.cholesky(pair.cov_vv)
+    return A * norm / np.linalg.norm(su.T @ A @ sv, 2)
+
+
+@pytest.fixture
+def pair():
+    return random_gaussian_pair(3, 2, seed=1)
+
+
+@pytest.mark.parametrize("which", ["optimum", "random"])
+def test_conditional_loss_is_the_monte_carlo_mean_of_the_clip_terms(pair, which):
+    A = optimal_alignment(pair, "conditional").A if which == "optimum" else random_A(pair, np.random.default_rng(0), 0.7)
+    u, v = pair.sample(N_MC, seed=3)
+    # −log ρ(u|v)/2 − log ρ(v|u)/2 with both normalisers exact Gaussian integrals.
+    per_sample = -np.sum((u @ A) * v, axis=1) + 0.5 * log_mgf(pair.cov_vv, u @ A) + 0.5 * log_mgf(pair.cov_uu, v @ A.T)
+    mean, se = mean_and_se(per_sample)
+    assert abs(mean - population_loss(pair, "conditional", A)) <= 4 * se
+
+
+@pytest.mark.parametrize("which", ["optimum", "random"])
+def test_joint_loss_matches_monte_carlo(pair, which):
+    # Needs ||C_uu^{1/2} A C_vv^{1/2}||² < 1/2 for exp(uᵀ A C_vv Aᵀ u / 2) to have a variance:
+    # the joint optimum has h(σ_1)² < h(1)² = 0.38.
+    A = optimal_alignment(pair, "joint").A if which == "optimum" else random_A(pair, np.random.default_rng(1), 0.6)
+    u, v = pair.sample(N_MC, seed=4)
+    positive, pos_se = mean_and_se(np.sum((u @ A) * v, axis=1))
+    # Negatives from µ_u ⊗ µ_v: an independent u batch, the v integral exact (Lemma E.2).
+    u_neg, _ = pair.sample(N_MC, seed=5)
+    inner = np.exp(log_mgf(pair.cov_vv, u_neg @ A))
+    normaliser, norm_se = mean_and_se(inner)
+    estimate = -positive + np.log(normaliser)
+    se = np.hypot(pos_se, norm_se / normaliser)  # delta method for the log
+    assert abs(estimate - population_loss(pair, "joint", A)) <= 4 * se
+
+
+@pytest.mark.parametrize("loss", ["quadratic_u_given_v", "quadratic_v_given_u"])
+def test_quadratic_loss_matches_monte_carlo(pair, loss):
+    result = optimal_alignment(pair, loss)
+    A = result.A
+    u, v = pair.sample(N_MC, seed=6)
+    if loss == "quadratic_u_given_v":
+        x, y, cov_x, coupling, B = u, v, pair.cov_uu, A, result.B_u
+    else:
+        x, y, cov_x, coupling, B = v, u, pair.cov_vv, A.T, result.B_v
+    # −log ρ(x|y) = ½ xᵀBx − xᵀ(coupling)y + log E_x' exp(−½ x'ᵀBx' + x'ᵀ(coupling)y).
+    inner = quadratic_exponential_moment(np.zeros(len(cov_x)), cov_x, -B, y @ coupling.T)
+    per_sample = 0.5 * np.sum((x @ B) * x, axis=1) - np.sum((x @ coupling) * y, axis=1) + np.log(inner)
+    mean, se = mean_and_se(per_sample)
+    kwargs = {"B_u": result.B_u} if loss == "quadratic_u_given_v" else {"B_v": result.B_v}
+    assert abs(mean - population_loss(pair, loss, A, **kwargs)) <= 4 * se
+
+
+def test_conditional_loss_is_below_joint_loss_theorem_3_10():
+    rng = np.random.default_rng(2)
+    for n_u, n_v in [(1, 1), (3, 2), (4, 5)]:
+        pair = random_gaussian_pair(n_u, n_v, seed=n_u)
+        for norm in rng.uniform(0.0, 0.99, size=40):
+            A = random_A(pair, rng, norm)
+            assert population_loss(pair, "conditional", A) <= population_loss(pair, "joint", A)
+
+
+def test_joint_loss_is_infinite_outside_its_domain(pair):
+    A = random_A(pair, np.random.default_rng(3), 1.0 + 1e-9)
+    assert population_loss(pair, "joint", A) == np.inf
+    value, (grad, _, _) = population_loss_gradient(pair, "joint", A)
+    assert value == np.inf and np.all(np.isnan(grad))
+    # The quadratic loss diverges once C_uu^{-1} + B_u is indefinite.
+    assert population_loss(pair, "quadratic_u_given_v", A, B_u=-2.0 * np.linalg.inv(pair.cov_uu)) == np.inf
+
+
+@pytest.mark.parametrize("n_u,n_v", [(1, 1), (3, 2), (2, 4)])
+def test_kl_objective_minus_conditional_loss_is_mutual_information_theorem_3_2(n_u, n_v):
+    pair = random_gaussian_pair(n_u, n_v, seed=9)
+    rng = np.random.default_rng(4)
+    mi = pair.mutual_information()
+    for A in [optimal_alignment(pair, "conditional").A] + [rng.standard_normal((n_u, n_v)) for _ in range(5)]:
+        gap = conditional_kl_objective(pair, A) - population_loss(pair, "conditional", A)
+        # O(1)-sized terms combined in float64 with condition numbers below ~50: round-off ~1e-13.
+        assert gap == pytest.approx(mi, abs=1e-10)
+    assert conditional_kl_objective(pair, optimal_alignment(pair, "conditional").A) >= 0.0
+
+
+def test_two_dimensional_loss_values():
+    pair = GaussianPair([[1.5]], [[1.0]], [[1.5]])
+    # L_cond(A) = −A + ½ A² 1.5², minimal at 4/9 with value −(4/9)/2.
+    assert population_loss(pair, "conditional", [[4 / 9]]) == pytest.approx(-2 / 9, rel=1e-14)
+    # L_joint(A) = −A − ½ log(1 − 2.25 A²) at A = 1/3: −1/3 − ½ log(3/4).
+    assert population_loss(pair, "joint", [[1 / 3]]) == pytest.approx(-1 / 3 - 0.5 * np.log(0.75), rel=1e-14)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_gradient_matches_central_differences(loss):
+    pair = random_gaussian_pair(3, 2, seed=5)
+    rng = np.random.default_rng(6)
+    A = random_A(pair, rng, 0.5)
+    side = {"quadratic_u_given_v": ("B_u", 3), "quadratic_v_given_u": ("B_v", 2)}.get(loss)
+    tilt = {}
+    if side:
+        g = rng.standard_normal((2, side[1]))
+        tilt = {side[0]: g.T @ g}
+    _, (d_a, d_bu, d_bv) = population_loss_gradient(pair, loss, A, **tilt)
+    step = 1e-5  # central differences: truncation ~ step² ≈ 1e-10, round-off ~ eps/step ≈ 1e-11
+
+    def numeric(f, x):
+        out = np.zeros_like(x)
+        for idx in np.ndindex(x.shape):
+            e = np.zeros_like(x)
+            e[idx] = step
+            out[idx] = (f(x + e) - f(x - e)) / (2 * step)
+        return out
+
+    num_a = numeric(lambda a: population_loss(pair, loss, a, **tilt), A)
+    np.testing.assert_allclose(d_a, num_a, atol=1e-7)
+    if side:
+        name = side[0]
+        # The loss sees B only through its symmetric part: differentiate along symmetric directions.
+        num_b = numeric(lambda b: population_loss(pair, loss, A, **{name: 0.5 * (b + b.T)}), tilt[name])
+        np.testing.assert_allclose(d_bu if name == "B_u" else d_bv, num_b, atol=1e-7)
+    else:
+        assert d_bu is None and d_bv is None
+
+
+def test_bad_arguments_raise(pair):
+    A = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="loss='clip'"):
+        population_loss(pair, "clip", A)
+    with pytest.raises(ValueError, match=r"A: expected shape \(3, 2\)"):
+        population_loss(pair, "conditional", np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="A: contains NaN"):
+        population_loss(pair, "joint", np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match="B_u: loss 'quadratic_u_given_v' expects a"):
+        population_loss(pair, "quadratic_u_given_v", A)
+    with pytest.raises(ValueError, match="B_u: loss 'conditional' expects None"):
+        population_loss(pair, "conditional", A, B_u=np.eye(3))
+    with pytest.raises(ValueError, match="B_v: loss 'quadratic_u_given_v' expects None"):
+        population_loss(pair, "quadratic_u_given_v", A, B_u=np.eye(3), B_v=np.eye(2))
+    with pytest.raises(ValueError, match="B_v: expected a symmetric"):
+        population_loss(pair, "quadratic_v_given_u", A, B_v=[[1.0, 1.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"A: expected shape \(3, 2\)"):
+        conditional_kl_objective(pair, np.zeros(3))
