@@ -1,0 +1,415 @@
+"""One training loop for any bimodal model, any registered loss and any batch source.
+
+The loop is short and linear on purpose (nanoGPT style)::
+
+    for each epoch, for each batch from stream.epoch(epoch, start_batch):
+        out  = model(u, v)                               # BimodalOutput(z_u, z_v, logit_scale, logit_bias)
+        z_u, z_v = gather_with_grad(out.z_u), ...        # only under torch.distributed
+        loss = loss_fn(z_u, z_v, logit_scale=..., logit_bias=...).loss
+        backward, clip, optimizer step, scheduler step
+        log the step; evaluate and checkpoint every so often
+
+Under ``torchrun`` every rank computes the loss of the *global* batch on embeddings gathered
+with gradient, so its value equals the one-process loss on the same batch. The backward of the
+gather sums the world's identical losses, which makes each rank's gradient ``world_size``
+times its share; DDP's gradient average divides that back, so the update equals the
+one-process update (the scaling explained in open_clip#616).
+
+A batch source is anything with ``batches_per_epoch``, ``epoch(epoch, start_batch=0)`` yielding
+dicts ``{"u": Tensor (b, n_u), "v": Tensor (b, n_v), ...}`` (``b`` is the per-rank batch) and,
+optionally, ``skipped`` (a dict of skipped corrupt samples). Its order must depend only on its
+seed and ``(epoch, start_batch)``: that, plus the checkpointed model, optimizer, scheduler and
+generator states, makes a resumed run reproduce an uninterrupted one bit for bit on CPU.
+:class:`clipmath.datasets.ShardStream` streams shards; :class:`TensorStream` serves tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from clipmath.multimodal.checkpoint import load_checkpoint, save_checkpoint
+from clipmath.multimodal.distributed import gather_with_grad, world_info
+from clipmath.multimodal.seeding import rng_state, seed_everything, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimizer, schedule, device, and how often to log, evaluate and checkpoint.
+
+    Attributes:
+        epochs: passes over the batch source.
+        optimizer: ``adam``, ``adamw`` or ``sgd``.
+        lr: peak learning rate.
+        weight_decay: L2 penalty (decoupled for ``adamw``).
+        momentum: SGD momentum (ignored by Adam/AdamW).
+        schedule: learning-rate factor after warmup: ``constant``, ``cosine`` (to 0) or ``linear`` (to 0).
+        warmup_steps: steps of linear warmup from ``lr / warmup_steps`` to ``lr``.
+        grad_clip: maximum global gradient norm, or None for no clipping.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        checkpoint_every: steps between checkpoints (0: only the final one).
+        eval_every: steps between calls of the evaluation hook (0: only at the end).
+        log_every: steps between records in ``metrics.jsonl``.
+        seed: seeds Python, NumPy and torch when training starts (not on resume).
+    """
+
+    epochs: int = 10
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = 0
+    eval_every: int = 0
+    log_every: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("optimizer", self.optimizer in ("adam", "adamw", "sgd"), "one of 'adam', 'adamw', 'sgd'"),
+            ("lr", self.lr > 0, "a positive float"),
+            ("weight_decay", self.weight_decay >= 0, "a float >= 0"),
+            ("momentum", 0 <= self.momentum < 1, "a float in [0, 1)"),
+            ("schedule", self.schedule in ("constant", "cosine", "linear"), "one of 'constant', 'cosine', 'linear'"),
+            ("warmup_steps", self.warmup_steps >= 0, "an integer >= 0"),
+            ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or a positive float"),
+            ("device", self.device in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
+            ("checkpoint_every", self.checkpoint_every >= 0, "an integer >= 0"),
+            ("eval_every", self.eval_every >= 0, "an integer >= 0"),
+            ("log_every", self.log_every >= 1, "an integer >= 1"),
+            ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"train.{name}={getattr(self, name)!r}: expected {expected}")
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run returns (the trained model is updated in place).
+
+    Attributes:
+        steps: optimizer steps taken in total (across resumes).
+        last_loss: loss of the final step.
+        epoch_losses: mean training loss of each epoch, in order.
+        evaluation: the evaluation hook's output on the final model ({} without a hook).
+        data_seconds: wall time spent waiting for batches (this process, since its start or resume).
+        compute_seconds: wall time spent in forward, backward and the optimizer step (same span).
+        resumed_at: the step a resume started from, or None for an uninterrupted run.
+    """
+
+    steps: int
+    last_loss: float
+    epoch_losses: list[float]
+    evaluation: dict[str, float] = field(default_factory=dict)
+    data_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    resumed_at: int | None = None
+
+    @property
+    def data_fraction(self) -> float:
+        """Fraction of the step time spent waiting for data."""
+        total = self.data_seconds + self.compute_seconds
+        return self.data_seconds / total if total > 0 else 0.0
+
+
+class TensorStream:
+    """Paired tensors served as a batch source, with seeded per-epoch shuffles.
+
+    Epoch ``e`` visits the rows in the order of a permutation seeded by ``(seed, e)``; global
+    batch ``k`` is the ``k``-th run of ``batch_size`` rows in that order, and rank ``r`` of
+    ``world_size`` takes its ``r``-th slice, so that the ranks' batches together are exactly
+    the one-process batch. The last incomplete batch is dropped, so every batch has equal size
+    (contrastive losses depend on the batch size).
+
+    Args:
+        u: (N, n_u) samples of modality u.
+        v: (N, n_v) samples of modality v, row i paired with ``u[i]``.
+        batch_size: the global batch size ``B`` (a multiple of ``world_size``, at most N).
+        seed: seed of the shuffles.
+        rank: this process's rank.
+        world_size: number of processes sharing each global batch.
+    """
+
+    def __init__(self, u: Tensor, v: Tensor, *, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if u.dim() != 2 or v.dim() != 2 or u.shape[0] != v.shape[0]:
+            raise ValueError(
+                f"u, v: expected shapes (N, n_u) and (N, n_v) with equal N, got {tuple(u.shape)} and {tuple(v.shape)}"
+            )
+        if not 1 <= batch_size <= u.shape[0] or batch_size % world_size:
+            raise ValueError(
+                f"batch_size={batch_size}: expected a multiple of world_size={world_size} in [1, N={u.shape[0]}]"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank}: expected an integer in [0, world_size={world_size})")
+        self.u, self.v = u, v
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.batches_per_epoch = u.shape[0] // batch_size
+        self.skipped: dict[str, int] = {}
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict[str, Any]]:
+        """Yield this rank's batches of ``epoch``, from global batch ``start_batch`` on."""
+        order = torch.from_numpy(np.random.default_rng([self.seed, epoch]).permutation(self.u.shape[0]))
+        local = self.batch_size // self.world_size
+        for k in range(start_batch, self.batches_per_epoch):
+            first = k * self.batch_size + self.rank * local
+            index = order[first : first + local]
+            yield {"u": self.u[index], "v": self.v[index], "key": index.tolist()}
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("train.device='cuda': CUDA is not available on this machine; use 'cpu' or 'auto'")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Learning-rate multiplier after ``step`` scheduler steps.
+
+    Linear warmup ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, then with
+    progress ``p = (step - warmup) / (total - warmup)``: 1 (constant), ``(1 + cos(pi p)) / 2``
+    (cosine) or ``1 - p`` (linear).
+    """
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if config.schedule == "linear":
+        return 1.0 - progress
+    return 1.0
+
+
+def _truncate_log(path: os.PathLike, tag: str, step: int) -> None:
+    """Drop this run's records past ``step`` (and its final evaluation) from ``metrics.jsonl``.
+
+    They were written after the checkpoint being resumed from and will be written again; a
+    line cut short by the kill is dropped too.
+    """
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("run") == tag and (record.get("step", 0) > step or record.get("final")):
+                continue
+            kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = f"{path}.truncate.tmp"
+    with open(tmp, "w") as handle:
+        handle.writelines(kept)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def train(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    stream: Any,
+    config: TrainConfig,
+    run_dir: Any = None,
+    *,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    tag: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place by minimising ``loss_fn`` on the batches of ``stream``.
+
+    Each step minimises the empirical loss of one batch (e.g. the CLIP loss (7) or the
+    conditional loss (12) of Baptista et al. (2025) with the batch as the empirical measure).
+
+    Args:
+        model: maps ``(u (b, n_u), v (b, n_v))`` to an output with ``z_u (b, n_e)``,
+            ``z_v (b, n_e)``, ``logit_scale`` (scalar) and ``logit_bias`` (scalar or None),
+            e.g. :class:`clipmath.multimodal.model.BimodalModel`.
+        loss_fn: a registered loss (``clipmath.multimodal.losses.build``), called as
+            ``loss_fn(z_u (B, n_e), z_v (B, n_e), logit_scale=..., logit_bias=...)``; ``B`` is
+            the global batch.
+        stream: batch source (see the module docstring); under torchrun, built for this rank.
+        config: optimizer, schedule, device and intervals.
+        run_dir: a :class:`clipmath.experiments.rundir.RunDir` (records go to its
+            ``metrics.jsonl``, checkpoints to ``checkpoints/<tag>.pt``; ``run_dir.resuming``
+            continues from the checkpoint), or None to train without files.
+        evaluate: called as ``evaluate(model)`` (the unwrapped model, in eval mode, without
+            gradients) every ``config.eval_every`` steps and at the end; returns named floats.
+        tag: names this training run inside the run directory (one experiment may train many).
+
+    Returns:
+        The run's :class:`TrainResult`.
+
+    Raises:
+        ValueError: for a stream without batches or a checkpoint that does not fit.
+    """
+    batches_per_epoch = stream.batches_per_epoch
+    if batches_per_epoch < 1:
+        raise ValueError(f"stream: expected at least one batch per epoch, got batches_per_epoch={batches_per_epoch}")
+    rank, world_size = world_info()
+    writes = run_dir is not None and rank == 0
+    device = _device(config.device)
+    model.to(device)
+    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
+    total_steps = config.epochs * batches_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, config))
+
+    ckpt_path = run_dir.file(f"checkpoints/{tag}.pt") if run_dir is not None else None
+    ckpt = load_checkpoint(ckpt_path) if getattr(run_dir, "resuming", False) else None
+    step, epoch, position = 0, 0, 0
+    epoch_losses: list[float] = []
+    epoch_loss_sum, epoch_steps, last_loss = 0.0, 0, math.nan
+    if ckpt is None:
+        seed_everything(config.seed)
+        if writes and getattr(run_dir, "resuming", False):
+            _truncate_log(run_dir.file("metrics.jsonl"), tag, 0)
+    else:
+        if ckpt["batches_per_epoch"] != batches_per_epoch:
+            raise ValueError(
+                f"checkpoint {str(ckpt_path)!r}: saved with {ckpt['batches_per_epoch']} batches per epoch, "
+                f"the stream now has {batches_per_epoch}; resume with the same data and batch size"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        step, epoch, position = ckpt["step"], ckpt["epoch"], ckpt["position"]
+        epoch_losses = list(ckpt["epoch_losses"])
+        epoch_loss_sum, epoch_steps, last_loss = ckpt["epoch_loss_sum"], ckpt["epoch_steps"], ckpt["last_loss"]
+        logger.info("%s: resuming at step %d (epoch %d, batch %d)", tag, step, epoch, position)
+        if ckpt["done"]:
+            return TrainResult(step, last_loss, epoch_losses, dict(ckpt["evaluation"]), resumed_at=step)
+        if writes:
+            _truncate_log(run_dir.file("metrics.jsonl"), tag, step)
+    resumed_at = None if ckpt is None else step
+
+    def checkpoint(done: bool, evaluation: dict[str, float]) -> None:
+        if not writes:
+            return
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "epoch": epoch,
+                "position": position,
+                "batches_per_epoch": batches_per_epoch,
+                "epoch_losses": epoch_losses,
+                "epoch_loss_sum": epoch_loss_sum,
+                "epoch_steps": epoch_steps,
+                "last_loss": last_loss,
+                "rng": rng_state(),
+                "config": asdict(config),
+                "done": done,
+                "evaluation": evaluation,
+            },
+            ckpt_path,
+        )
+
+    def run_evaluation(final: bool) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            evaluation = {k: float(x) for k, x in evaluate(model).items()}
+        model.train()
+        if writes:
+            run_dir.log_step({"run": tag, "step": step, "epoch": epoch, "final": final, **evaluation})
+        return evaluation
+
+    net = model
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    )
+    data_seconds = compute_seconds = 0.0
+    window_data = window_compute = 0.0  # since the last record
+    model.train()
+    progress = tqdm(total=total_steps, initial=step, desc=tag, disable=rank != 0, leave=False)
+    while epoch < config.epochs:
+        # A checkpoint taken after an epoch's last batch resumes at position == batches_per_epoch.
+        batches = stream.epoch(epoch, start_batch=position) if position < batches_per_epoch else iter(())
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            fetched = time.perf_counter()
+            if batch is None:
+                break
+            u = batch["u"].to(device, non_blocking=True)
+            v = batch["v"].to(device, non_blocking=True)
+            with autocast:
+                out = net(u, v)
+                z_u, z_v = out.z_u, out.z_v
+                if world_size > 1:
+                    z_u, z_v = gather_with_grad(z_u), gather_with_grad(z_v)
+                loss = loss_fn(z_u, z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if hasattr(model, "clamp_logit_scale_"):
+                model.clamp_logit_scale_()  # a scale above the clamp would get no gradient back
+            last_loss = loss.item()  # also waits for the device, so the timing below is honest
+            computed = time.perf_counter()
+            step, position = step + 1, position + 1
+            epoch_loss_sum, epoch_steps = epoch_loss_sum + last_loss, epoch_steps + 1
+            window_data, window_compute = window_data + fetched - started, window_compute + computed - fetched
+            data_seconds, compute_seconds = data_seconds + fetched - started, compute_seconds + computed - fetched
+            progress.update()
+            if writes and step % config.log_every == 0:
+                run_dir.log_step(
+                    {
+                        "run": tag,
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": last_loss,
+                        "logit_scale": float(out.logit_scale.detach()),
+                        "lr": scheduler.get_last_lr()[0],
+                        "data_s": window_data,
+                        "compute_s": window_compute,
+                        "skipped": sum(getattr(stream, "skipped", {}).values()),
+                    }
+                )
+                window_data = window_compute = 0.0
+            if step == total_steps:
+                continue  # the final evaluation and checkpoint follow the loop
+            if evaluate is not None and config.eval_every and step % config.eval_every == 0:
+                run_evaluation(final=False)
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                checkpoint(done=False, evaluation={})
+        if position != batches_per_epoch:
+            logger.warning("%s: epoch %d gave %d batches, expected %d", tag, epoch, position, batches_per_epoch)
+        epoch_losses.append(epoch_loss_sum / max(1, epoch_steps))
+        epoch, position, epoch_loss_sum, epoch_steps = epoch + 1, 0, 0.0, 0
+    progress.close()
+    evaluation = run_evaluation(final=True) if evaluate is not None else {}
+    checkpoint(done=True, evaluation=evaluation)
+    return TrainResult(step, last_loss, epoch_losses, evaluation, data_seconds, compute_seconds, resumed_at)

@@ -1,0 +1,241 @@
+"""The training loop (clipmath.multimodal.trainer): exact updates, records, hooks, checkpoints, in-process resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clipmath.experiments.rundir import RunDir
+from clipmath.multimodal import losses
+from clipmath.multimodal.checkpoint import load_checkpoint
+from clipmath.multimodal.model import BimodalModel, LinearEncoder
+from clipmath.multimodal.trainer import TensorStream, TrainConfig, lr_factor, train
+
+N_U, N_V, N_E = 3, 2, 2
+
+
+@pytest.fixture
+def data():
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(240, N_U, generator=gen)
+    v = u[:, :N_V] + 0.5 * torch.randn(240, N_V, generator=gen)
+    return u, v
+
+
+def _model(seed=1):
+    torch.manual_seed(seed)
+    return BimodalModel(LinearEncoder(N_U, N_E), LinearEncoder(N_V, N_E), metric="inner", tau=1.0, learn_tau=True)
+
+
+def _loss():
+    return losses.build("conditional", metric="inner", direction="two_sided")
+
+
+def _run_dir(tmp_path, name="run", resuming=False):
+    run_dir = RunDir("t", path=tmp_path / name)
+    run_dir.resuming = resuming
+    return run_dir
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in open(run_dir.file("metrics.jsonl"))]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter:
+    """A stream that raises after ``limit`` batches, as a killed process would stop."""
+
+    def __init__(self, stream, limit):
+        self.stream, self.limit, self.served = stream, limit, 0
+        self.batches_per_epoch = stream.batches_per_epoch
+
+    def epoch(self, epoch, start_batch=0):
+        for batch in self.stream.epoch(epoch, start_batch):
+            if self.served == self.limit:
+                raise _Interrupted
+            self.served += 1
+            yield batch
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("epochs", 0), ("optimizer", "lbfgs"), ("lr", 0.0), ("weight_decay", -1.0), ("momentum", 1.0),
+     ("schedule", "step"), ("warmup_steps", -1), ("grad_clip", 0.0), ("device", "tpu"),
+     ("checkpoint_every", -1), ("eval_every", -2), ("log_every", 0), ("seed", -1)],
+)
+def test_train_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=f"train.{field}="):
+        TrainConfig(**{field: value})
+
+
+def test_lr_factor_schedules():
+    warm = TrainConfig(schedule="cosine", warmup_steps=4)
+    assert [lr_factor(s, 14, warm) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 14, warm) == 1.0
+    assert lr_factor(9, 14, warm) == pytest.approx(0.5, abs=1e-15)  # halfway through the cosine
+    assert lr_factor(14, 14, warm) == pytest.approx(0.0, abs=1e-15)
+    linear = TrainConfig(schedule="linear")
+    assert lr_factor(5, 20, linear) == 0.75
+    assert lr_factor(7, 20, TrainConfig()) == 1.0
+
+
+def test_tensor_stream_ranks_split_the_global_batch(data):
+    u, v = data
+    whole = TensorStream(u, v, batch_size=40, seed=3)
+    ranks = [TensorStream(u, v, batch_size=40, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert whole.batches_per_epoch == ranks[0].batches_per_epoch == 6
+    for batch, part0, part1 in zip(whole.epoch(2), ranks[0].epoch(2), ranks[1].epoch(2)):
+        assert torch.equal(batch["u"], torch.cat([part0["u"], part1["u"]]))
+        assert torch.equal(batch["v"], torch.cat([part0["v"], part1["v"]]))
+
+
+def test_tensor_stream_order_depends_on_seed_epoch_and_start(data):
+    u, v = data
+    stream = TensorStream(u, v, batch_size=40, seed=3)
+    first = [b["key"] for b in stream.epoch(0)]
+    assert first == [b["key"] for b in stream.epoch(0)]
+    assert first != [b["key"] for b in stream.epoch(1)]
+    assert first != [b["key"] for b in TensorStream(u, v, batch_size=40, seed=4).epoch(0)]
+    assert [b["key"] for b in stream.epoch(0, start_batch=4)] == first[4:]
+    assert sorted(k for keys in first for k in keys) == list(range(240))  # each row once
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(batch_size=0), "batch_size=0"), (dict(batch_size=41, world_size=2), "batch_size=41"),
+     (dict(batch_size=40, rank=2, world_size=2), "rank=2")],
+)
+def test_tensor_stream_rejects_bad_arguments(data, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TensorStream(*data, **kwargs)
+
+
+def test_train_equals_a_hand_written_loop(data):
+    """Same batches, Adam with warmup and cosine schedule: bitwise the same parameters."""
+    u, v = data
+    config = TrainConfig(epochs=3, lr=0.05, schedule="cosine", warmup_steps=3, device="cpu", seed=5)
+    stream = TensorStream(u, v, batch_size=40, seed=0)
+    model = _model()
+    result = train(model, _loss(), stream, config)
+
+    reference, loss_fn = _model(), _loss()
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.05)
+    total = 3 * stream.batches_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, config))
+    losses_seen = []
+    for epoch in range(3):
+        for batch in stream.epoch(epoch):
+            out = reference(batch["u"], batch["v"])
+            loss = loss_fn(out.z_u, out.z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            reference.clamp_logit_scale_()
+            losses_seen.append(loss.item())
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.equal(p, q), name
+    assert result.steps == total
+    assert result.last_loss == losses_seen[-1]
+    assert result.epoch_losses == [float(np.mean(losses_seen[i * 6 : (i + 1) * 6])) for i in range(3)]
+
+
+def test_records_hooks_and_checkpoint_contents(data, tmp_path):
+    run_dir = _run_dir(tmp_path)
+    calls = []
+
+    def evaluate(model):
+        calls.append((model.training, torch.is_grad_enabled()))
+        return {"norm": model.g_u.weight.norm()}
+
+    config = TrainConfig(epochs=2, lr=0.01, log_every=4, eval_every=5, checkpoint_every=3, device="cpu")
+    result = train(_model(), _loss(), TensorStream(*data, batch_size=20), config, run_dir, evaluate=evaluate, tag="a")
+    records = _records(run_dir)
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "norm" in r]
+    assert [r["step"] for r in steps] == [4, 8, 12, 16, 20, 24]
+    assert set(steps[0]) == {"run", "step", "epoch", "loss", "logit_scale", "lr", "data_s", "compute_s", "skipped"}
+    assert all(r["run"] == "a" and r["data_s"] >= 0 and r["compute_s"] > 0 for r in steps)
+    assert [(r["step"], r["final"]) for r in evals] == [(5, False), (10, False), (15, False), (20, False), (24, True)]
+    assert calls == [(False, False)] * 5
+    assert result.evaluation == {"norm": evals[-1]["norm"]}
+    saved = load_checkpoint(run_dir.file("checkpoints/a.pt"))
+    assert {"model", "optimizer", "scheduler", "step", "epoch", "position", "rng", "config", "done"} <= set(saved)
+    assert (saved["step"], saved["done"], saved["config"]["lr"]) == (24, True, 0.01)
+
+
+@pytest.mark.parametrize("stop_after", [7, 12])  # mid-epoch, and right at an epoch's end
+def test_resume_after_interruption_is_bitwise_identical(data, tmp_path, stop_after):
+    u, v = data
+    config = TrainConfig(epochs=3, lr=0.02, schedule="linear", warmup_steps=2, checkpoint_every=6, device="cpu")
+
+    full_dir = _run_dir(tmp_path, "full")
+    full_model = _model()
+    full = train(full_model, _loss(), TensorStream(u, v, batch_size=40), config, full_dir)
+
+    run_dir = _run_dir(tmp_path, "cut")
+    with pytest.raises(_Interrupted):
+        train(_model(), _loss(), _StopAfter(TensorStream(u, v, batch_size=40), stop_after), config, run_dir)
+    run_dir.resuming = True
+    resumed_model = _model(seed=99)  # the checkpoint, not the initialisation, must decide
+    resumed = train(resumed_model, _loss(), TensorStream(u, v, batch_size=40), config, run_dir)
+
+    assert resumed.resumed_at == 6 * (stop_after // 6)
+    for p, q in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
+    assert (resumed.last_loss, resumed.epoch_losses) == (full.last_loss, full.epoch_losses)
+    strip = lambda rs: [{k: r[k] for k in ("step", "epoch", "loss", "lr", "logit_scale")} for r in rs]
+    assert strip(_records(run_dir)) == strip(_records(full_dir))
+
+
+def test_resuming_a_finished_run_loads_it_without_training(data, tmp_path):
+    run_dir = _run_dir(tmp_path)
+    config = TrainConfig(epochs=2, lr=0.02, device="cpu")
+    trained = _model()
+    first = train(trained, _loss(), TensorStream(*data, batch_size=40), config, run_dir, evaluate=lambda m: {"x": 1.0})
+    lines = open(run_dir.file("metrics.jsonl")).read()
+    run_dir.resuming = True
+    again = _model(seed=7)
+    second = train(again, _loss(), TensorStream(*data, batch_size=40), config, run_dir, evaluate=lambda m: {"x": 2.0})
+    assert open(run_dir.file("metrics.jsonl")).read() == lines
+    assert (second.steps, second.last_loss, second.epoch_losses, second.evaluation) == (
+        first.steps, first.last_loss, first.epoch_losses, {"x": 1.0})
+    for p, q in zip(trained.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_resume_with_another_batch_count_is_refused(data, tmp_path):
+    run_dir = _run_dir(tmp_path)
+    config = TrainConfig(epochs=2, lr=0.02, checkpoint_every=2, device="cpu")
+    with pytest.raises(_Interrupted):
+        train(_model(), _loss(), _StopAfter(TensorStream(*data, batch_size=40), 3), config, run_dir)
+    run_dir.resuming = True
+    with pytest.raises(ValueError, match="batches per epoch"):
+        train(_model(), _loss(), TensorStream(*data, batch_size=30), config, run_dir)
+
+
+def test_grad_clip_bounds_the_sgd_step(data):
+    u, v = data
+    before = [p.detach().clone() for p in _model().parameters()]
+
+    def step_norm(clip):
+        model = _model()
+        stream = TensorStream(u, v, batch_size=240)
+        train(model, _loss(), stream, TrainConfig(epochs=1, optimizer="sgd", lr=1.0, grad_clip=clip, device="cpu"))
+        return math.sqrt(sum(((p - q) ** 2).sum().item() for p, q in zip(model.parameters(), before)))
+
+    assert step_norm(None) > 0.1
+    assert step_norm(1e-3) == pytest.approx(1e-3, rel=1e-5)  # float32 round-off of the clip factor
+
+
+def test_stream_without_batches_is_refused():
+    class Empty:
+        batches_per_epoch = 0
+
+    with pytest.raises(ValueError, match="batches_per_epoch=0"):
+        train(_model(), _loss(), Empty(), TrainConfig(device="cpu"))
