@@ -144,16 +144,19 @@ class BimodalModel(nn.Module):
         return self.g_v(v)
 
     def clamped_logit_scale(self) -> Tensor:
-        """``logit_scale`` clamped to at most ``log 100`` (its gradient is zero above that)."""
-        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
+        """``logit_scale`` with its value clamped to at most ``log 100`` and its gradient kept.
+
+        The gradient passes the clamp unchanged (a straight-through clamp), so a scale at
+        the clamp can still move down; this is the gradient open_clip gets from clamping the
+        parameter after each step. Call :meth:`clamp_logit_scale_` after each optimizer step
+        so the stored parameter does not drift above the clamp.
+        """
+        excess = (self.logit_scale - MAX_LOGIT_SCALE).clamp(min=0).detach()
+        return self.logit_scale - excess
 
     @torch.no_grad()
     def clamp_logit_scale_(self) -> None:
-        """Clamp the stored ``logit_scale`` in place to at most ``log 100``.
-
-        Call it after each optimizer step (as open_clip does): a parameter left above the
-        clamp would get no gradient from :meth:`forward` and could never come back down.
-        """
+        """Clamp the stored ``logit_scale`` in place to at most ``log 100`` (as open_clip)."""
         self.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
 
     def forward(self, u: Tensor, v: Tensor) -> BimodalOutput:

@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from clipmath.multimodal.losses._logits import PairLoss
+from clipmath.multimodal.losses._logits import PairLoss, no_autocast
 from clipmath.multimodal.losses.base import LossOutput, register
 from clipmath.multimodal.losses.conditional import resolve_weights
 
@@ -236,9 +236,10 @@ class _KernelLoss(PairLoss):
             ValueError: for bad embeddings, or ``u``/``v`` missing, mis-sized or non-finite.
         """
         logits = self.logits(z_u, z_v, logit_scale, logit_bias)
-        gram_u = self._gram(self.data("u", u, logits))
-        gram_v = self._gram(self.data("v", v, logits))
-        return LossOutput(self.loss_from_grams(logits, gram_u, gram_v), logits)
+        with no_autocast(logits):
+            gram_u = self._gram(self.data("u", u, logits))
+            gram_v = self._gram(self.data("v", v, logits))
+            return LossOutput(self.loss_from_grams(logits, gram_u, gram_v), logits)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, kernel={self.kernel!r}"
