@@ -78,7 +78,8 @@ class _Plan:
     """Everything a worker needs to produce its part of one epoch (picklable)."""
 
     shards: tuple[_Shard, ...]
-    fields: tuple[tuple[str, FieldInfo], ...]
+    fields: tuple[tuple[str, FieldInfo], ...]  # the requested fields
+    members: frozenset[str]  # "{field}.{ext}" of every field in the manifest
     batch_size: int
     seed: int
     epoch: int
@@ -106,13 +107,13 @@ def _worker_shards(plan: _Plan, worker: int, num_workers: int, failed: set[str])
         yield rng.choice(pool)
 
 
-def _read_shard(shard: _Shard, skipped: Counter, failed: set[str]) -> Iterator[dict]:
+def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, failed: set[str]) -> Iterator[dict]:
     """The samples of one shard as raw member bytes, ``{"__key__", "__shard__", "u.npy": ...}``.
 
     A tar error, a file size other than the manifest's, or fewer samples than the manifest
-    counts marks the shard damaged: the samples read completely before the damage are kept,
-    the one in progress is dropped (it may lack members), and the shortfall against the
-    manifest count is added to ``skipped``.
+    counts marks the shard damaged: the samples read before the damage are kept, the one in
+    progress only if it holds every member of the manifest's ``members`` (it may have been cut),
+    and the shortfall against the manifest count is added to ``skipped``.
     """
     delivered, sample, error, size = 0, None, None, -1
     try:
@@ -130,9 +131,11 @@ def _read_shard(shard: _Shard, skipped: Counter, failed: set[str]) -> Iterator[d
     except (tarfile.TarError, OSError) as err:
         error = err
     found = delivered + (sample is not None)
-    if error is None and size == shard.bytes and found == shard.count:
-        if sample is not None:
-            yield sample
+    intact = error is None and size == shard.bytes and found == shard.count
+    if sample is not None and (intact or members <= sample.keys()):
+        yield sample
+        delivered += 1
+    if intact:
         return
     lost = shard.count - delivered
     skipped[shard.name] += max(lost, 0)
@@ -141,9 +144,11 @@ def _read_shard(shard: _Shard, skipped: Counter, failed: set[str]) -> Iterator[d
     logger.warning("shard %s is damaged (%s): skipped %d samples after the first %d", shard.name, reason, lost, delivered)
 
 
-def _read_shards(shards: Iterable[_Shard], skipped: Counter, failed: set[str]) -> Iterator[dict]:
+def _read_shards(
+    shards: Iterable[_Shard], members: frozenset[str], skipped: Counter, failed: set[str]
+) -> Iterator[dict]:
     for shard in shards:
-        yield from _read_shard(shard, skipped, failed)
+        yield from _read_shard(shard, members, skipped, failed)
 
 
 def _decode(samples: Iterable[dict], fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter) -> Iterator[dict]:
@@ -213,7 +218,7 @@ class _EpochDataset(IterableDataset):
         failed: set[str] = set()
         stages: list[Any] = [
             lambda: _worker_shards(plan, worker, num_workers, failed),
-            lambda shards: _read_shards(shards, skipped, failed),
+            lambda shards: _read_shards(shards, plan.members, skipped, failed),
             lambda samples: _decode(samples, plan.fields, skipped),
         ]
         if plan.rank_samples is not None:
@@ -316,6 +321,7 @@ class ShardStream:
         self._plan_args = dict(
             shards=shards,
             fields=tuple((name, self.manifest.fields[name]) for name in fields),
+            members=frozenset(f"{name}.{info.ext}" for name, info in self.manifest.fields.items()),
             batch_size=batch_size,
             seed=seed,
             rank=rank,
@@ -378,12 +384,21 @@ class ShardStream:
                 yield batch
 
     def _worker_batches(self, loader: DataLoader, tails: list[dict]) -> Iterator[dict]:
-        for item in loader:
-            self._skipped.update(item.pop(_SKIPPED))
-            if _TAIL in item:
-                tails.extend(item[_TAIL])
-            else:
-                yield item
+        iterator = iter(loader)
+        try:
+            for item in iterator:
+                self._skipped.update(item.pop(_SKIPPED))
+                if _TAIL in item:
+                    tails.extend(item[_TAIL])
+                else:
+                    yield item
+        finally:
+            # Stop the workers now, on an early stop or an error too: a worker error's traceback
+            # holds the iterator in a reference cycle, and when the garbage collector finalises
+            # that cycle the worker queues may go first, so each worker waits out a 5 s timeout.
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
     def _tail_batches(self, tails: list[dict]) -> Iterator[dict]:
         names = [name for name, _ in self._plan_args["fields"]]

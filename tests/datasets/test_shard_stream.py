@@ -1,0 +1,236 @@
+"""ShardStream: seeded order, rank/worker split, resume, resampling, damaged data, bad input."""
+
+import dataclasses
+import io
+import logging
+import math
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from clipmath.datasets import ShardStream, read_manifest
+from clipmath.datasets.shards import MANIFEST_NAME, sha256_file
+
+from shard_data import MAX_COUNT, N_SAMPLES, shard_keys
+
+
+def keys_of(batches):
+    return [key for batch in batches for key in batch["key"]]
+
+
+def assert_same_batches(first, second):
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        assert a["key"] == b["key"]
+        assert torch.equal(a["u"], b["u"]) and torch.equal(a["v"], b["v"])
+
+
+# (2 workers, 3 ranks): rank 0 holds 3 shards, so one worker ends before the other.
+@pytest.mark.parametrize(("num_workers", "world_size"), [(0, 1), (2, 1), (2, 3)])
+def test_same_seed_and_epoch_reproduce_the_batches_and_epochs_differ(shard_dir, num_workers, world_size):
+    def stream(seed):
+        return ShardStream(
+            shard_dir, batch_size=2, seed=seed, shuffle_buffer=10, num_workers=num_workers, world_size=world_size
+        )
+
+    first = list(stream(0).epoch(1))
+    assert_same_batches(first, list(stream(0).epoch(1)))
+    assert keys_of(list(stream(0).epoch(2))) != keys_of(first)
+    assert keys_of(list(stream(1).epoch(1))) != keys_of(first)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_an_epoch_delivers_each_sample_at_most_once_and_all_without_drop_last(shard_dir, num_workers, drop_last):
+    # 2 workers read 20 samples each: 3 batches of 6 and 2 left over each, pooled into one more.
+    stream = ShardStream(shard_dir, batch_size=6, num_workers=num_workers, drop_last=drop_last)
+    batches = list(stream.epoch(0))
+    keys = keys_of(batches)
+    expected_batches = N_SAMPLES // 6 if drop_last else math.ceil(N_SAMPLES / 6)
+    assert len(batches) == stream.batches_per_epoch == expected_batches
+    assert len(keys) == len(set(keys))
+    assert all(len(batch["key"]) == 6 for batch in batches[:-1])
+    if drop_last:
+        assert len(keys) == 6 * expected_batches
+    else:
+        assert sorted(keys) == [f"sample-{i:04d}" for i in range(N_SAMPLES)]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_two_ranks_with_two_workers_see_disjoint_samples_covering_the_epoch(shard_dir, drop_last):
+    per_rank = []
+    for rank in (0, 1):
+        stream = ShardStream(shard_dir, batch_size=4, num_workers=2, rank=rank, world_size=2, drop_last=drop_last)
+        batches = list(stream.epoch(3))
+        assert len(batches) == stream.batches_per_epoch
+        per_rank.append(keys_of(batches))
+    everything = per_rank[0] + per_rank[1]
+    assert len(everything) == len(set(everything))
+    if not drop_last:
+        assert sorted(everything) == [f"sample-{i:04d}" for i in range(N_SAMPLES)]
+
+
+def test_uneven_ranks_get_equal_batch_counts_with_drop_last_and_full_coverage_without(shard_dir):
+    # 8 shards over 3 ranks: 15, 15 and 10 samples.
+    counts = [ShardStream(shard_dir, batch_size=4, rank=r, world_size=3).batches_per_epoch for r in range(3)]
+    assert counts == [2, 2, 2]
+    keys = []
+    for rank, expected in zip(range(3), (4, 4, 3)):
+        stream = ShardStream(shard_dir, batch_size=4, rank=rank, world_size=3, drop_last=False)
+        batches = list(stream.epoch(0))
+        assert len(batches) == stream.batches_per_epoch == expected
+        keys += keys_of(batches)
+    assert sorted(keys) == [f"sample-{i:04d}" for i in range(N_SAMPLES)]
+
+
+@pytest.mark.parametrize(("num_workers", "world_size"), [(0, 1), (2, 1), (2, 3)])
+def test_start_batch_resumes_with_the_tail_of_the_full_epoch(shard_dir, num_workers, world_size):
+    stream = ShardStream(
+        shard_dir, batch_size=3, shuffle_buffer=8, num_workers=num_workers, world_size=world_size, drop_last=False
+    )
+    full = list(stream.epoch(5))
+    rank_samples = {1: N_SAMPLES, 3: 3 * MAX_COUNT}[world_size]  # rank 0 of 3 holds shards 0, 3, 6
+    assert len(full) == stream.batches_per_epoch == math.ceil(rank_samples / 3)
+    for start in (1, len(full) - 1):  # from a worker batch, and from the pooled last batch
+        assert_same_batches(list(stream.epoch(5, start_batch=start)), full[start:])
+    assert list(stream.epoch(5, start_batch=len(full))) == []
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_resampled_epoch_has_samples_per_epoch_samples(shard_dir, num_workers, drop_last):
+    stream = ShardStream(
+        shard_dir, batch_size=8, resampled=True, samples_per_epoch=51,
+        num_workers=num_workers, drop_last=drop_last,
+    )
+    batches = list(stream.epoch(0))
+    assert len(batches) == stream.batches_per_epoch == (6 if drop_last else 7)
+    assert sum(len(batch["key"]) for batch in batches) == (48 if drop_last else 51)
+    assert set(keys_of(batches)) <= {f"sample-{i:04d}" for i in range(N_SAMPLES)}
+    assert keys_of(list(stream.epoch(1))) != keys_of(batches)
+
+
+def test_resampled_ranks_share_samples_per_epoch(shard_dir):
+    sizes = []
+    for rank in (0, 1):
+        stream = ShardStream(
+            shard_dir, batch_size=8, resampled=True, samples_per_epoch=51,
+            rank=rank, world_size=2, drop_last=False,
+        )
+        sizes.append(sum(len(batch["key"]) for batch in stream.epoch(0)))
+    assert sizes == [26, 25]
+
+
+def _member_offsets(path):
+    with tarfile.open(path) as tar:
+        return [member.offset for member in tar.getmembers()]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_damaged_shards_are_skipped_and_counted_and_good_samples_all_delivered(shard_dir, num_workers, caplog):
+    names = [shard.name for shard in read_manifest(shard_dir).shards]
+    garbage, truncated, cut_at_member, corrupt_sample = (shard_dir / names[i] for i in (1, 4, 6, 7))
+    garbage.write_bytes(np.random.default_rng(0).bytes(garbage.stat().st_size))
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2 + 100])  # inside a member
+    # Cut exactly where the 3rd sample starts (5 members per sample): tarfile sees a clean end.
+    cut_at_member.write_bytes(cut_at_member.read_bytes()[: _member_offsets(cut_at_member)[10]])
+    data = bytearray(corrupt_sample.read_bytes())
+    magic = [i for i in range(len(data)) if data.startswith(b"\x93NUMPY", i)]
+    data[magic[2] : magic[2] + 6] = b"XXXXXX"  # sample 1's u.npy (members sort caption, label, meta, u, v)
+    corrupt_sample.write_bytes(bytes(data))
+
+    stream = ShardStream(shard_dir, batch_size=4, num_workers=num_workers, drop_last=False)
+    with caplog.at_level(logging.WARNING, logger="clipmath.datasets.stream"):
+        keys = keys_of(list(stream.epoch(0)))
+    skipped = stream.skipped
+
+    assert len(keys) == len(set(keys))
+    for good in (0, 2, 3, 5):
+        assert set(shard_keys(good)) <= set(keys)
+    assert skipped[names[1]] == MAX_COUNT
+    assert skipped[names[6]] == MAX_COUNT - 2  # complete samples before the cut are all kept
+    assert skipped[names[7]] == 1
+    assert set(shard_keys(7)) - set(keys) == {"sample-0036"}
+    delivered = sorted(set(shard_keys(4)) & set(keys))
+    assert 1 <= len(delivered) < MAX_COUNT
+    assert delivered == shard_keys(4)[: len(delivered)]  # the samples before the damage
+    assert skipped[names[4]] == MAX_COUNT - len(delivered)
+    assert len(keys) + sum(skipped.values()) == N_SAMPLES
+    if num_workers == 0:  # worker processes log to their own handlers
+        logged = " ".join(record.getMessage() for record in caplog.records)
+        assert all(names[i] in logged for i in (1, 4, 6, 7))
+
+
+def _rewrite_shard_without(shard_dir, index, key, member):
+    """Rewrite shard ``index`` dropping one member of sample ``key``; fix the manifest to match."""
+    manifest = read_manifest(shard_dir)
+    path = shard_dir / manifest.shards[index].name
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    buffer = io.BytesIO()
+    with wds.TarWriter(buffer, encoder=False, mtime=0) as writer:
+        for name, data in members:
+            sample_key, _, suffix = name.partition(".")
+            if (sample_key, suffix) != (key, member):
+                writer.write({"__key__": sample_key, suffix: data})
+    path.write_bytes(buffer.getvalue())
+    shard = dataclasses.replace(manifest.shards[index], bytes=path.stat().st_size, sha256=sha256_file(path))
+    shards = manifest.shards[:index] + (shard,) + manifest.shards[index + 1 :]
+    (shard_dir / MANIFEST_NAME).write_text(dataclasses.replace(manifest, shards=shards).to_json())
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_missing_required_field_raises_naming_key_and_shard(shard_dir, num_workers):
+    _rewrite_shard_without(shard_dir, 1, "sample-0007", "v.npy")
+    stream = ShardStream(shard_dir, batch_size=4, num_workers=num_workers)
+    with pytest.raises(ValueError, match=r"sample-0007.*shard-000001\.tar.*'v'"):
+        list(stream.epoch(0))
+
+
+def test_a_field_not_requested_may_be_missing(shard_dir):
+    _rewrite_shard_without(shard_dir, 1, "sample-0007", "v.npy")
+    stream = ShardStream(shard_dir, batch_size=4, drop_last=False, fields=("u",))
+    batches = list(stream.epoch(0))
+    assert sorted(keys_of(batches)) == [f"sample-{i:04d}" for i in range(N_SAMPLES)]
+    assert set(batches[0]) == {"u", "key"}
+
+
+def test_batch_dict_layout(shard_dir):
+    batch = next(iter(ShardStream(shard_dir, batch_size=4, fields=("u", "v", "label", "caption")).epoch(0)))
+    assert set(batch) == {"u", "v", "label", "caption", "key"}
+    assert batch["u"].shape == (4, 3, 2) and batch["u"].dtype == torch.float32
+    assert batch["v"].shape == (4, 4) and batch["v"].dtype == torch.float32
+    assert batch["label"].dtype == torch.int64 and batch["label"].shape == (4,)
+    assert isinstance(batch["caption"], list) and len(batch["key"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"batch_size": 4, "rank": 2, "world_size": 2}, "rank=2"),
+        ({"batch_size": 4, "world_size": 9}, "world_size=9"),
+        ({"batch_size": 4, "resampled": True}, "samples_per_epoch=None"),
+        ({"batch_size": 4, "samples_per_epoch": 10}, "samples_per_epoch=10"),
+        ({"batch_size": 4, "fields": ("u", "w")}, "'w'"),
+        ({"batch_size": 4, "fields": ()}, "fields=()"),
+        ({"batch_size": 4, "seed": -1}, "seed=-1"),
+    ],
+)
+def test_bad_arguments_raise_naming_them(shard_dir, kwargs, named):
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        ShardStream(shard_dir, **kwargs)
+
+
+def test_bad_epoch_arguments_and_missing_manifest(shard_dir, tmp_path):
+    stream = ShardStream(shard_dir, batch_size=4)
+    with pytest.raises(ValueError, match="start_batch=11"):
+        stream.epoch(0, start_batch=11)
+    with pytest.raises(ValueError, match="epoch=-1"):
+        stream.epoch(-1)
+    with pytest.raises(ValueError, match="manifest.json"):
+        ShardStream(tmp_path, batch_size=4)
