@@ -52,9 +52,9 @@ class FieldInfo:
     dtype: str
 
 
-def _image_info(image: Image.Image, ext: str) -> FieldInfo:
+def _image_info(name: str, image: Image.Image, ext: str) -> FieldInfo:
     if image.mode not in _IMAGE_MODES:
-        raise ValueError(f"image mode={image.mode!r}: expected one of {', '.join(_IMAGE_MODES)}")
+        raise ValueError(f"field {name!r}: image mode={image.mode!r}: expected one of {', '.join(_IMAGE_MODES)}")
     width, height = image.size
     return FieldInfo(ext, (len(image.getbands()), height, width), "uint8")
 
@@ -81,7 +81,7 @@ def encode_field(name: str, value: Any) -> tuple[bytes, FieldInfo]:
         np.save(buffer, value, allow_pickle=False)
         return buffer.getvalue(), FieldInfo("npy", tuple(value.shape), value.dtype.name)
     if isinstance(value, Image.Image):
-        info = _image_info(value, "png")
+        info = _image_info(name, value, "png")
         buffer = io.BytesIO()
         value.save(buffer, format="PNG")
         return buffer.getvalue(), info
@@ -90,7 +90,7 @@ def encode_field(name: str, value: Any) -> tuple[bytes, FieldInfo]:
         if ext is None:
             raise ValueError(f"field {name!r}: bytes value: expected PNG or JPEG data (magic number)")
         with Image.open(io.BytesIO(value)) as image:
-            return bytes(value), _image_info(image, ext)
+            return bytes(value), _image_info(name, image, ext)
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return str(int(value)).encode("ascii"), FieldInfo("cls", (), "int64")
     if isinstance(value, str):

@@ -14,6 +14,7 @@ half shard named like a good one nor a manifest that lists one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -195,6 +196,9 @@ class _ShardSink:
     def abort(self) -> None:
         """Drop the open shard's temporary file and every shard closed so far."""
         if self._handle is not None:
+            # The writer may be mid-member after an error; closing it only pads a file we delete.
+            with contextlib.suppress(Exception):
+                self._writer.close()
             self._handle.close()
             self._paths()[0].unlink(missing_ok=True)
         for shard in self.done:
