@@ -7,7 +7,7 @@ r"""The standard CLIP loss :math:`L^N_{clip}` (eq. 7 of Baptista et al. (2025)).
 
 the mean of the row-wise and column-wise cross-entropies of the logits against the diagonal
 (eqs. 5a/6a). By Theorem 2.8 it is the conditional loss plus :math:`\log B`, and it is
-computed that way, from one logits matrix with one logsumexp per direction.
+computed that way, from one logits matrix with one log-softmax per direction.
 """
 
 from __future__ import annotations

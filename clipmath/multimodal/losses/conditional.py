@@ -90,12 +90,12 @@ def conditional_loss(logits: Tensor, weight_u_given_v: float, weight_v_given_u: 
         Scalar loss.
     """
     log_b = math.log(logits.shape[0])
-    positive = logits.diagonal().mean()
     loss = logits.new_zeros(())
-    # A zero weight skips its logsumexp: one-sided losses cost one B x B pass, not two.
+    # log_softmax is one fused pass forward and backward (a logsumexp plus the diagonal costs
+    # several B x B passes); a zero weight skips its direction entirely.
     for weight, dim in ((weight_u_given_v, 0), (weight_v_given_u, 1)):
         if weight:
-            loss = loss + 0.5 * weight * (torch.logsumexp(logits, dim=dim).mean() - log_b - positive)
+            loss = loss - 0.5 * weight * (torch.log_softmax(logits, dim=dim).diagonal().mean() + log_b)
     return loss
 
 
