@@ -9,6 +9,7 @@ from clipmath.multimodal.losses.base import LossOutput, build, names, register
 # Importing a loss module registers its losses.
 from clipmath.multimodal.losses import clip  # noqa: F401,E402
 from clipmath.multimodal.losses import conditional  # noqa: F401,E402
+from clipmath.multimodal.losses import gca, targets  # noqa: F401,E402
 from clipmath.multimodal.losses import joint  # noqa: F401,E402
 from clipmath.multimodal.losses import mmd  # noqa: F401,E402
 from clipmath.multimodal.losses import siglip  # noqa: F401,E402
