@@ -28,6 +28,22 @@ def test_float32_arrays_come_back_bitwise():
     assert decode_field("npy", data).numpy().tobytes() == value.tobytes()
 
 
+def test_npy_in_fortran_order_or_another_format_version_decodes_too():
+    value = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    data, _ = encode_field("u", value)
+    assert np.array_equal(decode_field("npy", data).numpy(), value)
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(value), version=(2, 0))
+    assert np.array_equal(decode_field("npy", buffer.getvalue()).numpy(), value)
+
+
+@pytest.mark.parametrize("cut", [5, 60, -4])
+def test_cut_npy_bytes_fail_to_decode(cut):
+    data, _ = encode_field("u", np.arange(6, dtype=np.float32))
+    with pytest.raises(ValueError):
+        decode_field("npy", data[:cut])
+
+
 @pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("RGB", 3), ("RGBA", 4)])
 def test_images_are_png_and_come_back_as_chw_in_unit_range(mode, channels):
     pixels = np.random.default_rng(1).integers(0, 256, (5, 6, channels), dtype=np.uint8)
