@@ -104,7 +104,11 @@ class GaussianProcessSource:
         return np.sqrt(2.0 * self.eigenvalues) * np.cos(np.pi * np.outer(x, j))
 
     def pair(self) -> GaussianPair:
-        """The exact law of (u, v): :math:`C_{uu} = \\Phi\\Phi^\\top + \\sigma^2 I`, :math:`C_{uv} = \\Phi_{:,1:n_v}`, :math:`C_{vv} = I`."""
+        """The exact law of (u, v) as a ``GaussianPair``.
+
+        :math:`C_{uu} = \\Phi\\Phi^\\top + \\sigma^2 I`, :math:`C_{uv} = \\Phi_{:,1:n_v}`,
+        :math:`C_{vv} = I`, with the same ``n_modes`` modes the sampler uses.
+        """
         cov_uu = self._phi @ self._phi.T + self.sigma**2 * np.eye(self.n_u)
         return GaussianPair(cov_uu, self._phi[:, : self.n_v], np.eye(self.n_v))
 

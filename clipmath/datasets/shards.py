@@ -271,7 +271,9 @@ def write_shards(
             if not sink.is_open:
                 sink.open()
                 if max_bytes is not None and _tar_bytes(size) > max_bytes:
-                    logger.warning("sample %r alone takes %d bytes > max_bytes=%d", key, _tar_bytes(size), max_bytes)
+                    logger.warning(
+                        "sample %r alone takes %d bytes > max_bytes=%d", key, _tar_bytes(size), max_bytes
+                    )
             sink.write(key, members)
         if fields is None:
             raise ValueError("samples: empty; expected at least one sample")
@@ -300,7 +302,9 @@ def read_manifest(shard_dir: str | os.PathLike) -> Manifest:
     """
     path = Path(shard_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise ValueError(f"shard_dir={str(shard_dir)!r}: no {MANIFEST_NAME}; expected a directory written by write_shards")
+        raise ValueError(
+            f"shard_dir={str(shard_dir)!r}: no {MANIFEST_NAME}; expected a directory written by write_shards"
+        )
     data = json.loads(path.read_text())
     if data.get("format_version") != FORMAT_VERSION:
         raise ValueError(

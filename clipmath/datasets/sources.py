@@ -25,10 +25,14 @@ from clipmath.theory.gaussian import GaussianPair, random_gaussian_pair
 EXAMPLE_2D_COV = ((1.5, 1.0), (1.0, 1.5))
 
 
-def _gaussian(cov: Any = None, n_u: int | None = None, n_v: int | None = None, cov_seed: int | None = None) -> GaussianPair:
+def _gaussian(
+    cov: Any = None, n_u: int | None = None, n_v: int | None = None, cov_seed: int | None = None
+) -> GaussianPair:
     if cov is not None:
         if n_v is not None or cov_seed is not None:
-            raise ValueError("gaussian source: with cov give only n_u; n_v and cov_seed are for a random covariance")
+            raise ValueError(
+                "gaussian source: with cov give only n_u; n_v and cov_seed are for a random covariance"
+            )
         if n_u is None:
             raise ValueError("gaussian source: n_u=None: expected the dimension of u in cov")
         return GaussianPair.from_joint(cov, n_u)

@@ -140,8 +140,11 @@ def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, failed
     lost = shard.count - delivered
     skipped[shard.name] += max(lost, 0)
     failed.add(shard.name)
-    reason = error if error is not None else f"{size} bytes, {found} samples; manifest says {shard.bytes}, {shard.count}"
-    logger.warning("shard %s is damaged (%s): skipped %d samples after the first %d", shard.name, reason, lost, delivered)
+    if error is None:
+        error = f"{size} bytes, {found} samples; manifest says {shard.bytes}, {shard.count}"
+    logger.warning(
+        "shard %s is damaged (%s): skipped %d samples after the first %d", shard.name, error, lost, delivered
+    )
 
 
 def _read_shards(
@@ -151,7 +154,9 @@ def _read_shards(
         yield from _read_shard(shard, members, skipped, failed)
 
 
-def _decode(samples: Iterable[dict], fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter) -> Iterator[dict]:
+def _decode(
+    samples: Iterable[dict], fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter
+) -> Iterator[dict]:
     """Decode the requested fields; skip (and count) samples whose bytes do not decode."""
     for raw in samples:
         key, shard = raw["__key__"], raw["__shard__"]
@@ -166,7 +171,8 @@ def _decode(samples: Iterable[dict], fields: tuple[tuple[str, FieldInfo], ...], 
             sample = {name: decode_field(info.ext, raw[f"{name}.{info.ext}"]) for name, info in fields}
             for name, info in fields:
                 if info.ext in ("npy", "png", "jpg") and tuple(sample[name].shape) != info.shape:
-                    raise ValueError(f"field {name!r} has shape {tuple(sample[name].shape)}, manifest says {info.shape}")
+                    shape = tuple(sample[name].shape)
+                    raise ValueError(f"field {name!r} has shape {shape}, manifest says {info.shape}")
         except Exception as err:  # any decoder failure means corrupt bytes: skip, never stop the epoch
             skipped[shard] += 1
             logger.warning("sample %r in shard %s is corrupt (%s); skipped", key, shard, err)
@@ -300,17 +306,22 @@ class ShardStream:
             raise ValueError(f"fields={fields!r}: expected a non-empty tuple of distinct field names")
         for name in fields:
             if name not in self.manifest.fields:
-                raise ValueError(f"fields: {name!r} is not in the shards; they hold {sorted(self.manifest.fields)}")
+                raise ValueError(
+                    f"fields: {name!r} is not in the shards; they hold {sorted(self.manifest.fields)}"
+                )
         if "key" in fields:
             raise ValueError("fields: 'key' is reserved for the batch's list of sample keys")
         shards = tuple(
             _Shard(s.name, str(self.path / s.name), s.count, s.bytes) for s in self.manifest.shards
         )
         if resampled:
-            per_rank = [samples_per_epoch // world_size + (r < samples_per_epoch % world_size) for r in range(world_size)]
+            share, extra = divmod(samples_per_epoch, world_size)
+            per_rank = [share + (r < extra) for r in range(world_size)]
         else:
             if len(shards) < world_size:
-                raise ValueError(f"world_size={world_size}: more ranks than the {len(shards)} shards in {self.path}")
+                raise ValueError(
+                    f"world_size={world_size}: more ranks than the {len(shards)} shards in {self.path}"
+                )
             per_rank = [sum(s.count for s in shards[r::world_size]) for r in range(world_size)]
             if len(shards[rank::world_size]) < num_workers:
                 logger.warning(
@@ -366,7 +377,9 @@ class ShardStream:
         check_int("epoch", epoch, 0)
         check_int("start_batch", start_batch, 0)
         if start_batch > self.batches_per_epoch:
-            raise ValueError(f"start_batch={start_batch}: expected at most batches_per_epoch={self.batches_per_epoch}")
+            raise ValueError(
+                f"start_batch={start_batch}: expected at most batches_per_epoch={self.batches_per_epoch}"
+            )
         return self._iterate(epoch, start_batch)
 
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[dict]:

@@ -84,7 +84,9 @@ def add_shards_parser(sub: argparse._SubParsersAction) -> None:
     )
     p_write.add_argument("--n", type=int, default=10000, help="number of samples (default 10000)")
     p_write.add_argument("--max-count", type=int, default=10000, help="most samples per shard (default 10000)")
-    p_write.add_argument("--max-bytes", type=int, default=None, help="most bytes per shard file (default: no limit)")
+    p_write.add_argument(
+        "--max-bytes", type=int, default=None, help="most bytes per shard file (default: no limit)"
+    )
     p_write.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p_write.set_defaults(func=_cmd_write)
 
