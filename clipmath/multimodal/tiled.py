@@ -63,8 +63,8 @@ def tiled_clip_loss(
         metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
         weights: (lambda_u, lambda_v), the weights of the column (``u_given_v``) and row
             (``v_given_u``) cross-entropies; ``(0.5, 0.5)`` is CLIP. These are half the paper's
-            :math:`(\lambda_u, \lambda_v)` of Problem 3.13 (the ``conditional`` loss's weights):
-            ``weights = (l_u/2, l_v/2)`` gives that loss plus :math:`\tfrac{l_u + l_v}{2}\log B`.
+            :math:`(\\lambda_u, \\lambda_v)` of Problem 3.13 (the ``conditional`` loss's weights):
+            ``weights = (l_u/2, l_v/2)`` gives that loss plus :math:`\\tfrac{l_u + l_v}{2}\\log B`.
         tile_size: rows and columns per tile; memory grows as ``tile_size**2``.
 
     Returns:

@@ -186,7 +186,7 @@ def finetune_classifier(
         steps: maximum L-BFGS iterations.
         lr: L-BFGS step length (1 is its natural scale).
         tol: stop once every gradient entry is below ``tol`` in absolute value (or after ``steps``).
-            In F the gradient is :math:`\bar w - \hat\pi` (mean predicted minus empirical label
+            In F the gradient is :math:`\\bar w - \\hat\\pi` (mean predicted minus empirical label
             frequencies), so ``tol`` bounds that gap directly.
         metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
 
