@@ -6,17 +6,13 @@ which keeps the img2dataset extensions while letting both modalities be arrays).
 names carry no dots, so webdataset splits every member name at its first dot into the key and
 ``{field}.{ext}``. The extension follows the value's type:
 
-=====================================  =======  =============================================
-value written                          ext      value read back
-=====================================  =======  =============================================
-``np.ndarray`` (numeric)               ``npy``  ``torch.float32`` tensor of the same shape
-``PIL.Image.Image`` (L, LA, RGB, RGBA)  ``png``  ``torch.float32`` tensor (C, H, W) in [0, 1]
-``bytes`` holding a PNG or JPEG        ``png``  as above
-                                       ``jpg``
-``int`` (or NumPy integer)             ``cls``  ``torch.int64`` scalar tensor
-``str``                                ``txt``  ``str``
-``dict`` / ``list`` / ``float``        ``json`` the parsed JSON value
-=====================================  =======  =============================================
+* ``np.ndarray`` of a real numeric dtype -> ``npy``; read back as a ``torch.float32`` tensor
+  of the same shape;
+* ``PIL.Image.Image`` (mode L, LA, RGB or RGBA) -> ``png``; PNG or JPEG ``bytes`` -> ``png`` or
+  ``jpg`` as they are; read back as a ``torch.float32`` tensor (C, H, W) in [0, 1];
+* ``int`` (or NumPy integer) -> ``cls``; read back as a ``torch.int64`` scalar tensor;
+* ``str`` -> ``txt``; read back as ``str``;
+* ``dict``, ``list`` or ``float`` -> ``json``; read back as the parsed JSON value.
 """
 
 from __future__ import annotations
