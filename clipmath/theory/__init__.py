@@ -4,14 +4,16 @@ Section 5 and Appendices D-E of Baptista, Stuart & Tran (2025): the data law
 (:class:`GaussianPair`), the population-optimal linear encoders of each loss
 (:func:`optimal_alignment`, checked by :func:`numerical_alignment`), the model law they define
 (:func:`tilted_model`), the exact population losses (:func:`population_loss`,
-:func:`conditional_kl_objective`), the Gaussian lemmas, and the normalised 1-D sign model.
+:func:`conditional_kl_objective`; :func:`monte_carlo_loss` estimates them from samples), the
+Gaussian lemmas of Appendix E, and the normalised 1-D sign model of Fig. 6.
 """
 
 from clipmath.theory.alignment import LOSSES, Alignment, h, optimal_alignment
 from clipmath.theory.gaussian import GaussianPair, random_gaussian_pair
-from clipmath.theory.lemmas import gaussian_kl, quadratic_exponential_moment
+from clipmath.theory.lemmas import gaussian_kl, log_quadratic_exponential_moment, quadratic_exponential_moment
 from clipmath.theory.losses import conditional_kl_objective, population_loss, population_loss_gradient
 from clipmath.theory.model import tilted_model
+from clipmath.theory.monte_carlo import monte_carlo_loss
 from clipmath.theory.normalised import SignModel, sign_model
 from clipmath.theory.numerical import numerical_alignment
 
@@ -23,6 +25,8 @@ __all__ = [
     "conditional_kl_objective",
     "gaussian_kl",
     "h",
+    "log_quadratic_exponential_moment",
+    "monte_carlo_loss",
     "numerical_alignment",
     "optimal_alignment",
     "population_loss",

@@ -185,12 +185,12 @@ class GaussianPair:
         cov = own - mean_map @ cross.T
         return mean_map, 0.5 * (cov + cov.T)
 
-    def sample(self, n: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` independent pairs.
 
         Args:
             n: number of pairs, >= 1.
-            seed: seed of ``numpy.random.default_rng``.
+            seed: seed of ``numpy.random.default_rng`` (an int, None, or a Generator to draw from).
 
         Returns:
             ``(u, v)`` with shapes (n, n_u) and (n, n_v).

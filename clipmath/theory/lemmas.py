@@ -82,6 +82,50 @@ def quadratic_exponential_moment(
         ValueError: naming the argument with a wrong shape, NaN/Inf, an asymmetric ``B`` or a
             ``Lam`` that is not symmetric positive definite.
     """
+    m, chol, B, c = _check_moment_arguments(m, Lam, B, c)
+    value = np.exp(_log_moment(m, chol, B, c))
+    return value if m.ndim > 1 else float(value)
+
+
+def log_quadratic_exponential_moment(
+    m: np.ndarray, Lam: np.ndarray, B: np.ndarray, c: np.ndarray
+) -> np.ndarray | float:
+    """The logarithm of :func:`quadratic_exponential_moment` (Lemma E.2), computed without overflow.
+
+    Args:
+        m: (..., n) mean; leading dimensions broadcast against those of ``c``.
+        Lam: (n, n) covariance Λ, symmetric positive definite.
+        B: (n, n) symmetric matrix of the quadratic form.
+        c: (..., n) linear coefficient.
+
+    Returns:
+        :math:`\\log \\mathbb E \\exp(\\tfrac12 z^\\top B z + c^\\top z)` (``inf`` where it diverges).
+
+    Raises:
+        ValueError: as :func:`quadratic_exponential_moment`.
+    """
+    m, chol, B, c = _check_moment_arguments(m, Lam, B, c)
+    value = _log_moment(m, chol, B, c)
+    return value if m.ndim > 1 else float(value)
+
+
+def _log_moment(m: np.ndarray, chol: np.ndarray, B: np.ndarray, c: np.ndarray) -> np.ndarray:
+    n = len(chol)
+    r = np.eye(n) - chol.T @ B @ chol
+    try:
+        r_chol = scipy.linalg.cho_factor(r, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return np.full(m.shape[:-1], np.inf)
+    whitened_mean = scipy.linalg.solve_triangular(chol, m.reshape(-1, n).T, lower=True, check_finite=False)
+    w = (c.reshape(-1, n) @ chol).T + whitened_mean
+    log_det_r = 2.0 * np.sum(np.log(np.diag(r_chol[0])))
+    exponent = 0.5 * np.sum(w * scipy.linalg.cho_solve(r_chol, w, check_finite=False), axis=0)
+    exponent -= 0.5 * np.sum(whitened_mean**2, axis=0) + 0.5 * log_det_r
+    return exponent.reshape(m.shape[:-1])
+
+
+def _check_moment_arguments(m, Lam, B, c) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (m, Cholesky factor of Λ, B, c), m and c broadcast to a common shape (..., n)."""
     m = as_batch("m", m, None)
     n = m.shape[-1]
     c = as_batch("c", c, n)
@@ -91,15 +135,4 @@ def quadratic_exponential_moment(
         m, c = np.broadcast_arrays(m, c)
     except ValueError:
         raise ValueError(f"m and c: leading dimensions {m.shape[:-1]} and {c.shape[:-1]} do not broadcast") from None
-    r = np.eye(n) - chol.T @ B @ chol
-    try:
-        r_chol = scipy.linalg.cho_factor(r, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return np.full(m.shape[:-1], np.inf) if m.ndim > 1 else float("inf")
-    whitened_mean = scipy.linalg.solve_triangular(chol, m.reshape(-1, n).T, lower=True, check_finite=False)
-    w = (c.reshape(-1, n) @ chol).T + whitened_mean
-    log_det_r = 2.0 * np.sum(np.log(np.diag(r_chol[0])))
-    exponent = 0.5 * np.sum(w * scipy.linalg.cho_solve(r_chol, w, check_finite=False), axis=0)
-    exponent -= 0.5 * np.sum(whitened_mean**2, axis=0) + 0.5 * log_det_r
-    value = np.exp(exponent).reshape(m.shape[:-1])
-    return value if m.ndim > 1 else float(value)
+    return m, chol, B, c

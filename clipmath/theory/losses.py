@@ -20,7 +20,8 @@ from clipmath.theory.lemmas import gaussian_kl
 _Grad = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 
 
-def _check_arguments(pair: GaussianPair, loss: str, A, B_u, B_v):
+def check_loss_arguments(pair: GaussianPair, loss: str, A, B_u, B_v):
+    """Validated (A, B_u, B_v) for ``loss``: B_u only for ``quadratic_u_given_v``, B_v only for its mirror."""
     check_loss(loss)
     A = as_matrix("A", A, (pair.n_u, pair.n_v))
     needs = {"quadratic_u_given_v": "B_u", "quadratic_v_given_u": "B_v"}.get(loss)
@@ -85,7 +86,7 @@ def _quadratic(eig_x, cov_xx: np.ndarray, cov_yy: np.ndarray, cov_xy: np.ndarray
 
 
 def _evaluate(pair: GaussianPair, loss: str, A, B_u, B_v, grad: bool):
-    A, B_u, B_v = _check_arguments(pair, loss, A, B_u, B_v)
+    A, B_u, B_v = check_loss_arguments(pair, loss, A, B_u, B_v)
     if loss == "conditional":
         return _conditional(pair, A, grad)
     if loss == "joint":

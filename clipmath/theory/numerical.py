@@ -29,7 +29,7 @@ def numerical_alignment(
     *,
     restarts: int = 4,
     seed: int | None = 0,
-    gtol: float = 1e-10,
+    gtol: float = 1e-12,
 ) -> Alignment:
     """Minimise ``population_loss(pair, loss, GᵀH, ...)`` over (G, H) with ``rank`` rows each.
 

@@ -10,21 +10,11 @@ from clipmath.theory import (
     optimal_alignment,
     population_loss,
     population_loss_gradient,
-    quadratic_exponential_moment,
+    monte_carlo_loss,
     random_gaussian_pair,
 )
 
 N_MC = 200_000
-
-
-def mean_and_se(x):
-    return x.mean(), x.std(ddof=1) / np.sqrt(len(x))
-
-
-def log_mgf(cov, c):
-    """log E_z exp(cᵀz), z ~ N(0, cov), for a batch c (N, n) by Lemma E.2 with B = 0."""
-    n = len(cov)
-    return np.log(quadratic_exponential_moment(np.zeros(n), cov, np.zeros((n, n)), c))
 
 
 def random_A(pair, rng, norm):
@@ -39,47 +29,28 @@ def pair():
     return random_gaussian_pair(3, 2, seed=1)
 
 
+def tilts(result):
+    return {name: getattr(result, name) for name in ("B_u", "B_v") if getattr(result, name) is not None}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("which", ["optimum", "random"])
-def test_conditional_loss_is_the_monte_carlo_mean_of_the_clip_terms(pair, which):
-    A = optimal_alignment(pair, "conditional").A if which == "optimum" else random_A(pair, np.random.default_rng(0), 0.7)
-    u, v = pair.sample(N_MC, seed=3)
-    # −log ρ(u|v)/2 − log ρ(v|u)/2 with both normalisers exact Gaussian integrals.
-    per_sample = -np.sum((u @ A) * v, axis=1) + 0.5 * log_mgf(pair.cov_vv, u @ A) + 0.5 * log_mgf(pair.cov_uu, v @ A.T)
-    mean, se = mean_and_se(per_sample)
-    assert abs(mean - population_loss(pair, "conditional", A)) <= 4 * se
-
-
-@pytest.mark.parametrize("which", ["optimum", "random"])
-def test_joint_loss_matches_monte_carlo(pair, which):
-    # Needs ||C_uu^{1/2} A C_vv^{1/2}||² < 1/2 for exp(uᵀ A C_vv Aᵀ u / 2) to have a variance:
-    # the joint optimum has h(σ_1)² < h(1)² = 0.38.
-    A = optimal_alignment(pair, "joint").A if which == "optimum" else random_A(pair, np.random.default_rng(1), 0.6)
-    u, v = pair.sample(N_MC, seed=4)
-    positive, pos_se = mean_and_se(np.sum((u @ A) * v, axis=1))
-    # Negatives from µ_u ⊗ µ_v: an independent u batch, the v integral exact (Lemma E.2).
-    u_neg, _ = pair.sample(N_MC, seed=5)
-    inner = np.exp(log_mgf(pair.cov_vv, u_neg @ A))
-    normaliser, norm_se = mean_and_se(inner)
-    estimate = -positive + np.log(normaliser)
-    se = np.hypot(pos_se, norm_se / normaliser)  # delta method for the log
-    assert abs(estimate - population_loss(pair, "joint", A)) <= 4 * se
-
-
-@pytest.mark.parametrize("loss", ["quadratic_u_given_v", "quadratic_v_given_u"])
-def test_quadratic_loss_matches_monte_carlo(pair, loss):
+def test_population_loss_is_the_monte_carlo_mean_of_the_per_sample_loss(pair, loss, which):
     result = optimal_alignment(pair, loss)
-    A = result.A
-    u, v = pair.sample(N_MC, seed=6)
-    if loss == "quadratic_u_given_v":
-        x, y, cov_x, coupling, B = u, v, pair.cov_uu, A, result.B_u
-    else:
-        x, y, cov_x, coupling, B = v, u, pair.cov_vv, A.T, result.B_v
-    # −log ρ(x|y) = ½ xᵀBx − xᵀ(coupling)y + log E_x' exp(−½ x'ᵀBx' + x'ᵀ(coupling)y).
-    inner = quadratic_exponential_moment(np.zeros(len(cov_x)), cov_x, -B, y @ coupling.T)
-    per_sample = 0.5 * np.sum((x @ B) * x, axis=1) - np.sum((x @ coupling) * y, axis=1) + np.log(inner)
-    mean, se = mean_and_se(per_sample)
-    kwargs = {"B_u": result.B_u} if loss == "quadratic_u_given_v" else {"B_v": result.B_v}
-    assert abs(mean - population_loss(pair, loss, A, **kwargs)) <= 4 * se
+    # The joint estimator needs ||C_uu^{1/2} A C_vv^{1/2}||² < 1/2 for a finite variance; the
+    # joint optimum has h(σ_1)² < h(1)² = 0.38, and the random A is drawn at norm 0.6.
+    A = result.A if which == "optimum" else random_A(pair, np.random.default_rng(0), 0.6)
+    estimate, se = monte_carlo_loss(pair, loss, A, **tilts(result), n=N_MC, seed=3)
+    assert abs(estimate - population_loss(pair, loss, A, **tilts(result))) <= 4 * se
+
+
+def test_monte_carlo_loss_is_seeded_and_validates(pair):
+    A = np.zeros((3, 2))
+    assert monte_carlo_loss(pair, "joint", A, n=10, seed=1) == monte_carlo_loss(pair, "joint", A, n=10, seed=1)
+    with pytest.raises(ValueError, match="n=1"):
+        monte_carlo_loss(pair, "conditional", A, n=1)
+    with pytest.raises(ValueError, match="B_u: loss 'quadratic_u_given_v' expects a"):
+        monte_carlo_loss(pair, "quadratic_u_given_v", A)
 
 
 def test_conditional_loss_is_below_joint_loss_theorem_3_10():
