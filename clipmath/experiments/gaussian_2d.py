@@ -139,7 +139,9 @@ def _learner_metrics(pair: GaussianPair, loss: str, config: Gaussian2DConfig) ->
     return metrics, model
 
 
-def _draw_figures(pair: GaussianPair, models: dict[str, GaussianPair], sign, config: Gaussian2DConfig, run_dir: RunDir) -> list[str]:
+def _draw_figures(
+    pair: GaussianPair, models: dict[str, GaussianPair], sign, config: Gaussian2DConfig, run_dir: RunDir
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,7 +179,8 @@ def _draw_figures(pair: GaussianPair, models: dict[str, GaussianPair], sign, con
             ax.set(title=f"{which.replace('_given_', ' | ')} = {fc.condition_at:g}", xlabel=which[0])
             ax.legend()
         for modality, style in (("u", "-"), ("v", ":")):
-            axes[2].plot(x, norm.pdf(x, 0, np.sqrt(pair.marginal(modality).item())), "k" + style, label=f"µ_{modality}")
+            true_sd = np.sqrt(pair.marginal(modality).item())
+            axes[2].plot(x, norm.pdf(x, 0, true_sd), "k" + style, label=f"µ_{modality}")
             axes[2].plot(x, norm.pdf(x, 0, np.sqrt(model.marginal(modality).item())), style, label=f"ν_{modality}")
         axes[2].set(title="marginals", xlabel="u, v")
         axes[2].legend()
@@ -249,13 +252,15 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
     lines += [
         "## Normalised 1-D encoders (Fig. 6)",
         "",
-        f"ν ∝ exp(sign(u) sign(v) / τ) µ_u ⊗ µ_v with τ = {sign['tau']:g} (the paper does not state τ; 1 is assumed). "
+        f"ν ∝ exp(sign(u) sign(v) / τ) µ_u ⊗ µ_v with τ = {sign['tau']:g} "
+        "(the paper does not state τ; 1 is assumed). "
         "Its marginals are exactly µ_u and µ_v.",
         "",
         markdown_table(
             ["quantity", "value", "reference"],
             [
-                ["P_ν(sign u = sign v \\| v)", f"{sign['same_sign_probability']:.6g}", f"{PAPER_SAME_SIGN} (digest §8)" if paper else ""],
+                ["P_ν(sign u = sign v \\| v)", f"{sign['same_sign_probability']:.6g}",
+                 f"{PAPER_SAME_SIGN} (digest §8)" if paper else ""],
                 ["P_µ(sign u = sign v) (data)", f"{sign['true_same_sign_probability']:.6g}", "½ + arcsin(ρ)/π"],
             ],
         ),

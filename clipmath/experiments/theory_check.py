@@ -185,7 +185,8 @@ def _report(metrics: dict, config: TheoryCheckConfig) -> str:
         "(float64 round-off).",
         "",
         markdown_table(
-            ["n_u", "n_v", "cov", "random A", "L_joint finite", "L_cond > L_joint", "I(u; v)", "max abs(J − L − I)"],
+            ["n_u", "n_v", "cov", "random A", "L_joint finite", "L_cond > L_joint", "I(u; v)",
+             "max abs(J − L − I)"],
             [[r["n_u"], r["n_v"], r["covariance"], r["n_random_A"], r["joint_finite"], r["cond_above_joint"],
               r["mutual_information"], f"{r['max_abs_error_J_minus_L_minus_MI']:.2e}"]
              for r in metrics["theorem_3_10_and_3_2"]],

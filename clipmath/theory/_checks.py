@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: A seed for ``numpy.random.default_rng``: an int, None (fresh entropy) or a Generator to draw from.
+Seed = int | np.random.Generator | None
+
 #: The two conditionals, named by direction (DESIGN.md), never by a λ-pair.
 DIRECTIONS = ("u_given_v", "v_given_u")
 

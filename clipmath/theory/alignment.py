@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 
-from clipmath.theory._checks import positive_int
+from clipmath.theory._checks import Seed, positive_int
 from clipmath.theory.gaussian import GaussianPair
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def check_loss(loss: str) -> str:
     return loss
 
 
-def _quadratic_core(sigma: np.ndarray, r: int, restarts: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _quadratic_core(sigma: np.ndarray, r: int, restarts: int, seed: Seed) -> tuple[np.ndarray, np.ndarray]:
     """Rank-r minimiser of (50b) (with the corrected −log det), in canonical coordinates.
 
     Write :math:`B = C_{uu}^{-1/2} Z^\\top Z C_{uu}^{-1/2}` with :math:`Z = Y U^\\top`, Y (r, k).
@@ -121,7 +121,7 @@ def _quadratic_core(sigma: np.ndarray, r: int, restarts: int, seed: int | None) 
         sigma: (k,) canonical correlations, descending.
         r: rank, 1 <= r < k.
         restarts: number of random starts.
-        seed: seed of the starts.
+        seed: seed of ``numpy.random.default_rng`` for the starts (int, None or a Generator).
 
     Returns:
         ``(Y, X)``, both (r, k): :math:`G = Y L_u^\\top` and :math:`H = X L_v^\\top`.
@@ -165,7 +165,7 @@ def _in_basis(core: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def optimal_alignment(
-    pair: GaussianPair, loss: str, rank: int | None = None, *, restarts: int = 4, seed: int | None = 0
+    pair: GaussianPair, loss: str, rank: int | None = None, *, restarts: int = 4, seed: Seed = 0
 ) -> Alignment:
     """The population minimiser of ``loss`` over linear encoders with embedding dimension ``rank``.
 
@@ -185,7 +185,7 @@ def optimal_alignment(
         rank: embedding dimension n_e in 1..min(n_u, n_v); None for min(n_u, n_v) (full rank).
         restarts: random starts of the numerical (50b) minimisation (quadratic losses at
             rank < min(n_u, n_v) only).
-        seed: seed of those starts.
+        seed: seed of ``numpy.random.default_rng`` for those starts (int, None or a Generator).
 
     Returns:
         An :class:`Alignment` with :math:`G^\\top H = A` (Remark D.3); G and H have ``rank`` rows.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from clipmath.theory._checks import as_matrix, check_modality, direction, positive_int, symmetric
+from clipmath.theory._checks import Seed, as_matrix, check_modality, direction, positive_int, symmetric
 
 _EPS = np.finfo(np.float64).eps
 
@@ -185,7 +185,7 @@ class GaussianPair:
         cov = own - mean_map @ cross.T
         return mean_map, 0.5 * (cov + cov.T)
 
-    def sample(self, n: int, seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n: int, seed: Seed = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` independent pairs.
 
         Args:
@@ -221,7 +221,7 @@ class GaussianPair:
         return f"GaussianPair(n_u={self.n_u}, n_v={self.n_v}, canonical_correlations={sigma})"
 
 
-def random_gaussian_pair(n_u: int, n_v: int, seed: int | None = None) -> GaussianPair:
+def random_gaussian_pair(n_u: int, n_v: int, seed: Seed = None) -> GaussianPair:
     """A random, well-conditioned pair: :math:`\\mathcal C = X X^\\top / n + I/10`, X standard normal.
 
     With n = n_u + n_v the eigenvalues of :math:`X X^\\top / n` fill [0, 4] (Marchenko-Pastur),
@@ -231,7 +231,7 @@ def random_gaussian_pair(n_u: int, n_v: int, seed: int | None = None) -> Gaussia
     Args:
         n_u: dimension of u (>= 1).
         n_v: dimension of v (>= 1).
-        seed: seed of ``numpy.random.default_rng``.
+        seed: seed of ``numpy.random.default_rng`` (int, None or a Generator).
     """
     positive_int("n_u", n_u)
     positive_int("n_v", n_v)

@@ -58,7 +58,9 @@ def _joint(pair: GaussianPair, A: np.ndarray, grad: bool):
     return value, (scipy.linalg.solve(schur, cuu_a.T, assume_a="pos").T - pair.cov_uv, None, None)
 
 
-def _quadratic(eig_x, cov_xx: np.ndarray, cov_yy: np.ndarray, cov_xy: np.ndarray, A: np.ndarray, B: np.ndarray, grad: bool):
+def _quadratic(
+    eig_x, cov_xx: np.ndarray, cov_yy: np.ndarray, cov_xy: np.ndarray, A: np.ndarray, B: np.ndarray, grad: bool
+):
     """The one-sided quadratic loss of x given y, with x the tilted side (u for ``u_given_v``).
 
     With :math:`F = E_x \\Lambda_x^{1/2}` (so :math:`F F^\\top = C_{xx}`) and :math:`B' = F^\\top B F`,
@@ -186,6 +188,7 @@ def conditional_kl_objective(pair: GaussianPair, A: np.ndarray) -> float:
         gap = mean_map - model_cov @ coupling
         white_gap = (e.T @ gap) / np.sqrt(lam)[:, None]
         zero = np.zeros(len(lam))
-        expected_kl = gaussian_kl(zero, cov, zero, model_cov) + 0.5 * np.sum(white_gap * (white_gap @ pair.marginal(given)))
+        mean_term = 0.5 * np.sum(white_gap * (white_gap @ pair.marginal(given)))
+        expected_kl = gaussian_kl(zero, cov, zero, model_cov) + mean_term
         total += 0.5 * expected_kl
     return total

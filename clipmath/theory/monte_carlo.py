@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipmath.theory._checks import positive_int
+from clipmath.theory._checks import Seed, positive_int
 from clipmath.theory.gaussian import GaussianPair
 from clipmath.theory.lemmas import log_quadratic_exponential_moment
 from clipmath.theory.losses import check_loss_arguments
@@ -34,7 +34,7 @@ def monte_carlo_loss(
     B_v: np.ndarray | None = None,
     *,
     n: int = 100_000,
-    seed: int | None = None,
+    seed: Seed = None,
 ) -> tuple[float, float]:
     """Estimate the population loss by averaging the per-sample loss over n draws of µ.
 
@@ -53,7 +53,7 @@ def monte_carlo_loss(
         B_u: (n_u, n_u), for ``quadratic_u_given_v`` only.
         B_v: (n_v, n_v), for ``quadratic_v_given_u`` only.
         n: number of pairs drawn (and of extra u' draws for ``joint``).
-        seed: seed of the draws.
+        seed: seed of ``numpy.random.default_rng`` for the draws (int, None or a Generator).
 
     Returns:
         ``(estimate, standard_error)`` in nats.
@@ -69,7 +69,8 @@ def monte_carlo_loss(
     positive = np.sum((u @ A) * v, axis=1)
     zero_u, zero_v = np.zeros((pair.n_u,) * 2), np.zeros((pair.n_v,) * 2)
     if loss == "conditional":
-        per_sample = -positive + 0.5 * _log_mgf(pair.cov_vv, zero_v, u @ A) + 0.5 * _log_mgf(pair.cov_uu, zero_u, v @ A.T)
+        normalisers = _log_mgf(pair.cov_vv, zero_v, u @ A) + _log_mgf(pair.cov_uu, zero_u, v @ A.T)
+        per_sample = -positive + 0.5 * normalisers
         return _mean_and_se(per_sample)
     if loss == "joint":
         negatives, _ = pair.sample(n, seed=rng)

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import scipy.optimize
 
-from clipmath.theory._checks import positive_int
+from clipmath.theory._checks import Seed, positive_int
 from clipmath.theory.alignment import Alignment, _check_rank, check_loss
 from clipmath.theory.gaussian import GaussianPair
 from clipmath.theory.losses import population_loss_gradient
@@ -28,7 +28,7 @@ def numerical_alignment(
     rank: int | None = None,
     *,
     restarts: int = 4,
-    seed: int | None = 0,
+    seed: Seed = 0,
     gtol: float = 1e-12,
 ) -> Alignment:
     """Minimise ``population_loss(pair, loss, GᵀH, ...)`` over (G, H) with ``rank`` rows each.
@@ -43,7 +43,7 @@ def numerical_alignment(
         loss: one of :data:`clipmath.theory.LOSSES`.
         rank: embedding dimension n_e in 1..min(n_u, n_v); None for full rank.
         restarts: number of random starts (>= 1).
-        seed: seed of the starts.
+        seed: seed of ``numpy.random.default_rng`` for the starts (int, None or a Generator).
         gtol: BFGS tolerance on the gradient norm.
 
     Returns:
