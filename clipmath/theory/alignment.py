@@ -4,19 +4,20 @@ With :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \\Sigma V^\\top` (canonic
 σ), every closed form of Section 5 is diagonal in the canonical bases
 :math:`L_u = C_{uu}^{-1/2} U` and :math:`L_v = C_{vv}^{-1/2} V`:
 
-=========================  ======================================  ==========================================
-loss                       :math:`A^* = L_u\\,\\mathrm{diag}(d)\\,L_v^\\top`  source
-=========================  ======================================  ==========================================
-``conditional``            :math:`d = \\sigma`                       Theorem 5.1 (top r for rank r)
-``joint``                  :math:`d = h(\\sigma)`                    Theorem 5.6, Definition 5.5
-``quadratic_u_given_v``    :math:`d = \\sigma / (1 - \\sigma^2)`      Theorem 5.3, with
-                           :math:`B_u = L_u \\mathrm{diag}(\\sigma^2/(1-\\sigma^2)) L_u^\\top`
-=========================  ======================================  ==========================================
+- ``conditional``: :math:`A^* = L_u \\mathrm{diag}(\\sigma) L_v^\\top` (Theorem 5.1; the top r for rank r);
+- ``joint``: :math:`A^* = L_u \\mathrm{diag}(h(\\sigma)) L_v^\\top` (Theorem 5.6, Definition 5.5);
+- ``quadratic_u_given_v``: :math:`A^* = L_u \\mathrm{diag}(\\sigma / (1 - \\sigma^2)) L_v^\\top` and
+  :math:`B_u^* = L_u \\mathrm{diag}(\\sigma^2 / (1 - \\sigma^2)) L_u^\\top` (Theorem 5.3).
 
 For the quadratic loss these are :math:`A^* = C_{u|v}^{-1} C_{uv} C_{vv}^{-1}` and
 :math:`B^* = C_{u|v}^{-1} - C_{uu}^{-1}` of Theorem 5.3 (Woodbury). The factor encoders
-(Remark D.3) are read off the same diagonal: :math:`G = \\mathrm{diag}(g) L_u^\\top`,
-:math:`H = \\mathrm{diag}(h) L_v^\\top` with :math:`g h = d`.
+(Remark D.3) are read off the same diagonal: :math:`G = \\mathrm{diag}(g) L_u^\\top` and
+:math:`H = \\mathrm{diag}(k) L_v^\\top`, with :math:`g_i k_i` the diagonal of :math:`A^*` (and
+:math:`g_i^2` that of :math:`B_u^*`); n_e is the rank.
+
+At rank r < min(n_u, n_v) the quadratic loss is solved as the paper prescribes, (50a) with B
+from numerically minimising (50b). (Not in the paper: the minimiser found is always the top-r
+truncation of the full-rank diagonal above, as Ky Fan's inequality suggests; the tests check it.)
 """
 
 from __future__ import annotations

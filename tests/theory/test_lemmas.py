@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from clipmath.theory import gaussian_kl, quadratic_exponential_moment
+from clipmath.theory import gaussian_kl, log_quadratic_exponential_moment, quadratic_exponential_moment
 
 N_MC = 200_000
 
@@ -58,6 +58,15 @@ def test_quadratic_exponential_moment_exact_cases_and_batches():
     assert quadratic_exponential_moment([0.0], [[2.0]], [[0.3]], [0.0]) == pytest.approx(0.4**-0.5, rel=1e-14)
     assert quadratic_exponential_moment([0.0], [[2.0]], [[0.5]], [0.0]) == np.inf
     assert quadratic_exponential_moment(np.zeros((4, 1)), [[2.0]], [[0.5]], [0.0]).tolist() == [np.inf] * 4
+
+
+def test_log_moment_is_the_log_and_does_not_overflow():
+    lam, b = np.array([[2.0, 0.5], [0.5, 1.0]]), np.array([[0.1, 0.0], [0.0, -0.3]])
+    c = np.array([[0.5, 1.0], [-1.0, 0.2]])
+    value = quadratic_exponential_moment(np.zeros(2), lam, b, c)
+    np.testing.assert_allclose(log_quadratic_exponential_moment(np.zeros(2), lam, b, c), np.log(value), rtol=1e-14)
+    # B = 0, c = 40: log E e^{40 z}, z ~ N(0, 1), is 800; its exponential overflows float64.
+    assert log_quadratic_exponential_moment([0.0], [[1.0]], [[0.0]], [40.0]) == pytest.approx(800.0, rel=1e-15)
 
 
 def test_bad_arguments_raise():
