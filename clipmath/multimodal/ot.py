@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 GRAD_MODES = ("unrolled", "envelope")
 
@@ -114,13 +115,15 @@ def sinkhorn(
     the largest error over the batch is at most ``tol``; with ``tol=None`` it runs exactly
     ``max_iter`` iterations (as GCA does) and never warns.
 
-    Gradients. ``grad="unrolled"``: autograd through every iteration (memory grows with the
-    iteration count). ``grad="envelope"``: the iterations run under ``torch.no_grad()`` and
+    Gradients. ``grad="unrolled"``: autograd through every iteration; each soft C-transform
+    keeps only its vectors (the kernel is shared and its backward recomputes the weights), so
+    memory grows by O(n + m) per iteration while the backward costs about one forward
+    iteration per iteration. ``grad="envelope"``: the iterations run under ``torch.no_grad()`` and
     one last column step runs with autograd from the detached :math:`\log u`; since the
     column step maximises the dual :math:`D` in :math:`g` exactly, the gradient of ``value``
     with respect to the cost is the plan (envelope theorem), exact at convergence; the plan
-    itself gets the gradient of that last step only. Memory does not depend on the iteration
-    count. Second derivatives are not those of the solution in either mode.
+    itself gets the gradient of that last step only. Its memory and backward cost do not depend
+    on the iteration count. Both give first derivatives only (a double backward raises).
 
     Args:
         log_kernel: (..., n, m) :math:`\log K = -C/\varepsilon`; ``-inf`` allowed, but every
@@ -180,7 +183,7 @@ def sinkhorn(
                     log_k, log_a, log_b, lam_u, lam_v, log_v, max_iter, tol, check_every, balanced
                 )
             # The one differentiable step: log v maximises D(f, .) exactly, so dD/dC = P.
-            log_v = lam_v * (log_b - _logsumexp(log_k, log_u.unsqueeze(-1), -2, None))
+            log_v = lam_v * (log_b - _logsumexp(log_k, log_u.unsqueeze(-1), -2))
         else:
             log_u, log_v, n_iter, error = _iterate(
                 log_k, log_a, log_b, lam_u, lam_v, log_v, max_iter, tol, check_every, balanced
@@ -221,10 +224,8 @@ def _iterate(
     balanced: bool,
 ) -> tuple[Tensor, Tensor, int, float]:
     """The Sinkhorn loop of :func:`sinkhorn`: (log u, log v, iterations run, last error)."""
-    tracked = [log_k, log_a, log_b, log_v] + [x for x in (lam_u, lam_v) if isinstance(x, Tensor)]
-    # Without autograd one preallocated buffer serves every logsumexp: no (n, m) allocation
-    # per step, which is most of the cost of a step on the CPU.
-    buffer = None if torch.is_grad_enabled() and any(x.requires_grad for x in tracked) else torch.empty_like(log_k)
+    # One preallocated buffer serves every logsumexp: no (n, m) allocation per step.
+    buffer = torch.empty_like(log_k)
     b = log_b.exp() if balanced else None
     log_u = log_k.new_zeros(log_k.shape[-2])
     error = math.inf
@@ -252,14 +253,38 @@ def _iterate(
     return log_u, log_v, it, error
 
 
-def _logsumexp(log_k: Tensor, shift: Tensor, dim: int, buffer: Tensor | None) -> Tensor:
-    """``logsumexp(log_k + shift, dim)``, in place in ``buffer`` when one is given."""
-    if buffer is None:
-        return torch.logsumexp(log_k + shift, dim=dim)
-    torch.add(log_k, shift, out=buffer)
-    peak = buffer.amax(dim=dim, keepdim=True)
-    buffer.sub_(peak).exp_()
-    return buffer.sum(dim=dim).log_().add_(peak.squeeze(dim))
+def _logsumexp(log_k: Tensor, shift: Tensor, dim: int, buffer: Tensor | None = None) -> Tensor:
+    """``logsumexp(log_k + shift, dim)`` (the soft C-transform), differentiable, O(n) saved state."""
+    return _ShiftedLogSumExp.apply(log_k, shift, dim, torch.empty_like(log_k) if buffer is None else buffer)
+
+
+class _ShiftedLogSumExp(torch.autograd.Function):
+    r"""``logsumexp(log_k + shift, dim)`` computed in a reusable (..., n, m) buffer.
+
+    Autograd's own logsumexp keeps its (n, m) input per call, so unrolling T iterations would
+    hold 2T kernel-sized tensors; this one keeps the shared ``log_k`` and two vectors, and the
+    backward recomputes the weights :math:`e^{\log K + s - \mathrm{LSE}}` (first order only).
+    """
+
+    @staticmethod
+    def forward(ctx, log_k: Tensor, shift: Tensor, dim: int, buffer: Tensor) -> Tensor:
+        torch.add(log_k, shift, out=buffer)
+        peak = buffer.amax(dim=dim, keepdim=True)
+        buffer.sub_(peak).exp_()
+        result = buffer.sum(dim=dim).log_().add_(peak.squeeze(dim))
+        ctx.save_for_backward(log_k, shift, result)
+        ctx.dim = dim
+        return result
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        log_k, shift, result = ctx.saved_tensors
+        # d LSE_i / d x_ij is the softmax weight of x_ij = log_k_ij + shift_j.
+        weights = (log_k + shift).sub_(result.unsqueeze(ctx.dim)).exp_().mul_(grad.unsqueeze(ctx.dim))
+        grad_shift = weights.sum_to_size(shift.shape) if ctx.needs_input_grad[1] else None
+        grad_k = weights.sum_to_size(log_k.shape) if ctx.needs_input_grad[0] else None
+        return grad_k, grad_shift, None, None
 
 
 def _marginal_dual(potential: Tensor, log_mass: Tensor, rho: float | None) -> Tensor:
