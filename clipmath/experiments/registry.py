@@ -15,6 +15,7 @@ from typing import Any, Callable
 _MODULES: dict[str, str] = {
     "gaussian-2d": "gaussian_2d",
     "theory-check": "theory_check",
+    "gaussian-train": "gaussian_train",
 }
 
 
