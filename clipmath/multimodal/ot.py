@@ -288,7 +288,11 @@ class _ShiftedLogSumExp(torch.autograd.Function):
 
 
 def _marginal_dual(potential: Tensor, log_mass: Tensor, rho: float | None) -> Tensor:
-    r"""One side's term of the dual: :math:`\langle f, a\rangle`, or :math:`-\rho\langle a, e^{-f/\rho} - 1\rangle`."""
+    r"""One side's term of the dual D.
+
+    :math:`\langle f, a\rangle` on a balanced side, :math:`-\rho\langle a, e^{-f/\rho} - 1\rangle`
+    on a relaxed one (the conjugate of :math:`\rho\,\mathrm{KL}(\cdot\,\|\,a)`).
+    """
     mass = log_mass.exp()
     if rho is None:
         return (potential * mass).sum(-1)
@@ -309,7 +313,8 @@ def _log_kernel(log_kernel: Tensor | None, cost: Tensor | None) -> Tensor:
     if math.isnan(peak):
         raise ValueError(f"{name}: contains NaN")
     if peak == math.inf:
-        raise ValueError(f"{name}: contains {'+inf' if cost is None else '-inf'}; expected a finite upper bound")
+        bad = "+inf" if cost is None else "-inf"
+        raise ValueError(f"{name}: contains {bad}; expected a finite upper bound")
     return x
 
 
@@ -330,14 +335,18 @@ def _positive_scalar(name: str, value: float | Tensor, like: Tensor) -> float | 
 def _rhos(rho: float | None, rho_u: float | None, rho_v: float | None) -> tuple[float | None, float | None]:
     """The marginal penalties (rho_u, rho_v), each None (balanced side) or a finite positive float."""
     if rho is not None and (rho_u is not None or rho_v is not None):
-        raise ValueError(f"rho={rho!r} with rho_u={rho_u!r}, rho_v={rho_v!r}: give rho or rho_u/rho_v, not both")
+        raise ValueError(
+            f"rho={rho!r} with rho_u={rho_u!r}, rho_v={rho_v!r}: give rho or rho_u/rho_v, not both"
+        )
     if rho is not None:
         rho_u = rho_v = rho
     for name, value in (("rho", rho), ("rho_u", rho_u), ("rho_v", rho_v)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
         ):
-            raise ValueError(f"{name}={value!r}: expected a finite number > 0, or None for a balanced marginal")
+            raise ValueError(
+                f"{name}={value!r}: expected a finite number > 0, or None for a balanced marginal"
+            )
     return (None if rho_u is None else float(rho_u)), (None if rho_v is None else float(rho_v))
 
 
@@ -352,7 +361,8 @@ def _log_masses(name: str, log_w: Tensor | None, size: int, like: Tensor) -> Ten
         torch.broadcast_shapes(log_w.shape[:-1], like.shape[:-2])
     except RuntimeError:
         raise ValueError(
-            f"{name}={tuple(log_w.shape)}: leading dimensions do not broadcast with the kernel's {tuple(like.shape[:-2])}"
+            f"{name}={tuple(log_w.shape)}: leading dimensions do not broadcast with the "
+            f"kernel's {tuple(like.shape[:-2])}"
         ) from None
     log_w = log_w.to(like.dtype)
     if not bool(torch.isfinite(log_w).all()):
@@ -374,8 +384,12 @@ def _check_loop(max_iter: int, tol: float | None, check_every: int, grad: str) -
     """Validate the loop controls of :func:`sinkhorn`."""
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter={max_iter!r}: expected an integer >= 1")
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < math.inf):
-        raise ValueError(f"tol={tol!r}: expected a finite number > 0, or None for exactly max_iter iterations")
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < math.inf
+    ):
+        raise ValueError(
+            f"tol={tol!r}: expected a finite number > 0, or None for exactly max_iter iterations"
+        )
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every={check_every!r}: expected an integer >= 1")
     if grad not in GRAD_MODES:

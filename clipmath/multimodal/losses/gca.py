@@ -52,7 +52,10 @@ TARGETS = ("identity", "domain", "class")
 
 
 def generalized_kl(log_plan: Tensor, plan: Tensor, target: Tensor | None = None) -> Tensor:
-    r"""Generalised KL to the target, per row: :math:`\frac1B \sum_{ij} P^{tgt}_{ij}\log\frac{P^{tgt}_{ij}}{P_{ij}} - P^{tgt}_{ij} + P_{ij}`.
+    r"""Generalised KL to the target, per row.
+
+    .. math::
+        \frac1B \sum_{ij} P^{tgt}_{ij}\log\frac{P^{tgt}_{ij}}{P_{ij}} - P^{tgt}_{ij} + P_{ij}.
 
     For :math:`P_{tgt} = I` it is :math:`\frac1B\big(-\sum_i \log P_{ii} + \sum_{ij} P_{ij}\big) - 1`,
     computed from the diagonal alone.
@@ -114,13 +117,17 @@ def robust_term(log_kv: Tensor, neg_log_u: Tensor, target: Tensor | None, lam: f
 
 
 def ince_loss(logits: Tensor, target: Tensor | None = None) -> LossOutput:
-    r"""INCE: :math:`\mathrm{KL}(P_{tgt}\,\|\,\mathrm{Prox}^{KL}_{C_1^{\mathbb 1}}(K))` (§4.1 of Chen et al. (2024)).
+    r"""INCE, :math:`\mathrm{KL}(P_{tgt}\,\|\,\mathrm{Prox}^{KL}_{C_1}(K))` (§4.1 of Chen et al. (2024)).
 
     The KL projection of :math:`K = e^S` onto the rows' constraint :math:`P\mathbb 1 = \mathbb 1`
     is the row softmax, one Sinkhorn row step, so with :math:`P_{tgt} = I` the loss is the
     InfoNCE cross-entropy :math:`-\frac1B\sum_i \log\frac{e^{S_{ii}}}{\sum_j e^{S_{ij}}}` of u→v
     (rows, ``v_given_u``). The ``clip`` loss is the average of this and the same on
     :math:`S^\top` (v→u).
+
+    Paper vs code: the official ``hs_ince`` is the same cross-entropy, but on the
+    :math:`2N\times 2N` matrix of both views with the cosine clamped at 1e-7 and each self-pair
+    given the largest cost instead of being absent (§8.1, §9.3-9.4 of the digest).
 
     Args:
         logits: (B, B) :math:`S`, positives on the diagonal.
@@ -137,7 +144,7 @@ def ince_loss(logits: Tensor, target: Tensor | None = None) -> LossOutput:
 def gca_ince_loss(
     logits: Tensor, target: Tensor | None = None, *, n_iter: int = 10, grad: str = "unrolled"
 ) -> LossOutput:
-    r"""GCA-INCE: :math:`\mathrm{KL}(P_{tgt}\,\|\,P^{(2T)})` with the balanced Sinkhorn plan (§4.2 of Chen et al. (2024)).
+    r"""GCA-INCE, :math:`\mathrm{KL}(P_{tgt}\,\|\,P^{(2T)})`, Sinkhorn plan (§4.2 of Chen et al. (2024)).
 
     :math:`P^{(2T)}` is :math:`T` = ``n_iter`` alternations of the row and column KL projections of
     :math:`K = e^S` onto :math:`P\mathbb 1 = \mathbb 1`, :math:`P^\top\mathbb 1 = \mathbb 1`
@@ -145,6 +152,10 @@ def gca_ince_loss(
     :math:`P_{tgt} = I` the loss is :math:`-\frac1B\sum_i\log P_{ii}` (the ImageNet module's "kl"
     form; the column step makes the mass term vanish), and by the Pythagorean property of
     KL projections it is at most :func:`ince_loss` (§5.2).
+
+    Paper vs code: the CIFAR module scores the row-renormalised plan,
+    :math:`-\frac1B\sum_i\log(P_{ii}/\sum_j P_{ij})`, and both modules use the clamped
+    :math:`2N\times 2N` kernel with the self-pair at the largest cost (§8, §9.3-9.4).
 
     Args:
         logits: (B, B) :math:`S`, positives on the diagonal.
@@ -162,7 +173,9 @@ def gca_ince_loss(
     return LossOutput(loss, logits, result.plan, result.n_iter, result.converged)
 
 
-def rince_loss(logits: Tensor, target: Tensor | None = None, *, lam: float = 0.01, q: float = 0.6) -> LossOutput:
+def rince_loss(
+    logits: Tensor, target: Tensor | None = None, *, lam: float = 0.01, q: float = 0.6
+) -> LossOutput:
     r"""RINCE (Chuang et al. 2022; §2 of Chen et al. (2024)).
 
     .. math::
@@ -170,6 +183,10 @@ def rince_loss(logits: Tensor, target: Tensor | None = None, *, lam: float = 0.0
 
     :func:`robust_term` of the row-softmax plan (:math:`u_i = 1/\sum_j e^{S_{ij}}`, :math:`v = \mathbb 1`).
     Not invariant to ``logit_bias``: a shift :math:`b` multiplies the loss by :math:`e^{qb}`.
+
+    Paper vs code: the ImageNet module's ``rince`` is this formula (on the :math:`2N\times 2N`
+    matrix, self-pair excluded); the CIFAR module's is :math:`\mathrm{CE}^q/q`, its class
+    weights being overwritten (§8.1-8.2, §9.7).
 
     Args:
         logits: (B, B) :math:`S`, positives on the diagonal.
@@ -194,7 +211,7 @@ def gca_rince_loss(
     q: float = 0.6,
     grad: str = "unrolled",
 ) -> LossOutput:
-    r"""GCA-RINCE: RINCE on the column-reweighted kernel :math:`K\mathrm{diag}(v^{(T-1)})` (§4.3, §11.5 of Chen et al. (2024)).
+    r"""GCA-RINCE, RINCE on :math:`K\mathrm{diag}(v^{(T-1)})` (§4.3, §11.5 of Chen et al. (2024)).
 
     .. math::
         \frac1B\sum_i -\frac1q\Big(\frac{P^{(2T-1)}_{ii}}{u^{(T)}_i}\Big)^q
@@ -253,8 +270,10 @@ def gca_uot_loss(
     plan after ``n_iter`` scaling steps :math:`u = (a/Kv)^{\rho/(\rho+\varepsilon)}`,
     :math:`v = (b/K^\top u)^{\rho/(\rho+\varepsilon)}` from :math:`v = \mathbb 1`, with
     :math:`a = b = \mathbb 1/B` and :math:`\varepsilon = \tau`. With :math:`P_{tgt} = I` the first
-    term is the cross-entropy of the rows of :math:`\log P`. The code's absorption and
-    NaN-rollback branches are not needed in the log domain. Its defaults are the CIFAR-10 README
+    term is the cross-entropy of the rows of :math:`\log P`. Paper vs code: the code's
+    absorption and NaN-rollback branches are not needed in the log domain; its kernel is the
+    clamped :math:`2N\times 2N` one, and the ImageNet module's ``gca_uot`` scales rows only
+    (§8.1-8.2, §9.2). Its defaults are the CIFAR-10 README
     run: :math:`\rho = 0.2`, :math:`\lambda = 0.01`, :math:`q = 0.6`, ``r1=1`` (``w_kl``),
     ``r2=0.2`` (``w_rince``); the ImageNet module swaps the meaning of ``r1``/``r2``.
 
@@ -290,7 +309,7 @@ def gca_uot_loss(
 
 
 def _row_step(log_kv: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Row projection onto :math:`P\mathbb 1 = \mathbb 1`: :math:`(\log P, -\log u)`, :math:`-\log u_i = \mathrm{LSE}_j`."""
+    r"""Row projection onto :math:`P\mathbb 1 = \mathbb 1`: :math:`(\log P, -\log u = \mathrm{LSE}_j)`."""
     neg_log_u = torch.logsumexp(log_kv, dim=-1)
     return log_kv - neg_log_u.unsqueeze(-1), neg_log_u
 
@@ -341,14 +360,20 @@ class _GcaLoss(PairLoss):
         beta: cross-domain weight, only with ``target="domain"``.
     """
 
-    def __init__(self, metric: str = "cosine", target: str = "identity", alpha: float | None = None, beta: float | None = None):
+    def __init__(
+        self,
+        metric: str = "cosine",
+        target: str = "identity",
+        alpha: float | None = None,
+        beta: float | None = None,
+    ):
         super().__init__(metric)
         if target not in TARGETS:
             raise ValueError(f"target={target!r}: expected one of {', '.join(TARGETS)}")
         for name, value in (("alpha", alpha), ("beta", beta)):
             if (value is None) == (target == "domain"):
-                need = "a number >= 0 with target='domain'" if target == "domain" else f"None with target={target!r}"
-                raise ValueError(f"{name}={value!r}: expected {need}")
+                need = "a number >= 0 with" if target == "domain" else "None with"
+                raise ValueError(f"{name}={value!r}: expected {need} target={target!r}")
         if target == "domain":
             check_domain_weights(alpha, beta)
         self.target, self.alpha, self.beta = target, alpha, beta
@@ -389,7 +414,9 @@ class _GcaLoss(PairLoss):
         """The loss of (B, B) float logits and a (B, B) target (None: identity)."""
         raise NotImplementedError
 
-    def _target_plan(self, logits: Tensor, domain_ids: Tensor | None, class_ids: Tensor | None) -> Tensor | None:
+    def _target_plan(
+        self, logits: Tensor, domain_ids: Tensor | None, class_ids: Tensor | None
+    ) -> Tensor | None:
         needed = {"domain": "domain_ids", "class": "class_ids"}.get(self.target)
         for name, ids in (("domain_ids", domain_ids), ("class_ids", class_ids)):
             if ids is None and name == needed:
@@ -403,7 +430,9 @@ class _GcaLoss(PairLoss):
         else:
             target = class_positives(class_ids)
         if target.shape[0] != logits.shape[0]:
-            raise ValueError(f"{needed}: {target.shape[0]} ids for a batch of {logits.shape[0]}; expected one per pair")
+            raise ValueError(
+                f"{needed}: {target.shape[0]} ids for a batch of {logits.shape[0]}; expected one per pair"
+            )
         return target.to(logits)
 
     def extra_repr(self) -> str:
@@ -475,7 +504,9 @@ class RinceLoss(_GcaLoss):
 
 @register("gca_rince")
 class GcaRinceLoss(_GcaLoss):
-    r"""GCA-RINCE, RINCE on :math:`K\mathrm{diag}(v^{(T-1)})` (§4.3 of Chen et al. (2024)); see :func:`gca_rince_loss`.
+    r"""GCA-RINCE, RINCE on :math:`K\mathrm{diag}(v^{(T-1)})` (§4.3 of Chen et al. 2024).
+
+    See :func:`gca_rince_loss`.
 
     Args:
         metric: alignment metric name.
@@ -489,7 +520,13 @@ class GcaRinceLoss(_GcaLoss):
     """
 
     def __init__(
-        self, metric: str = "cosine", n_iter: int = 10, lam: float = 0.01, q: float = 0.6, grad: str = "unrolled", **target_options
+        self,
+        metric: str = "cosine",
+        n_iter: int = 10,
+        lam: float = 0.01,
+        q: float = 0.6,
+        grad: str = "unrolled",
+        **target_options,
     ):
         super().__init__(metric, **target_options)
         _check_hyperparameters(n_iter=n_iter, lam=lam, q=q, grad=grad)
@@ -501,7 +538,7 @@ class GcaRinceLoss(_GcaLoss):
 
 @register("gca_uot")
 class GcaUotLoss(_GcaLoss):
-    r"""GCA-UOT, KL and RINCE-type terms on the unbalanced plan (§4.5 of Chen et al. (2024)); see :func:`gca_uot_loss`.
+    r"""GCA-UOT, KL and RINCE-type terms on the UOT plan (§4.5 of Chen et al. 2024); see :func:`gca_uot_loss`.
 
     :math:`\varepsilon = \tau = e^{-\text{logit\_scale}}` enters the scaling exponent
     :math:`\rho/(\rho+\varepsilon)`, so ``logit_scale`` gets a gradient through it too.

@@ -33,7 +33,10 @@ def identity_pairs(batch_size: int, *, dtype: torch.dtype = torch.float32, devic
 
 
 def domain_prior(domain_ids: Tensor, alpha: float, beta: float) -> Tensor:
-    r"""Domain-aware target :math:`\mathbb 1[i=j] + \alpha\,\mathbb 1[D_i=D_j,\,i\ne j] + \beta\,\mathbb 1[D_i\ne D_j]`.
+    r"""Domain-aware target plan (§4.6 of Chen et al. (2024)).
+
+    .. math::
+        P^{tgt}_{ij} = \mathbb 1[i=j] + \alpha\,\mathbb 1[D_i=D_j,\,i\ne j] + \beta\,\mathbb 1[D_i\ne D_j].
 
     The PACS target of §4.6 (Figure 1 of Chen et al. (2024)): 1 on the positives, :math:`\alpha`
     on pairs from the same domain and :math:`\beta` across domains; raising
