@@ -270,12 +270,13 @@ def gca_uot_loss(
     plan after ``n_iter`` scaling steps :math:`u = (a/Kv)^{\rho/(\rho+\varepsilon)}`,
     :math:`v = (b/K^\top u)^{\rho/(\rho+\varepsilon)}` from :math:`v = \mathbb 1`, with
     :math:`a = b = \mathbb 1/B` and :math:`\varepsilon = \tau`. With :math:`P_{tgt} = I` the first
-    term is the cross-entropy of the rows of :math:`\log P`. Paper vs code: the code's
-    absorption and NaN-rollback branches are not needed in the log domain; its kernel is the
-    clamped :math:`2N\times 2N` one, and the ImageNet module's ``gca_uot`` scales rows only
-    (§8.1-8.2, §9.2). Its defaults are the CIFAR-10 README
-    run: :math:`\rho = 0.2`, :math:`\lambda = 0.01`, :math:`q = 0.6`, ``r1=1`` (``w_kl``),
-    ``r2=0.2`` (``w_rince``); the ImageNet module swaps the meaning of ``r1``/``r2``.
+    term is the cross-entropy of the rows of :math:`\log P`. The defaults are the CIFAR-10
+    README run: :math:`\rho = 0.2`, :math:`\lambda = 0.01`, :math:`q = 0.6`, ``r1=1``
+    (``w_kl``), ``r2=0.2`` (``w_rince``).
+
+    Paper vs code: the code's absorption and NaN-rollback branches are not needed in the log
+    domain; its kernel is the clamped :math:`2N\times 2N` one; the ImageNet module's ``gca_uot``
+    scales rows only and swaps the meaning of ``r1``/``r2`` (§8.1-8.2, §9.1-9.2).
 
     Args:
         logits: (B, B) :math:`S`, positives on the diagonal.
