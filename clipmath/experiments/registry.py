@@ -16,6 +16,7 @@ _MODULES: dict[str, str] = {
     "gaussian-2d": "gaussian_2d",
     "theory-check": "theory_check",
     "gaussian-train": "gaussian_train",
+    "gaussian-process": "gaussian_process",
 }
 
 
