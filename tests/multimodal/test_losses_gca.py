@@ -82,6 +82,15 @@ def _naive_rince(logits, lam, q):
     return total / logits.shape[0]
 
 
+def test_generalized_kl_keeps_the_mass_terms():
+    gen = torch.Generator().manual_seed(13)
+    plan = torch.rand(B, B, generator=gen, dtype=torch.float64) + 0.05
+    target = domain_prior(torch.tensor([0, 1, 0, 1, 1]), 0.3, 0.0).double()
+    for dense, fast in ((identity_pairs(B, dtype=torch.float64), None), (target, target)):
+        value = gca.generalized_kl(plan.log(), plan, fast).item()
+        assert value == pytest.approx(_naive_generalized_kl(dense, plan), rel=1e-13)
+
+
 def test_ince_is_infonce_and_the_kl_of_one_row_step():
     logits = _logits()
     out = gca.ince_loss(logits)

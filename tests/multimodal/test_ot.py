@@ -149,6 +149,22 @@ def test_envelope_and_unrolled_gradients_agree_at_convergence(rho):
 
 
 @pytest.mark.parametrize("rho", [None, 0.5])
+def test_envelope_plan_gradient_is_that_of_the_last_column_step(rho):
+    """The plan's envelope gradient flows through one column step from the detached row potential."""
+    epsilon = 0.2
+    lam = 1.0 if rho is None else rho / (rho + epsilon)
+    cost = _cost(5, 4, seed=22).requires_grad_()
+    result = sinkhorn(cost=cost, epsilon=epsilon, rho=rho, tol=None, max_iter=4, grad="envelope")
+    (grad,) = torch.autograd.grad(result.log_plan.diagonal().sum(), cost)
+    reference_cost = cost.detach().clone().requires_grad_()
+    log_k = -reference_cost / epsilon
+    log_u = result.f.detach()[:, None] / epsilon
+    log_v = lam * (math.log(1 / 4) - torch.logsumexp(log_k + log_u, dim=0, keepdim=True))
+    (expected,) = torch.autograd.grad((log_k + log_u + log_v).diagonal().sum(), reference_cost)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("rho", [None, 0.5])
 def test_gradcheck_unrolled(rho):
     cost = _cost(4, 3, seed=15).requires_grad_()
     epsilon = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
