@@ -6,6 +6,7 @@ Examples::
     clipmath run gaussian-2d
     clipmath run gaussian-2d --preset paper --set fit.restarts=5 --seed 3 --out runs/mine
     clipmath run gaussian-process --resume runs/gaussian-process-20261122-101500
+    torchrun --standalone --nproc_per_node=2 -m clipmath.experiments.cli run gaussian-process
 """
 
 from __future__ import annotations
@@ -30,7 +31,25 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_run_path(name: str, out: str | None, rank: int, world_size: int) -> str | None:
+    """Under torchrun without ``--out``, rank 0 names the run directory and tells the others."""
+    if world_size == 1 or out is not None:
+        return out
+    import torch.distributed as dist
+
+    box = [str(RunDir(name).path) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from clipmath.multimodal.distributed import init_from_env
+
+    # A no-op unless launched by torchrun; then every rank runs the experiment, rank 0 writes files.
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    rank, world_size = init_from_env()
     exp = registry.get(args.name)
     if args.resume:
         resume_dir = Path(args.resume)
@@ -45,13 +64,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
         config = resolve(exp.config_type, exp.name, args.preset, overrides)
-        run_dir = RunDir(exp.name, path=args.out)
+        run_dir = RunDir(exp.name, path=_shared_run_path(exp.name, args.out, rank, world_size))
         run_dir.resuming = False
-        run_dir.write_text("config.yaml", dump_yaml(config))
-    headline = exp.run(config, run_dir)
-    print()
-    print(markdown_table(["figure", "measured", "reference", "reference is"], headline.rows))
-    print(f"report: {run_dir.file('report.md')}")
+        if rank == 0:
+            run_dir.write_text("config.yaml", dump_yaml(config))
+    try:
+        headline = exp.run(config, run_dir)
+    finally:
+        if world_size > 1 and owns_group:
+            dist.destroy_process_group()
+    if rank == 0:
+        print()
+        print(markdown_table(["figure", "measured", "reference", "reference is"], headline.rows))
+        print(f"report: {run_dir.file('report.md')}")
     return 0
 
 

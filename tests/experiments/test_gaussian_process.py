@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from clipmath.datasets import GaussianProcessSource
 from clipmath.experiments import cli
@@ -16,6 +17,16 @@ TINY = [
     "--set", "sweeps.batch_size=128", "--set", "train.epochs=20", "--set", "eval_draws=2000",
     "--set", "fig7_samples=50",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for these tiny models: on a shared 2-core machine, OpenMP threads that
+    spin while their sibling is descheduled can make a run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_tiny_sweeps_write_every_figure_and_key(tmp_path):

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from clipmath.datasets import build_source
 from clipmath.experiments import cli
@@ -14,6 +15,16 @@ TINY = [
     "--set", "min_steps=300", "--set", "batch_size=256", "--set", "train.epochs=2",
     "--set", "train.lr=0.03",
 ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for these tiny models: on a shared 2-core machine, OpenMP threads that
+    spin while their sibling is descheduled can make a run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _run(out, *extra):

@@ -16,6 +16,16 @@ from clipmath.multimodal.trainer import TensorStream, TrainConfig, lr_factor, tr
 N_U, N_V, N_E = 3, 2, 2
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for these tiny models: on a shared 2-core machine, OpenMP threads that
+    spin while their sibling is descheduled can make a run many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def data():
     gen = torch.Generator().manual_seed(0)
