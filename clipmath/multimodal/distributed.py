@@ -111,7 +111,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        grad = grad.contiguous()
+        # A copy: the all-reduce works in place, and autograd may share the incoming buffer.
+        grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         start = ctx.rank * ctx.local_size
         return grad[start : start + ctx.local_size]
