@@ -85,7 +85,7 @@ class SweepConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=40, lr=3e-2, schedule="cosine", checkpoint_every=200, log_every=10)
+    return TrainConfig(epochs=40, lr=3e-2, schedule="cosine", checkpoint_every=200, log_every=10, threads=1)
 
 
 @dataclass

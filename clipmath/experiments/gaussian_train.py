@@ -122,7 +122,7 @@ class DataConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=10, lr=0.03, schedule="cosine", warmup_steps=20, checkpoint_every=200, log_every=10)
+    return TrainConfig(epochs=10, lr=0.03, schedule="cosine", warmup_steps=20, checkpoint_every=200, log_every=10, threads=1)
 
 
 @dataclass

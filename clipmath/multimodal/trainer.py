@@ -64,6 +64,9 @@ class TrainConfig:
         eval_every: steps between calls of the evaluation hook (0: only at the end).
         log_every: steps between records in ``metrics.jsonl``.
         seed: seeds Python, NumPy and torch when training starts (not on resume).
+        threads: torch intra-op threads while training (restored afterwards), or None to leave
+            torch's setting. Tiny models step faster on one thread, and on a shared machine
+            OpenMP threads that spin while a sibling is descheduled can slow a run many times.
     """
 
     epochs: int = 10
@@ -79,6 +82,7 @@ class TrainConfig:
     eval_every: int = 0
     log_every: int = 1
     seed: int = 0
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,6 +99,7 @@ class TrainConfig:
             ("eval_every", self.eval_every >= 0, "an integer >= 0"),
             ("log_every", self.log_every >= 1, "an integer >= 1"),
             ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
+            ("threads", self.threads is None or self.threads >= 1, "None or an integer >= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -232,43 +237,16 @@ def _truncate_log(path: os.PathLike, tag: str, step: int) -> None:
     os.replace(tmp, path)
 
 
-def train(
+def _train(
     model: nn.Module,
     loss_fn: nn.Module,
     stream: Any,
     config: TrainConfig,
-    run_dir: Any = None,
-    *,
-    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-    tag: str = "train",
+    run_dir: Any,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None,
+    tag: str,
 ) -> TrainResult:
-    """Train ``model`` in place by minimising ``loss_fn`` on the batches of ``stream``.
-
-    Each step minimises the empirical loss of one batch (e.g. the CLIP loss (7) or the
-    conditional loss (12) of Baptista et al. (2025) with the batch as the empirical measure).
-
-    Args:
-        model: maps ``(u (b, n_u), v (b, n_v))`` to an output with ``z_u (b, n_e)``,
-            ``z_v (b, n_e)``, ``logit_scale`` (scalar) and ``logit_bias`` (scalar or None),
-            e.g. :class:`clipmath.multimodal.model.BimodalModel`.
-        loss_fn: a registered loss (``clipmath.multimodal.losses.build``), called as
-            ``loss_fn(z_u (B, n_e), z_v (B, n_e), logit_scale=..., logit_bias=...)``; ``B`` is
-            the global batch.
-        stream: batch source (see the module docstring); under torchrun, built for this rank.
-        config: optimizer, schedule, device and intervals.
-        run_dir: a :class:`clipmath.experiments.rundir.RunDir` (records go to its
-            ``metrics.jsonl``, checkpoints to ``checkpoints/<tag>.pt``; ``run_dir.resuming``
-            continues from the checkpoint), or None to train without files.
-        evaluate: called as ``evaluate(model)`` (the unwrapped model, in eval mode, without
-            gradients) every ``config.eval_every`` steps and at the end; returns named floats.
-        tag: names this training run inside the run directory (one experiment may train many).
-
-    Returns:
-        The run's :class:`TrainResult`.
-
-    Raises:
-        ValueError: for a stream without batches or a checkpoint that does not fit.
-    """
+    """The loop of :func:`train` (which sets and restores the thread count around it)."""
     batches_per_epoch = stream.batches_per_epoch
     if batches_per_epoch < 1:
         raise ValueError(f"stream: expected at least one batch per epoch, got batches_per_epoch={batches_per_epoch}")
@@ -413,3 +391,49 @@ def train(
     evaluation = run_evaluation(final=True) if evaluate is not None else {}
     checkpoint(done=True, evaluation=evaluation)
     return TrainResult(step, last_loss, epoch_losses, evaluation, data_seconds, compute_seconds, resumed_at)
+
+
+def train(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    stream: Any,
+    config: TrainConfig,
+    run_dir: Any = None,
+    *,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    tag: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place by minimising ``loss_fn`` on the batches of ``stream``.
+
+    Each step minimises the empirical loss of one batch (e.g. the CLIP loss (7) or the
+    conditional loss (12) of Baptista et al. (2025) with the batch as the empirical measure).
+
+    Args:
+        model: maps ``(u (b, n_u), v (b, n_v))`` to an output with ``z_u (b, n_e)``,
+            ``z_v (b, n_e)``, ``logit_scale`` (scalar) and ``logit_bias`` (scalar or None),
+            e.g. :class:`clipmath.multimodal.model.BimodalModel`.
+        loss_fn: a registered loss (``clipmath.multimodal.losses.build``), called as
+            ``loss_fn(z_u (B, n_e), z_v (B, n_e), logit_scale=..., logit_bias=...)``; ``B`` is
+            the global batch.
+        stream: batch source (see the module docstring); under torchrun, built for this rank.
+        config: optimizer, schedule, device and intervals.
+        run_dir: a :class:`clipmath.experiments.rundir.RunDir` (records go to its
+            ``metrics.jsonl``, checkpoints to ``checkpoints/<tag>.pt``; ``run_dir.resuming``
+            continues from the checkpoint), or None to train without files.
+        evaluate: called as ``evaluate(model)`` (the unwrapped model, in eval mode, without
+            gradients) every ``config.eval_every`` steps and at the end; returns named floats.
+        tag: names this training run inside the run directory (one experiment may train many).
+
+    Returns:
+        The run's :class:`TrainResult`.
+
+    Raises:
+        ValueError: for a stream without batches or a checkpoint that does not fit.
+    """
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(model, loss_fn, stream, config, run_dir, evaluate, tag)
+    finally:
+        torch.set_num_threads(threads)

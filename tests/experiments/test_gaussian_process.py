@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from clipmath.datasets import GaussianProcessSource
 from clipmath.experiments import cli
@@ -18,15 +17,6 @@ TINY = [
     "--set", "fig7_samples=50",
 ]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for these tiny models: on a shared 2-core machine, OpenMP threads that
-    spin while their sibling is descheduled can make a run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tiny_sweeps_write_every_figure_and_key(tmp_path):

@@ -4,11 +4,10 @@ import json
 import math
 
 import pytest
-import torch
 
 from clipmath.datasets import build_source
 from clipmath.experiments import cli
-from clipmath.experiments.gaussian_train import StreamConfig, log_log_slope, shard_set
+from clipmath.experiments.gaussian_train import log_log_slope, shard_set
 
 TINY = [
     "--set", "sample_sizes=[512, 2048]", "--set", "replicates=2", "--set", "reference_draws=40",
@@ -16,15 +15,6 @@ TINY = [
     "--set", "train.lr=0.03",
 ]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for these tiny models: on a shared 2-core machine, OpenMP threads that
-    spin while their sibling is descheduled can make a run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(out, *extra):

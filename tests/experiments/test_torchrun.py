@@ -5,9 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-import torch
-
 from clipmath.experiments import cli
 
 TINY = [
@@ -16,15 +13,6 @@ TINY = [
     "--set", "reference_draws=5",
 ]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for these tiny models: on a shared 2-core machine, OpenMP threads that
-    spin while their sibling is descheduled can make a run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _losses(run):

@@ -16,15 +16,6 @@ from clipmath.multimodal.trainer import TensorStream, TrainConfig, lr_factor, tr
 N_U, N_V, N_E = 3, 2, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for these tiny models: on a shared 2-core machine, OpenMP threads that
-    spin while their sibling is descheduled can make a run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def data():
@@ -76,7 +67,7 @@ class _StopAfter:
     "field, value",
     [("epochs", 0), ("optimizer", "lbfgs"), ("lr", 0.0), ("weight_decay", -1.0), ("momentum", 1.0),
      ("schedule", "step"), ("warmup_steps", -1), ("grad_clip", 0.0), ("device", "tpu"),
-     ("checkpoint_every", -1), ("eval_every", -2), ("log_every", 0), ("seed", -1)],
+     ("checkpoint_every", -1), ("eval_every", -2), ("log_every", 0), ("seed", -1), ("threads", 0)],
 )
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"train.{field}="):
@@ -241,6 +232,20 @@ def test_grad_clip_bounds_the_sgd_step(data):
 
     assert step_norm(None) > 0.1
     assert step_norm(1e-3) == pytest.approx(1e-3, rel=1e-5)  # float32 round-off of the clip factor
+
+
+def test_threads_are_set_for_training_and_restored(data):
+    seen = []
+
+    def evaluate(model):
+        seen.append(torch.get_num_threads())
+        return {}
+
+    before = torch.get_num_threads()
+    config = TrainConfig(epochs=1, lr=0.01, device="cpu", threads=before + 1)
+    train(_model(), _loss(), TensorStream(*data, batch_size=120), config, evaluate=evaluate)
+    assert seen == [before + 1]
+    assert torch.get_num_threads() == before
 
 
 def test_stream_without_batches_is_refused():
