@@ -190,3 +190,24 @@ def test_batch_65536_runs_in_under_3_gib():
     assert result["peak_kib"] < 3 * 1024**2
     # Both are float32 means of 65,536 log-sum-exps of size ~log(B) + 7.
     assert result["loss"] == pytest.approx(result["ref"], rel=1e-5)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize(("name", "hyper"), [("clip", {}), ("conditional", {"direction": "u_given_v"}),
+                                            ("conditional", {"weights": (0.4, 1.4)})])
+def test_tile_size_option_of_the_registered_losses_equals_their_dense_path(metric, name, hyper):
+    inputs = _inputs(19, 4, torch.float64, seed=3)
+    dense = losses.build(name, metric=metric, **hyper)
+    tiled = losses.build(name, metric=metric, tile_size=5, **hyper)
+    out = tiled(*inputs)
+    assert out.logits is None
+    ref = _value_and_grads(lambda *x: dense(*x).loss, inputs)
+    ours = _value_and_grads(lambda *x: tiled(*x).loss, inputs)
+    for got, want in zip((ours[0], *ours[1]), (ref[0], *ref[1])):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("tile_size", [0, -3, 2.5, True])
+def test_bad_tile_size_option_is_named(tile_size):
+    with pytest.raises(ValueError, match="tile_size"):
+        losses.build("clip", tile_size=tile_size)

@@ -16,9 +16,8 @@ import math
 
 from torch import Tensor
 
-from clipmath.multimodal.losses._logits import PairLoss
 from clipmath.multimodal.losses.base import register
-from clipmath.multimodal.losses.conditional import conditional_loss
+from clipmath.multimodal.losses.conditional import ConditionalLoss, conditional_loss
 
 
 def clip_loss(logits: Tensor) -> Tensor:
@@ -34,19 +33,29 @@ def clip_loss(logits: Tensor) -> Tensor:
 
 
 @register("clip")
-class ClipLoss(PairLoss):
+class ClipLoss(ConditionalLoss):
     r"""Standard CLIP loss :math:`L^N_{clip}` (eq. 7, Optimization Problem 2.4 of Baptista et al. (2025)).
 
     Equal to open_clip's ``ClipLoss`` fed ``exp(logit_scale)`` and the metric's features.
     Works with every metric (``cosine``, ``inner``, ``neg_sq_l2``; Section 3.3). Invariant to
     ``logit_bias`` (the shift cancels in each softmax), which therefore gets a zero gradient.
 
+    It is the two-sided conditional loss plus ``log B``, and shares its tiled path: with
+    ``tile_size`` set it never forms the B x B logits (batch 65,536 fits in well under 1 GiB).
+
     Args:
         metric: alignment metric name.
+        tile_size: None (dense, the default) or the tile edge of the exact tiled computation.
 
     Raises:
-        ValueError: for an unknown metric.
+        ValueError: for an unknown metric or a bad ``tile_size``.
     """
+
+    def __init__(self, metric: str = "cosine", tile_size: int | None = None):
+        super().__init__(metric, tile_size=tile_size)
 
     def loss_from_logits(self, logits: Tensor) -> Tensor:
         return clip_loss(logits)
+
+    def offset(self, batch_size: int) -> float:
+        return math.log(batch_size)

@@ -24,8 +24,9 @@ import math
 import torch
 from torch import Tensor
 
-from clipmath.multimodal.losses._logits import PairLoss
-from clipmath.multimodal.losses.base import register
+from clipmath.multimodal import similarity
+from clipmath.multimodal.losses._logits import PairLoss, check_scale
+from clipmath.multimodal.losses.base import LossOutput, register
 
 #: direction name -> (lambda_u, lambda_v). One-sided losses carry weight 2 so that they are
 #: the full cross-entropy -E log rho, the scaling of Section 5.2's L(theta; 2, 0).
@@ -109,15 +110,22 @@ class ConditionalLoss(PairLoss):
     invariant to ``logit_bias`` (a constant shift of every logit cancels in each log-ratio),
     so the bias gets an exactly zero gradient.
 
+    With ``tile_size`` set, the loss is computed by
+    :func:`clipmath.multimodal.tiled.tiled_clip_loss`, which never forms the B x B logits
+    (memory O(B * tile_size), the same value and gradients); the output then carries
+    ``logits=None``.
+
     Args:
         metric: alignment metric name.
         direction: ``two_sided`` (weights (1, 1), the default; equals ``clip`` minus log B),
             ``u_given_v`` (weights (2, 0)) or ``v_given_u`` (weights (0, 2)).
         weights: explicit ``(lambda_u, lambda_v)`` instead of ``direction``; ``lambda_u``
             weights the u|v term (Problem 3.4, not Section 6.2's swapped labels).
+        tile_size: None (dense, the default) or the tile edge of the exact tiled computation.
 
     Raises:
-        ValueError: for an unknown metric or direction, invalid weights, or both given.
+        ValueError: for an unknown metric or direction, invalid weights, both given, or a
+            ``tile_size`` that is not a positive integer.
     """
 
     def __init__(
@@ -125,12 +133,42 @@ class ConditionalLoss(PairLoss):
         metric: str = "cosine",
         direction: str | None = None,
         weights: tuple[float, float] | None = None,
+        tile_size: int | None = None,
     ):
         super().__init__(metric)
         self.weight_u_given_v, self.weight_v_given_u = resolve_weights(direction, weights)
+        if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
+            raise ValueError(f"tile_size={tile_size!r}: expected None or a positive integer")
+        self.tile_size = tile_size
 
     def loss_from_logits(self, logits: Tensor) -> Tensor:
         return conditional_loss(logits, self.weight_u_given_v, self.weight_v_given_u)
 
+    def offset(self, batch_size: int) -> float:
+        """Constant added to :func:`conditional_loss` (0 here; ``log B`` for ``clip``)."""
+        return 0.0
+
+    def forward(
+        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None
+    ) -> LossOutput:
+        r"""Loss of a paired batch (see :meth:`PairLoss.forward`); tiled when ``tile_size`` is set."""
+        if self.tile_size is None:
+            return super().forward(z_u, z_v, logit_scale, logit_bias)
+        # Imported here: tiled.py itself builds on this module (resolve_weights).
+        from clipmath.multimodal.tiled import tiled_clip_loss
+
+        similarity.check_pair(z_u, z_v, same_batch=True)
+        check_scale(logit_scale, logit_bias)
+        lambda_u, lambda_v = self.weight_u_given_v, self.weight_v_given_u
+        # The tiled function weighs cross-entropies (CLIP = (1/2, 1/2)); L_cond is those minus
+        # the log B of each density normaliser (Theorem 2.8).
+        batch = z_u.shape[0]
+        loss = tiled_clip_loss(
+            z_u, z_v, logit_scale, logit_bias,
+            metric=self.metric, weights=(lambda_u / 2, lambda_v / 2), tile_size=self.tile_size,
+        )
+        return LossOutput(loss - 0.5 * (lambda_u + lambda_v) * math.log(batch) + self.offset(batch))
+
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, weights=({self.weight_u_given_v}, {self.weight_v_given_u})"
+        tiled = "" if self.tile_size is None else f", tile_size={self.tile_size}"
+        return f"{super().extra_repr()}, weights=({self.weight_u_given_v}, {self.weight_v_given_u}){tiled}"
