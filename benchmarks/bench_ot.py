@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.profiler._memory_profiler import Action
 
-from common import compare, print_table
+from common import compare, cuda_peak_bytes, print_table
 from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.ot import sinkhorn
 
@@ -99,12 +99,7 @@ def bench_gca_ince(device: str) -> list[tuple[str, float, float, str]]:
 def peak_memory(run: Callable[[], None], device: str) -> int:
     """Peak bytes allocated by ``run`` beyond what was allocated before it."""
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
+        return cuda_peak_bytes(run)
     options = {"profile_memory": True, "record_shapes": True, "with_stack": True}
     with profile(activities=[ProfilerActivity.CPU], **options) as prof:
         run()

@@ -22,7 +22,7 @@ import sys
 
 import torch
 
-from common import compare, print_table
+from common import compare, cuda_peak_bytes, print_table
 from clipmath.multimodal import losses
 from clipmath.multimodal.tiled import tiled_clip_loss
 
@@ -64,12 +64,7 @@ def measure_peak(kind: str, B: int, n_e: int, device: str) -> int:
     inputs = _inputs(B, n_e, device)
     step = _step(kind, inputs)
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
+        return cuda_peak_bytes(step)
     base = _peak_rss()
     step()
     return _peak_rss() - base
@@ -102,7 +97,7 @@ def main(device: str = "cpu") -> None:
         rows.append((f"B={B} n_e={n_e} (dense = {buffers:.1f} B^2 float32 buffers)", tiled / GIB, dense / GIB, ""))
     tiled = _peak_in_subprocess("tiled", BIG_B, n_e, device)
     rows.append((f"B={BIG_B} n_e={n_e} (dense extrapolated)", tiled / GIB, buffers * BIG_B * BIG_B * 4 / GIB, "< 3 GiB"))
-    print_table(f"peak memory, GiB in the seconds columns ({device})", rows)
+    print_table(f"peak memory ({device})", rows, unit="GiB")
 
 
 if __name__ == "__main__":

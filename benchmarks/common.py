@@ -47,10 +47,22 @@ def compare(
     return statistics.median(t_ours), statistics.median(t_anchor)
 
 
-def print_table(title: str, rows: Sequence[tuple[str, float, float, str]]) -> None:
-    """Print rows of (case, ours seconds, anchor seconds, goal) with the ratio ours/anchor."""
+def cuda_peak_bytes(run: Callable[[], object]) -> int:
+    """Peak CUDA bytes allocated while ``run`` executes, beyond what was allocated before."""
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def print_table(title: str, rows: Sequence[tuple[str, float, float, str]], unit: str = "s") -> None:
+    """Print rows of (case, ours, anchor, goal) in ``unit`` with the ratio ours/anchor."""
     print(f"\n## {title}\n")
-    print("| case | clipmath (s) | anchor (s) | ratio | goal |")
+    print(f"| case | clipmath ({unit}) | anchor ({unit}) | ratio | goal |")
     print("|---|---|---|---|---|")
     for case, ours, anchor, goal in rows:
         print(f"| {case} | {ours:.4g} | {anchor:.4g} | {ours / anchor:.3f} | {goal} |")
