@@ -189,7 +189,7 @@ def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
 
     results: dict[tuple[int, int, int], dict] = {}
     for n_e, b, n in sorted({s for runs in _settings(config.sweeps).values() for s in runs}, key=lambda s: (s[2], s[1], s[0])):
-        folder = shards_folder(run_dir, config.stream, f"gp-seed{config.seed}-N{n}")
+        folder = shards_folder(run_dir, config.stream, source, config.seed, n)
         stream = make_stream(src, n, config.seed, b, config.stream, folder, source)
         model = linear_model(pair.n_u, pair.n_v, n_e, "inner", config.seed)
         result = train(model, build_loss("conditional"), stream, train_config, run_dir, tag=f"ne{n_e}-B{b}-N{n}")

@@ -30,13 +30,15 @@ losses), and for the model's conditional mean map and covariance (from :func:`ti
 The sampling error of the plug-in optimum is averaged over ``reference_draws`` draws (no
 training), the trained errors over ``replicates`` training sets; both as root mean squares.
 
-The helpers at the bottom (shards written once, the stream, the linear model, the loss table)
-are shared with ``gaussian-process``.
+The helpers in the section "shared with gaussian-process" (shards written once, the stream, the
+linear model, the loss table) serve ``gaussian-process`` as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import shutil
@@ -234,10 +236,15 @@ def make_stream(
     )
 
 
-def shards_folder(run_dir: Any, config: StreamConfig, name: str) -> Path:
-    """Where the shard set ``name`` lives: under ``config.shards_dir`` or the run directory."""
+def shards_folder(run_dir: Any, config: StreamConfig, source: dict, seed: int, n: int) -> Path:
+    """Where the shards of ``n`` pairs of ``source`` drawn with ``seed`` live.
+
+    Under ``config.shards_dir`` (a cache shared by runs) or the run directory; the folder name
+    carries a digest of the source description, so different laws never share a folder.
+    """
     root = Path(config.shards_dir) if config.shards_dir is not None else run_dir.file("shards")
-    return root / name
+    digest = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:8]
+    return root / f"{source['name']}-{digest}-seed{seed}-N{n}"
 
 
 def linear_model(n_u: int, n_v: int, n_e: int, metric: str, seed: int) -> BimodalModel:
@@ -352,7 +359,7 @@ def run(config: "GaussianTrainConfig", run_dir: Any) -> Headline:
             seed = config.seed + replicate
             train_config = dataclasses.replace(config.train, epochs=epochs, seed=seed)
             empirical_pair = GaussianPair.from_samples(*pair.sample(n, seed))
-            folder = shards_folder(run_dir, config.stream, f"gaussian-seed{seed}-N{n}")
+            folder = shards_folder(run_dir, config.stream, source, seed, n)
             stream = make_stream(pair, n, seed, config.batch_size, config.stream, folder, source)
             for loss in config.losses:
                 model = linear_model(pair.n_u, pair.n_v, config.n_e, LOSS_TABLE[loss][1], seed)
