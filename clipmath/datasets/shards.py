@@ -27,6 +27,7 @@ from typing import IO, Any, Iterable
 
 import webdataset as wds
 
+from clipmath._atomic import atomic_open, commit
 from clipmath.datasets.checks import check_int, check_name
 from clipmath.datasets.fields import FieldInfo, encode_field
 
@@ -91,14 +92,6 @@ class Manifest:
             "source": self.source,
         }
         return json.dumps(data, indent=2) + "\n"
-
-
-def _commit(handle: IO[bytes], tmp: Path, path: Path) -> None:
-    """Flush ``handle`` (open on ``tmp``) to disk, close it, and rename ``tmp`` to ``path``."""
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
-    os.replace(tmp, path)
 
 
 def sha256_file(path: Path) -> str:
@@ -189,7 +182,7 @@ class _ShardSink:
     def close(self) -> None:
         tmp, path = self._paths()
         self._writer.close()  # end-of-archive blocks; the handle stays open
-        _commit(self._handle, tmp, path)
+        commit(self._handle, tmp, path)
         self._handle = None
         self.done.append(ShardInfo(path.name, self.count, path.stat().st_size, sha256_file(path)))
 
@@ -280,10 +273,8 @@ def write_shards(
         sink.close()
         manifest = Manifest(tuple(sink.done), fields, source)
         path = out_dir / MANIFEST_NAME
-        tmp = out_dir / f".{MANIFEST_NAME}.tmp"
-        with open(tmp, "wb") as handle:
+        with atomic_open(path) as handle:
             handle.write(manifest.to_json().encode("utf-8"))
-            _commit(handle, tmp, path)
     except BaseException:
         sink.abort()
         raise

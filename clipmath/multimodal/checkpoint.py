@@ -14,12 +14,12 @@ remains, which :func:`load_checkpoint` never reads and the next save removes.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from clipmath._atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +44,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     # Leftovers of writes that were killed before their rename.
     for stale in path.parent.glob(_tmp_prefix(path) + "*.tmp"):
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, prefix=_tmp_prefix(path)) as handle:
+        torch.save(state, handle)
     logger.debug("checkpoint written: %s", path)
     return path
 

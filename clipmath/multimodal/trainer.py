@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from clipmath._atomic import atomic_open
 from clipmath.multimodal.checkpoint import load_checkpoint, save_checkpoint
 from clipmath.multimodal.distributed import gather_with_grad, world_info
 from clipmath.multimodal.seeding import rng_state, seed_everything, set_rng_state
@@ -229,12 +230,8 @@ def _truncate_log(path: os.PathLike, tag: str, step: int) -> None:
             if record.get("run") == tag and (record.get("step", 0) > step or record.get("final")):
                 continue
             kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{path}.truncate.tmp"
-    with open(tmp, "w") as handle:
+    with atomic_open(path, mode="w") as handle:
         handle.writelines(kept)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _train(
