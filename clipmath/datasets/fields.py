@@ -103,25 +103,43 @@ def encode_field(name: str, value: Any) -> tuple[bytes, FieldInfo]:
 
 
 @functools.lru_cache(maxsize=64)
-def _npy_layout(header: bytes) -> tuple[np.dtype, tuple[int, ...], int, str]:
+def _npy_layout(header: bytes) -> tuple[np.dtype, tuple[int, ...], str]:
     stream = io.BytesIO(header)
     np.lib.format.read_magic(stream)
     shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-    return dtype, shape, math.prod(shape), "F" if fortran_order else "C"
+    return dtype, shape, "F" if fortran_order else "C"
 
 
-def _load_npy(data: bytes) -> np.ndarray:
-    """The array in ``.npy`` bytes, as a read-only view.
+def read_npy_header(data: bytes) -> tuple[int, np.dtype, tuple[int, ...], str] | None:
+    """Parse the header of ``.npy`` bytes in format version 1.0.
 
     Every sample of a field shares one header, so its parse is cached: np.load parses the
     header text anew per call, which costs about 20 times the rest of the decode.
+
+    Args:
+        data: the member bytes (at least the header).
+
+    Returns:
+        (offset of the array data, dtype, shape, order ``"C"`` or ``"F"``), or ``None`` for
+        another format version.
+
+    Raises:
+        ValueError: when the header does not parse.
     """
     if not data.startswith(_NPY_V1_MAGIC):
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return None
     offset = len(_NPY_V1_MAGIC) + 2 + int.from_bytes(data[8:10], "little")
-    dtype, shape, count, order = _npy_layout(data[:offset])
+    return (offset, *_npy_layout(data[:offset]))
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    """The array in ``.npy`` bytes, as a read-only view."""
+    header = read_npy_header(data)
+    if header is None:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    offset, dtype, shape, order = header
     # frombuffer refuses object dtypes and data shorter than the header promises.
-    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape, order=order)
+    return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape, order=order)
 
 
 def decode_field(ext: str, data: bytes) -> Any:

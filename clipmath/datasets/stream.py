@@ -1,13 +1,15 @@
 """Stream batches from a shard directory: seeded shuffles, split by rank and worker, resampling.
 
-Each DataLoader worker runs one webdataset pipeline::
+Each DataLoader worker runs one pipeline of *blocks* ``{field: array (n, ...), "key": array (n,)}``::
 
     shard list (this rank's shards, shuffled with (seed, epoch), dealt to workers;
                 or, resampled, drawn with replacement)
-      -> tar members -> samples (corrupt or truncated shards skipped and counted)
+      -> one block per shard of fixed layout, read in one piece; otherwise tar members ->
+         samples (corrupt or truncated shards skipped and counted) -> small blocks
       -> decode the requested fields (corrupt samples skipped and counted)
       -> [resampled: the worker's quota of samples]
-      -> sample shuffle (buffer, rng seeded from (seed, epoch, rank, worker))
+      -> sample shuffle (a buffer of shuffle_buffer samples; each batch is B distinct random
+         positions of it, refilled in place; rng seeded from (seed, epoch, rank, worker))
       -> batches of B, then one "tail" item with the worker's last < B samples
 
 and the main process pools the tails into further batches, so no sample is lost at worker
@@ -30,6 +32,7 @@ then workers).
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -43,12 +46,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import tar_file_iterator
 
 from clipmath.datasets.checks import check_int
-from clipmath.datasets.fields import FieldInfo, decode_field
+from clipmath.datasets.fields import FieldInfo, decode_field, read_npy_header
 from clipmath.datasets.shards import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ _SKIPPED = "__skipped__"
 _TAIL = "__tail__"
 # Purposes of the seeded generators, so that they draw independent streams.
 _SHARD_ORDER, _SAMPLE_ORDER, _RESAMPLE = 0, 1, 2
+# Tar blocks: a ustar header is one, member data is padded to whole ones.
+_BLOCK = 512
+# Samples per block from the generic (member by member) reader.
+_GENERIC_BLOCK = 256
 
 
 def _rng(*parts: int) -> random.Random:
@@ -107,6 +113,225 @@ def _worker_shards(plan: _Plan, worker: int, num_workers: int, failed: set[str])
         yield rng.choice(pool)
 
 
+class _NotFixed(Exception):
+    """Why a shard is not of fixed layout; the generic reader then reads it member by member."""
+
+
+@dataclass(frozen=True)
+class _Member:
+    offset: int  # of its tar header within a sample's record
+    suffix: str  # ".{field}.{ext}"
+    size: int  # data bytes in the first sample
+
+
+def _octal(columns: np.ndarray, what: str) -> np.ndarray:
+    """The fixed-width octal numbers in the rows of ``columns`` (count, k) uint8, as int64 (count,)."""
+    digits = columns.astype(np.int64) - ord("0")
+    if ((digits < 0) | (digits > 7)).any():
+        raise _NotFixed(f"a {what} field is not {columns.shape[1]} octal digits")
+    return digits @ (8 ** np.arange(columns.shape[1] - 1, -1, -1, dtype=np.int64))
+
+
+def _blocks_of(size: np.ndarray | int) -> np.ndarray | int:
+    return -(-size // _BLOCK)
+
+
+def _first_record(data: bytes) -> tuple[list[_Member], int]:
+    """The members of the first sample, parsed from their ustar headers, and the record stride.
+
+    A ustar header is one 512-byte block: name at bytes 0:100 (NUL-padded), size at 124:136
+    (octal), type flag at 156 (``0``: a regular file), magic ``ustar`` at 257; the data follows,
+    padded to whole blocks. The first sample ends where a member with another key, or the
+    all-zero end-of-archive block, begins.
+    """
+    members: list[_Member] = []
+    offset, key = 0, None
+    while offset + _BLOCK <= len(data):
+        header = data[offset : offset + _BLOCK]
+        if header.count(0) == _BLOCK:
+            break
+        if header[257:262] != b"ustar" or header[156:157] != b"0":
+            raise _NotFixed(f"the member at byte {offset} is not a plain ustar file (a pax or long-name header?)")
+        this_key, dot, suffix = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape").partition(".")
+        if key is not None and this_key != key:
+            break
+        if any(member.suffix == dot + suffix for member in members):
+            raise _NotFixed(f"member {dot + suffix} repeats within the first sample")
+        key = this_key
+        try:
+            size = int(header[124:135], 8)
+        except ValueError:
+            raise _NotFixed(f"the member at byte {offset} has a size field {header[124:136]!r}") from None
+        members.append(_Member(offset, dot + suffix, size))
+        offset += _BLOCK * (1 + _blocks_of(size))
+    if not members:
+        raise _NotFixed("no member")
+    return members, offset
+
+
+def _check_records(view: np.ndarray, members: list[_Member]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Check that every record (row of ``view``) repeats the first one's header layout.
+
+    Every member header must be a checksummed plain ustar file without a name prefix, with the
+    first record's magic, data block count and ``.field.ext`` suffix, and one key per record
+    (no ``.`` or ``/`` in it, distinct from the previous record's), so that the generic reader
+    would group the members into the same samples.
+
+    Args:
+        view: (count, stride) uint8, one sample's record per row.
+        members: the first record's members.
+
+    Returns:
+        (each member's data sizes (count,) int64, the keys (count,) object array).
+    """
+    position = np.arange(100)
+    sizes, key_length, key_bytes = [], None, None
+    for member in members:
+        header = view[:, member.offset : member.offset + _BLOCK]
+        first = header[0]
+        if (
+            (header[:, 156] != ord("0")).any()
+            or (header[:, 257:265] != first[257:265]).any()
+            or header[:, 345:500].any()  # a ustar name prefix
+            or header[:, 135].any()  # size: 11 digits and a NUL, as Python's tarfile writes it
+            or header[:, 154].any()  # checksum: 6 digits, a NUL and a space
+        ):
+            raise _NotFixed(f"member {member.suffix}: type, magic, name prefix or number format differs")
+        # The checksum sums the header bytes with its own field read as 8 spaces.
+        computed = header.sum(1, dtype=np.int64) - header[:, 148:156].sum(1, dtype=np.int64) + 8 * ord(" ")
+        if (_octal(header[:, 148:154], "checksum") != computed).any():
+            raise _NotFixed(f"member {member.suffix}: a header checksum does not match")
+        size = _octal(header[:, 124:135], "size")
+        if (_blocks_of(size) != _blocks_of(member.size)).any():
+            raise _NotFixed(f"member {member.suffix}: the data block count differs between samples")
+        names = header[:, :100]
+        nonzero = names != 0
+        length = nonzero.sum(1)
+        if (nonzero != (position < length[:, None])).any():
+            raise _NotFixed(f"member {member.suffix}: a name holds a NUL")
+        suffix = np.frombuffer(member.suffix.encode("utf-8", "surrogateescape"), np.uint8)
+        if key_length is None:
+            key_length, key_bytes = length - len(suffix), names
+            in_key = position < key_length[:, None]
+            separator = (names == ord(".")) | (names == ord("/"))
+            if (key_length < 1).any() or (separator & in_key).any():
+                raise _NotFixed("a key is empty or holds '.' or '/'")
+        elif (length - len(suffix) != key_length).any() or ((names != key_bytes) & in_key).any():
+            raise _NotFixed(f"member {member.suffix}: a key differs from its record's first member")
+        at_suffix = np.take_along_axis(names, key_length[:, None] + np.arange(len(suffix)), 1)
+        if (at_suffix != suffix).any():
+            raise _NotFixed(f"member {member.suffix}: a name has another suffix")
+        sizes.append(size)
+    names = np.ascontiguousarray(key_bytes).view("S100").ravel().tolist()  # trailing NULs dropped
+    keys = np.array([name[:k].decode("utf-8", "surrogateescape") for name, k in zip(names, key_length.tolist())])
+    keys = keys.astype(object)
+    if (keys[1:] == keys[:-1]).any():
+        raise _NotFixed("two consecutive samples share a key")
+    return sizes, keys
+
+
+def _npy_column(view: np.ndarray, start: int, size: np.ndarray, info: FieldInfo) -> np.ndarray:
+    """Every record's ``.npy`` member at ``start`` decoded at once, as float32 (count, *shape).
+
+    Requires the first record's header (format 1.0, C order, the manifest's shape) in every
+    record, and equal sizes, so that the arrays sit at one column range of ``view``.
+    """
+    try:
+        header = read_npy_header(view[0, start : start + int(size[0])].tobytes())
+    except ValueError as err:
+        raise _NotFixed(f"npy header: {err}") from None
+    if header is None:
+        raise _NotFixed("npy format version other than 1.0")
+    offset, dtype, shape, order = header
+    nbytes = math.prod(shape) * dtype.itemsize
+    if order != "C" or dtype.hasobject or tuple(shape) != info.shape or nbytes == 0:
+        raise _NotFixed(f"npy {dtype} {shape} in {order} order; manifest says {info.shape}")
+    if (size != size[0]).any() or size[0] < offset + nbytes:
+        raise _NotFixed("npy member sizes differ or are short")
+    if (view[:, start : start + offset] != view[0, start : start + offset]).any():
+        raise _NotFixed("npy headers differ between samples")
+    # The copy owns its memory (a view would pin the whole shard); astype then only converts.
+    raw = view[:, start + offset : start + offset + nbytes].copy()
+    return raw.view(dtype).reshape(len(view), *shape).astype(np.float32, copy=False)
+
+
+def _decode_value(name: str, info: FieldInfo, data: bytes) -> Any:
+    """One member decoded by :func:`decode_field`; raises if an array's shape is not the manifest's."""
+    value = decode_field(info.ext, data)
+    if info.ext in ("npy", "png", "jpg") and tuple(value.shape) != info.shape:
+        raise ValueError(f"field {name!r} has shape {tuple(value.shape)}, manifest says {info.shape}")
+    return value
+
+
+def _skip_corrupt(skipped: Counter, shard: str, key: str, err: Exception) -> None:
+    skipped[shard] += 1
+    logger.warning("sample %r in shard %s is corrupt (%s); skipped", key, shard, err)
+
+
+def _column(values: list) -> np.ndarray:
+    """Per-sample values as one array with a leading sample axis: tensors stacked, others as objects."""
+    if isinstance(values[0], torch.Tensor):
+        return np.stack([value.numpy() for value in values])
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter) -> list[dict] | None:
+    """A fixed-layout shard as one block (``[]`` if every sample is corrupt), else ``None``.
+
+    A shard whose size is the manifest's is read in one piece; when every sample repeats the
+    first one's tar layout (:func:`_check_records`), the shard is a (count, stride) byte array
+    and each fixed-shape ``npy`` field one column range of it, decoded for all samples at once.
+    Other fields are decoded per sample, a corrupt sample skipped and counted. Anything else
+    (damage, pax headers, a missing field) returns ``None`` for the generic reader, which
+    handles and counts it.
+    """
+    try:
+        if os.path.getsize(shard.path) != shard.bytes:
+            raise _NotFixed(f"size other than the manifest's {shard.bytes} bytes")
+        with open(shard.path, "rb") as handle:
+            data = handle.read()
+        members, stride = _first_record(data)
+        end = shard.count * stride
+        if end > len(data):
+            raise _NotFixed(f"{shard.count} records of {stride} bytes exceed the file")
+        if np.frombuffer(data, np.uint8, offset=end).any():
+            raise _NotFixed("bytes after the last record are not the zero end of the archive")
+        view = np.frombuffer(data, np.uint8, count=end).reshape(shard.count, stride)
+        sizes, keys = _check_records(view, members)
+        found = {member.suffix: (member.offset + _BLOCK, size) for member, size in zip(members, sizes)}
+        block, per_sample = {"key": keys}, []
+        for name, info in fields:
+            if f".{name}.{info.ext}" not in found:
+                raise _NotFixed(f"no member .{name}.{info.ext}")
+            start, size = found[f".{name}.{info.ext}"]
+            if info.ext == "npy":
+                block[name] = _npy_column(view, start, size, info)
+            else:
+                per_sample.append((name, info, start, size.tolist()))
+    except (_NotFixed, OSError) as err:
+        logger.debug("shard %s is not of fixed layout (%s); reading it member by member", shard.name, err)
+        return None
+    keep = np.ones(shard.count, dtype=bool)
+    values: dict[str, list] = {name: [] for name, *_ in per_sample}
+    for index in range(shard.count if per_sample else 0):
+        try:
+            decoded = {
+                name: _decode_value(name, info, data[index * stride + start :][: size[index]])
+                for name, info, start, size in per_sample
+            }
+        except Exception as err:  # any decoder failure means corrupt bytes: skip, never stop the epoch
+            _skip_corrupt(skipped, shard.name, keys[index], err)
+            keep[index] = False
+            continue
+        for name, value in decoded.items():
+            values[name].append(value)
+    if not keep.any():
+        return []
+    if not keep.all():
+        block = {name: column[keep] for name, column in block.items()}
+    return [{**block, **{name: _column(column) for name, column in values.items()}}]
+
+
 def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, failed: set[str]) -> Iterator[dict]:
     """The samples of one shard as raw member bytes, ``{"__key__", "__shard__", "u.npy": ...}``.
 
@@ -147,13 +372,6 @@ def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, failed
     )
 
 
-def _read_shards(
-    shards: Iterable[_Shard], members: frozenset[str], skipped: Counter, failed: set[str]
-) -> Iterator[dict]:
-    for shard in shards:
-        yield from _read_shard(shard, members, skipped, failed)
-
-
 def _decode(
     samples: Iterable[dict], fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter
 ) -> Iterator[dict]:
@@ -168,45 +386,128 @@ def _decode(
                     f"{key}.{name}.{info.ext}) is missing; the sample holds {present}"
                 )
         try:
-            sample = {name: decode_field(info.ext, raw[f"{name}.{info.ext}"]) for name, info in fields}
-            for name, info in fields:
-                if info.ext in ("npy", "png", "jpg") and tuple(sample[name].shape) != info.shape:
-                    shape = tuple(sample[name].shape)
-                    raise ValueError(f"field {name!r} has shape {shape}, manifest says {info.shape}")
+            sample = {name: _decode_value(name, info, raw[f"{name}.{info.ext}"]) for name, info in fields}
         except Exception as err:  # any decoder failure means corrupt bytes: skip, never stop the epoch
-            skipped[shard] += 1
-            logger.warning("sample %r in shard %s is corrupt (%s); skipped", key, shard, err)
+            _skip_corrupt(skipped, shard, key, err)
             continue
         sample["key"] = key
         yield sample
 
 
-def _collate(samples: list[dict], names: Iterable[str]) -> dict:
-    """The batch dict: tensors stacked to (B, ...), other values (str, JSON) and keys as lists."""
-    batch = {}
-    for name in names:
-        values = [sample[name] for sample in samples]
-        batch[name] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    batch["key"] = [sample["key"] for sample in samples]
-    return batch
+def _read_blocks(shards: Iterable[_Shard], plan: _Plan, skipped: Counter, failed: set[str]) -> Iterator[dict]:
+    """The decoded samples of ``shards`` as blocks: one per fixed-layout shard, small ones otherwise."""
+    names = [name for name, _ in plan.fields] + ["key"]
+    for shard in shards:
+        fixed = _read_fixed(shard, plan.fields, skipped)
+        if fixed is not None:
+            yield from fixed
+            continue
+        samples = _decode(_read_shard(shard, plan.members, skipped, failed), plan.fields, skipped)
+        while chunk := list(itertools.islice(samples, _GENERIC_BLOCK)):
+            yield {name: _column([sample[name] for sample in chunk]) for name in names}
 
 
-def _batches(samples: Iterable[dict], plan: _Plan, skipped: Counter) -> Iterator[dict]:
-    """Full batches, then one tail item with the left-over samples; each carries the new skip counts."""
+def _size(block: dict) -> int:
+    return len(block["key"])
 
-    def drain() -> dict[str, int]:
-        counts = dict(skipped)
-        skipped.clear()
-        return counts
 
-    names = [name for name, _ in plan.fields]
-    chunk: list[dict] = []
-    for sample in samples:
-        chunk.append(sample)
-        if len(chunk) == plan.batch_size:
-            yield {**_collate(chunk, names), _SKIPPED: drain()}
-            chunk = []
-    yield {_TAIL: chunk, _SKIPPED: drain()}
+def _select(block: dict, index: slice | np.ndarray) -> dict:
+    return {name: column[index] for name, column in block.items()}
+
+
+class _Fifo:
+    """Samples in arrival order, held as blocks; :meth:`take` removes the first ones as one block."""
+
+    def __init__(self) -> None:
+        self._blocks: collections.deque[dict] = collections.deque()
+        self.size = 0
+
+    def put(self, block: dict) -> None:
+        if _size(block):
+            self._blocks.append(block)
+            self.size += _size(block)
+
+    def take(self, count: int) -> dict:
+        """The first ``min(count, size)`` samples (``size`` must be positive)."""
+        pieces = []
+        while count > 0 and self._blocks:
+            block = self._blocks.popleft()
+            if _size(block) > count:
+                self._blocks.appendleft(_select(block, slice(count, None)))
+                block = _select(block, slice(count))
+            pieces.append(block)
+            count -= _size(block)
+            self.size -= _size(block)
+        if len(pieces) == 1:
+            return pieces[0]
+        return {name: np.concatenate([piece[name] for piece in pieces]) for name in pieces[0]}
+
+
+def _first_samples(blocks: Iterable[dict], quota: int) -> Iterator[dict]:
+    """The first ``quota`` samples of ``blocks``, reading no block beyond them."""
+    if quota <= 0:
+        return
+    for block in blocks:
+        if _size(block) > quota:
+            block = _select(block, slice(quota))
+        quota -= _size(block)
+        yield block
+        if quota == 0:
+            return
+
+
+def _shuffle(blocks: Iterable[dict], capacity: int, batch_size: int, rng: np.random.Generator) -> Iterator[dict]:
+    """The samples of ``blocks`` reordered by a shuffle buffer of ``capacity >= batch_size`` samples.
+
+    The buffer is filled with the first ``capacity`` samples; each output block is
+    ``batch_size`` distinct positions drawn uniformly from it, which the next ``batch_size``
+    input samples then fill. When the input runs out, the samples left in the buffer follow in
+    a random order (as one block).
+    """
+    fifo, source = _Fifo(), iter(blocks)
+
+    def take(count: int) -> dict | None:
+        while fifo.size < count and (block := next(source, None)) is not None:
+            fifo.put(block)
+        return fifo.take(count) if fifo.size else None
+
+    pool = take(capacity)
+    if pool is None:
+        return
+    # Refilled in place, so its columns must own their memory.
+    pool = {name: column.copy() for name, column in pool.items()}
+    while _size(pool) == capacity:
+        picks = rng.choice(capacity, batch_size, replace=False)
+        yield _select(pool, picks)
+        incoming = take(batch_size)
+        filled = 0 if incoming is None else _size(incoming)
+        for name, column in pool.items():
+            if filled:
+                column[picks[:filled]] = incoming[name]
+        if filled < batch_size:
+            pool = _select(pool, np.setdiff1d(np.arange(capacity), picks[filled:]))
+    yield _select(pool, rng.permutation(_size(pool)))
+
+
+def _batches(blocks: Iterable[dict], batch_size: int) -> Iterator[dict]:
+    """``blocks`` re-cut into blocks of ``batch_size`` samples; the last one may be shorter."""
+    fifo = _Fifo()
+    for block in blocks:
+        fifo.put(block)
+        while fifo.size >= batch_size:
+            yield fifo.take(batch_size)
+    if fifo.size:
+        yield fifo.take(fifo.size)
+
+
+def _to_batch(block: dict) -> dict:
+    """The batch dict: numeric columns as tensors (B, ...), other values (str, JSON) and keys as lists."""
+    # Copies, so that a batch cut from a larger block neither pins it nor sends all of it to
+    # the main process (a tensor travels with its whole storage).
+    return {
+        name: column.tolist() if column.dtype == object else torch.from_numpy(column.copy())
+        for name, column in block.items()
+    }
 
 
 class _EpochDataset(IterableDataset):
@@ -222,19 +523,27 @@ class _EpochDataset(IterableDataset):
         plan = self.plan
         skipped: Counter = Counter()
         failed: set[str] = set()
-        stages: list[Any] = [
-            lambda: _worker_shards(plan, worker, num_workers, failed),
-            lambda shards: _read_shards(shards, plan.members, skipped, failed),
-            lambda samples: _decode(samples, plan.fields, skipped),
-        ]
+
+        def drain() -> dict[str, int]:
+            counts = dict(skipped)
+            skipped.clear()
+            return counts
+
+        blocks = _read_blocks(_worker_shards(plan, worker, num_workers, failed), plan, skipped, failed)
         if plan.rank_samples is not None:
-            quota = plan.rank_samples // num_workers + (worker < plan.rank_samples % num_workers)
-            stages.append(wds.slice(quota))
+            blocks = _first_samples(
+                blocks, plan.rank_samples // num_workers + (worker < plan.rank_samples % num_workers)
+            )
         if plan.shuffle_buffer > 1:
-            rng = _rng(plan.seed, plan.epoch, plan.rank, worker, _SAMPLE_ORDER)
-            stages.append(wds.shuffle(plan.shuffle_buffer, initial=plan.shuffle_buffer, rng=rng))
-        stages.append(lambda samples: _batches(samples, plan, skipped))
-        return iter(wds.DataPipeline(*stages))
+            rng = np.random.default_rng([plan.seed, plan.epoch, plan.rank, worker, _SAMPLE_ORDER])
+            blocks = _shuffle(blocks, max(plan.shuffle_buffer, plan.batch_size), plan.batch_size, rng)
+        tail = []
+        for batch in _batches(blocks, plan.batch_size):
+            if _size(batch) < plan.batch_size:
+                tail.append(batch)
+            else:
+                yield {**_to_batch(batch), _SKIPPED: drain()}
+        yield {_TAIL: tail, _SKIPPED: drain()}
 
 
 def _init_worker(worker_id: int) -> None:
@@ -414,8 +723,6 @@ class ShardStream:
                 shutdown()
 
     def _tail_batches(self, tails: list[dict]) -> Iterator[dict]:
-        names = [name for name, _ in self._plan_args["fields"]]
-        for start in range(0, len(tails), self.batch_size):
-            chunk = tails[start : start + self.batch_size]
-            if len(chunk) == self.batch_size or not self.drop_last:
-                yield _collate(chunk, names)
+        for batch in _batches(tails, self.batch_size):
+            if _size(batch) == self.batch_size or not self.drop_last:
+                yield _to_batch(batch)
