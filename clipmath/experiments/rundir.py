@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -40,12 +41,13 @@ def to_jsonable(value: Any) -> Any:
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub-flavoured markdown table; floats are shown with 6 significant digits."""
+    """A GitHub-flavoured markdown table; floats with 6 significant digits, bare ``|`` escaped."""
 
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return "nan" if math.isnan(v) else f"{v:.6g}"
-        return str(v)
+        # A bare | (as in E[u|v]) would end the cell.
+        return re.sub(r"(?<!\\)\|", r"\\|", str(v))
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

@@ -36,3 +36,8 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
 def test_markdown_table_formats_floats():
     text = markdown_table(["a", "b"], [("x", 1 / 3), ("y", float("nan"))])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| x | 0.333333 |", "| y | nan |"]
+
+
+def test_markdown_table_escapes_bare_pipes_once():
+    text = markdown_table(["q"], [("E|E[u|v]|^2",), (r"P(a \| b)",)])
+    assert text.splitlines()[2:] == [r"| E\|E[u\|v]\|^2 |", r"| P(a \| b) |"]
