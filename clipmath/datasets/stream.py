@@ -62,6 +62,9 @@ _TAIL = "__tail__"
 _SHARD_ORDER, _SAMPLE_ORDER, _RESAMPLE = 0, 1, 2
 # Tar blocks: a ustar header is one, member data is padded to whole ones.
 _BLOCK = 512
+# Header bytes (ustar offsets) that every record of a fixed-layout shard repeats exactly: all
+# but the name, the size digits and the checksum digits.
+_FIXED_HEADER_BYTES = (slice(100, 124), slice(135, 148), slice(154, _BLOCK))
 # Samples per block from the generic (member by member) reader.
 _GENERIC_BLOCK = 256
 
@@ -136,21 +139,26 @@ def _blocks_of(size: np.ndarray | int) -> np.ndarray | int:
     return -(-size // _BLOCK)
 
 
-def _first_record(data: bytes) -> tuple[list[_Member], int]:
+def _first_record(raw: np.ndarray) -> tuple[list[_Member], int]:
     """The members of the first sample, parsed from their ustar headers, and the record stride.
 
     A ustar header is one 512-byte block: name at bytes 0:100 (NUL-padded), size at 124:136
-    (octal), type flag at 156 (``0``: a regular file), magic ``ustar`` at 257; the data follows,
-    padded to whole blocks. The first sample ends where a member with another key, or the
-    all-zero end-of-archive block, begins.
+    (11 octal digits and a NUL, as Python's tarfile writes it), checksum at 148:156 (6 octal
+    digits, a NUL, a space: the sum of the header bytes with this field read as spaces), type
+    flag at 156 (``0``: a regular file), magic ``ustar`` at 257, name prefix at 345:500; the data
+    follows, padded to whole blocks. The first sample ends where a member with another key, or
+    the all-zero end-of-archive block, begins.
+
+    Args:
+        raw: (file bytes,) uint8, the shard.
     """
     members: list[_Member] = []
     offset, key = 0, None
-    while offset + _BLOCK <= len(data):
-        header = data[offset : offset + _BLOCK]
+    while offset + _BLOCK <= len(raw):
+        header = raw[offset : offset + _BLOCK].tobytes()
         if header.count(0) == _BLOCK:
             break
-        if header[257:262] != b"ustar" or header[156:157] != b"0":
+        if header[257:262] != b"ustar" or header[156:157] != b"0" or header[345:500].count(0) != 155:
             raise _NotFixed(f"the member at byte {offset} is not a plain ustar file (a pax or long-name header?)")
         this_key, dot, suffix = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape").partition(".")
         if key is not None and this_key != key:
@@ -159,9 +167,11 @@ def _first_record(data: bytes) -> tuple[list[_Member], int]:
             raise _NotFixed(f"member {dot + suffix} repeats within the first sample")
         key = this_key
         try:
-            size = int(header[124:135], 8)
+            size, checksum = int(header[124:135], 8), int(header[148:154], 8)
         except ValueError:
-            raise _NotFixed(f"the member at byte {offset} has a size field {header[124:136]!r}") from None
+            raise _NotFixed(f"the member at byte {offset} has a malformed size or checksum") from None
+        if header[135] or header[154] or checksum != sum(header) - sum(header[148:156]) + 8 * ord(" "):
+            raise _NotFixed(f"the member at byte {offset} has a malformed size or checksum")
         members.append(_Member(offset, dot + suffix, size))
         offset += _BLOCK * (1 + _blocks_of(size))
     if not members:
@@ -169,12 +179,14 @@ def _first_record(data: bytes) -> tuple[list[_Member], int]:
     return members, offset
 
 
-def _check_records(view: np.ndarray, members: list[_Member]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Check that every record (row of ``view``) repeats the first one's header layout.
+def _check_records(view: np.ndarray, members: list[_Member]) -> tuple[list[np.ndarray], list[str]]:
+    """Check that every record (row of ``view``) repeats the first one's tar layout.
 
-    Every member header must be a checksummed plain ustar file without a name prefix, with the
-    first record's magic, data block count and ``.field.ext`` suffix, and one key per record
-    (no ``.`` or ``/`` in it, distinct from the previous record's), so that the generic reader
+    Each member header must equal the first record's outside the name, size and checksum
+    digits; its size must take as many blocks; its checksum must hold (given the rest is equal,
+    it differs from the first one's by the differences of the name and size byte sums); its
+    name must be ``{key}{suffix}`` with the first record's suffix and one key per record, free
+    of ``.``, ``/`` and NUL, and distinct from the previous record's. Then the generic reader
     would group the members into the same samples.
 
     Args:
@@ -182,52 +194,35 @@ def _check_records(view: np.ndarray, members: list[_Member]) -> tuple[list[np.nd
         members: the first record's members.
 
     Returns:
-        (each member's data sizes (count,) int64, the keys (count,) object array).
+        (each member's data sizes (count,) int64, the keys).
     """
-    position = np.arange(100)
-    sizes, key_length, key_bytes = [], None, None
+    sizes, keys = [], None
     for member in members:
         header = view[:, member.offset : member.offset + _BLOCK]
         first = header[0]
-        if (
-            (header[:, 156] != ord("0")).any()
-            or (header[:, 257:265] != first[257:265]).any()
-            or header[:, 345:500].any()  # a ustar name prefix
-            or header[:, 135].any()  # size: 11 digits and a NUL, as Python's tarfile writes it
-            or header[:, 154].any()  # checksum: 6 digits, a NUL and a space
-        ):
-            raise _NotFixed(f"member {member.suffix}: type, magic, name prefix or number format differs")
-        # The checksum sums the header bytes with its own field read as 8 spaces.
-        computed = header.sum(1, dtype=np.int64) - header[:, 148:156].sum(1, dtype=np.int64) + 8 * ord(" ")
-        if (_octal(header[:, 148:154], "checksum") != computed).any():
-            raise _NotFixed(f"member {member.suffix}: a header checksum does not match")
+        if any((header[:, span] != first[span]).any() for span in _FIXED_HEADER_BYTES):
+            raise _NotFixed(f"member {member.suffix}: a header differs from the first sample's")
         size = _octal(header[:, 124:135], "size")
         if (_blocks_of(size) != _blocks_of(member.size)).any():
             raise _NotFixed(f"member {member.suffix}: the data block count differs between samples")
-        names = header[:, :100]
-        nonzero = names != 0
-        length = nonzero.sum(1)
-        if (nonzero != (position < length[:, None])).any():
-            raise _NotFixed(f"member {member.suffix}: a name holds a NUL")
-        suffix = np.frombuffer(member.suffix.encode("utf-8", "surrogateescape"), np.uint8)
-        if key_length is None:
-            key_length, key_bytes = length - len(suffix), names
-            in_key = position < key_length[:, None]
-            separator = (names == ord(".")) | (names == ord("/"))
-            if (key_length < 1).any() or (separator & in_key).any():
-                raise _NotFixed("a key is empty or holds '.' or '/'")
-        elif (length - len(suffix) != key_length).any() or ((names != key_bytes) & in_key).any():
+        varying = header[:, :100].sum(1, dtype=np.int64) + header[:, 124:135].sum(1, dtype=np.int64)
+        if (_octal(header[:, 148:154], "checksum") - varying != int(first[148:154].tobytes(), 8) - varying[0]).any():
+            raise _NotFixed(f"member {member.suffix}: a header checksum does not match")
+        names = np.ascontiguousarray(header[:, :100]).view("S100").ravel()  # trailing NULs dropped
+        suffix = member.suffix.encode("utf-8", "surrogateescape")
+        no_nul = np.count_nonzero(header[:, :100], axis=1) == np.strings.str_len(names)
+        if not (np.strings.endswith(names, suffix) & no_nul).all():
+            raise _NotFixed(f"member {member.suffix}: a name has another suffix or holds a NUL")
+        member_keys = np.strings.slice(names, 0, -len(suffix))
+        if keys is None:
+            keys = member_keys
+            separator = (np.strings.find(keys, b".") >= 0) | (np.strings.find(keys, b"/") >= 0)
+            if (np.strings.str_len(keys) == 0).any() or separator.any() or (keys[1:] == keys[:-1]).any():
+                raise _NotFixed("a key is empty, holds '.' or '/', or repeats the previous sample's")
+        elif (member_keys != keys).any():
             raise _NotFixed(f"member {member.suffix}: a key differs from its record's first member")
-        at_suffix = np.take_along_axis(names, key_length[:, None] + np.arange(len(suffix)), 1)
-        if (at_suffix != suffix).any():
-            raise _NotFixed(f"member {member.suffix}: a name has another suffix")
         sizes.append(size)
-    names = np.ascontiguousarray(key_bytes).view("S100").ravel().tolist()  # trailing NULs dropped
-    keys = np.array([name[:k].decode("utf-8", "surrogateescape") for name, k in zip(names, key_length.tolist())])
-    keys = keys.astype(object)
-    if (keys[1:] == keys[:-1]).any():
-        raise _NotFixed("two consecutive samples share a key")
-    return sizes, keys
+    return sizes, [key.decode("utf-8", "surrogateescape") for key in keys.tolist()]
 
 
 def _npy_column(view: np.ndarray, start: int, size: np.ndarray, info: FieldInfo) -> np.ndarray:
@@ -288,18 +283,19 @@ def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skippe
     try:
         if os.path.getsize(shard.path) != shard.bytes:
             raise _NotFixed(f"size other than the manifest's {shard.bytes} bytes")
-        with open(shard.path, "rb") as handle:
-            data = handle.read()
-        members, stride = _first_record(data)
+        raw = np.fromfile(shard.path, dtype=np.uint8)  # (shard bytes,); faster than bytes from read()
+        if len(raw) != shard.bytes:
+            raise _NotFixed(f"size other than the manifest's {shard.bytes} bytes")
+        members, stride = _first_record(raw)
         end = shard.count * stride
-        if end > len(data):
+        if end > len(raw):
             raise _NotFixed(f"{shard.count} records of {stride} bytes exceed the file")
-        if np.frombuffer(data, np.uint8, offset=end).any():
+        if raw[end:].any():
             raise _NotFixed("bytes after the last record are not the zero end of the archive")
-        view = np.frombuffer(data, np.uint8, count=end).reshape(shard.count, stride)
+        view = raw[:end].reshape(shard.count, stride)
         sizes, keys = _check_records(view, members)
         found = {member.suffix: (member.offset + _BLOCK, size) for member, size in zip(members, sizes)}
-        block, per_sample = {"key": keys}, []
+        block, per_sample = {"key": np.fromiter(keys, dtype=object, count=len(keys))}, []
         for name, info in fields:
             if f".{name}.{info.ext}" not in found:
                 raise _NotFixed(f"no member .{name}.{info.ext}")
@@ -316,7 +312,7 @@ def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skippe
     for index in range(shard.count if per_sample else 0):
         try:
             decoded = {
-                name: _decode_value(name, info, data[index * stride + start :][: size[index]])
+                name: _decode_value(name, info, raw[index * stride + start :][: size[index]].tobytes())
                 for name, info, start, size in per_sample
             }
         except Exception as err:  # any decoder failure means corrupt bytes: skip, never stop the epoch
