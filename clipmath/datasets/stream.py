@@ -40,7 +40,7 @@ import os
 import random
 import tarfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 # Entries a worker adds to what it sends to the main process (never seen by users).
 _SKIPPED = "__skipped__"
 _TAIL = "__tail__"
+_WORKER = "__worker__"
 # Purposes of the seeded generators, so that they draw independent streams.
 _SHARD_ORDER, _SAMPLE_ORDER, _RESAMPLE = 0, 1, 2
 # Tar blocks: a ustar header is one, member data is padded to whole ones.
@@ -506,8 +507,36 @@ def _to_batch(block: dict) -> dict:
     }
 
 
-class _EpochDataset(IterableDataset):
-    """One epoch of one rank; each DataLoader worker iterates its own share."""
+def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
+    """One worker's part of one epoch: full batches, then one tail item; each with its new skip counts."""
+    skipped: Counter = Counter()
+    failed: set[str] = set()
+
+    def drain() -> dict[str, int]:
+        counts = dict(skipped)
+        skipped.clear()
+        return counts
+
+    blocks = _read_blocks(_worker_shards(plan, worker, num_workers, failed), plan, skipped, failed)
+    if plan.rank_samples is not None:
+        blocks = _first_samples(blocks, plan.rank_samples // num_workers + (worker < plan.rank_samples % num_workers))
+    if plan.shuffle_buffer > 1:
+        rng = np.random.default_rng([plan.seed, plan.epoch, plan.rank, worker, _SAMPLE_ORDER])
+        blocks = _shuffle(blocks, max(plan.shuffle_buffer, plan.batch_size), plan.batch_size, rng)
+    tail = []
+    for batch in _batches(blocks, plan.batch_size):
+        if _size(batch) < plan.batch_size:
+            tail.append(batch)
+        else:
+            yield {**_to_batch(batch), _SKIPPED: drain()}
+    yield {_TAIL: tail, _SKIPPED: drain()}
+
+
+class _EpochsDataset(IterableDataset):
+    """Epoch ``plan.epoch``, then the next ones, of one rank; each DataLoader worker iterates its share.
+
+    Items carry their worker's index, so that the main process can put them in a fixed order.
+    """
 
     def __init__(self, plan: _Plan) -> None:
         super().__init__()
@@ -515,31 +544,51 @@ class _EpochDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        plan = self.plan
-        skipped: Counter = Counter()
-        failed: set[str] = set()
+        for epoch in itertools.count(self.plan.epoch):
+            plan = replace(self.plan, epoch=epoch)
+            for item in _worker_items(plan, info.id, info.num_workers):
+                yield {**item, _WORKER: info.id}
 
-        def drain() -> dict[str, int]:
-            counts = dict(skipped)
-            skipped.clear()
-            return counts
 
-        blocks = _read_blocks(_worker_shards(plan, worker, num_workers, failed), plan, skipped, failed)
-        if plan.rank_samples is not None:
-            blocks = _first_samples(
-                blocks, plan.rank_samples // num_workers + (worker < plan.rank_samples % num_workers)
-            )
-        if plan.shuffle_buffer > 1:
-            rng = np.random.default_rng([plan.seed, plan.epoch, plan.rank, worker, _SAMPLE_ORDER])
-            blocks = _shuffle(blocks, max(plan.shuffle_buffer, plan.batch_size), plan.batch_size, rng)
-        tail = []
-        for batch in _batches(blocks, plan.batch_size):
-            if _size(batch) < plan.batch_size:
-                tail.append(batch)
-            else:
-                yield {**_to_batch(batch), _SKIPPED: drain()}
-        yield {_TAIL: tail, _SKIPPED: drain()}
+class _Workers:
+    """DataLoader workers kept from one epoch to the next: starting them costs about 0.1 s.
+
+    They stream epoch after epoch; the items of an epoch are put in one fixed order,
+    round-robin over the workers until each has sent its tail, whatever the order of arrival,
+    so that an epoch's batches do not depend on whether the workers were new.
+    """
+
+    def __init__(self, plan: _Plan, num_workers: int) -> None:
+        loader = DataLoader(
+            _EpochsDataset(plan),
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=_as_is,
+            worker_init_fn=_init_worker,
+        )
+        self.next_epoch = plan.epoch
+        self._iterator = iter(loader)
+        self._early: list[collections.deque] = [collections.deque() for _ in range(num_workers)]
+
+    def epoch_items(self) -> Iterator[dict]:
+        """The items of epoch ``next_epoch``; when all are read, ``next_epoch`` moves on."""
+        active = list(range(len(self._early)))
+        while active:
+            for worker in list(active):
+                while not self._early[worker]:
+                    item = next(self._iterator)
+                    self._early[item.pop(_WORKER)].append(item)
+                item = self._early[worker].popleft()
+                if _TAIL in item:
+                    active.remove(worker)
+                yield item
+        self.next_epoch += 1
+
+    def close(self) -> None:
+        # Stop the workers now, on an early stop or an error too: a worker error's traceback
+        # holds the iterator in a reference cycle, and when the garbage collector finalises
+        # that cycle the worker queues may go first, so each worker waits out a 5 s timeout.
+        self._iterator._shutdown_workers()
 
 
 def _init_worker(worker_id: int) -> None:
@@ -650,6 +699,7 @@ class ShardStream:
         self.rank = rank
         self.drop_last = drop_last
         self._skipped: Counter = Counter()
+        self._workers: _Workers | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -688,35 +738,43 @@ class ShardStream:
         return self._iterate(epoch, start_batch)
 
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[dict]:
-        loader = DataLoader(
-            _EpochDataset(_Plan(epoch=epoch, **self._plan_args)),
-            batch_size=None,
-            num_workers=self.num_workers,
-            collate_fn=_as_is,
-            worker_init_fn=_init_worker if self.num_workers else None,
-        )
+        items = self._epoch_items(epoch)
         tails: list[dict] = []
-        batches = itertools.chain(self._worker_batches(loader, tails), self._tail_batches(tails))
-        for index, batch in enumerate(itertools.islice(batches, self.batches_per_epoch)):
-            if index >= start_batch:
-                yield batch
-
-    def _worker_batches(self, loader: DataLoader, tails: list[dict]) -> Iterator[dict]:
-        iterator = iter(loader)
+        batches = itertools.chain(self._worker_batches(items, tails), self._tail_batches(tails))
         try:
-            for item in iterator:
-                self._skipped.update(item.pop(_SKIPPED))
-                if _TAIL in item:
-                    tails.extend(item[_TAIL])
-                else:
-                    yield item
+            for index, batch in enumerate(itertools.islice(batches, self.batches_per_epoch)):
+                if index >= start_batch:
+                    yield batch
+            # Read the epoch to its end (a rank's surplus with drop_last), so the workers can go on.
+            for item in items:
+                self._skipped.update(item[_SKIPPED])
         finally:
-            # Stop the workers now, on an early stop or an error too: a worker error's traceback
-            # holds the iterator in a reference cycle, and when the garbage collector finalises
-            # that cycle the worker queues may go first, so each worker waits out a 5 s timeout.
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
+            items.close()
+
+    def _epoch_items(self, epoch: int) -> Iterator[dict]:
+        """The worker items of one epoch: in this process, or from workers kept between epochs."""
+        plan = _Plan(epoch=epoch, **self._plan_args)
+        if not self.num_workers:
+            yield from _worker_items(plan, 0, 1)
+            return
+        if self._workers is not None and self._workers.next_epoch != epoch:
+            self._workers.close()
+            self._workers = None
+        workers, self._workers = self._workers or _Workers(plan, self.num_workers), None
+        try:
+            yield from workers.epoch_items()
+        except BaseException:  # an error or an early stop: the workers are mid-epoch
+            workers.close()
+            raise
+        self._workers = workers  # kept only when the epoch was read to its end
+
+    def _worker_batches(self, items: Iterator[dict], tails: list[dict]) -> Iterator[dict]:
+        for item in items:
+            self._skipped.update(item.pop(_SKIPPED))
+            if _TAIL in item:
+                tails.extend(item[_TAIL])
+            else:
+                yield item
 
     def _tail_batches(self, tails: list[dict]) -> Iterator[dict]:
         for batch in _batches(tails, self.batch_size):

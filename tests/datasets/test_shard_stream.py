@@ -347,3 +347,21 @@ def test_vectorised_shuffle_mixes_like_a_buffer():
     order = np.concatenate([block["key"] for block in blocks])
     displacement = np.abs(order - np.arange(4000)).mean()
     assert 2 < displacement < 40
+
+
+@pytest.mark.parametrize("world_size", [1, 3])  # 3 ranks: rank 0's two workers read 2 and 1 shards
+def test_workers_kept_between_epochs_give_the_batches_of_new_workers(shard_dir, world_size):
+    def stream():
+        return ShardStream(shard_dir, batch_size=2, shuffle_buffer=4, num_workers=2, world_size=world_size)
+
+    kept = stream()
+    first = list(kept.epoch(0))
+    workers = kept._workers
+    assert workers is not None
+    assert_same_batches(list(kept.epoch(1)), list(stream().epoch(1)))
+    assert kept._workers is workers  # the same processes served epoch 1
+    partial = kept.epoch(2)
+    next(partial)
+    partial.close()  # an early stop ends the workers: they are mid-epoch
+    assert kept._workers is None
+    assert_same_batches(list(kept.epoch(0)), first)
