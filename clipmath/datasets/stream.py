@@ -533,45 +533,55 @@ def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
 
 
 class _EpochsDataset(IterableDataset):
-    """Epoch ``plan.epoch``, then the next ones, of one rank; each DataLoader worker iterates its share.
+    """Epochs of one rank, from the one in ``first_epoch`` on; each DataLoader worker iterates its share.
 
     Items carry their worker's index, so that the main process can put them in a fixed order.
     """
 
-    def __init__(self, plan: _Plan) -> None:
+    def __init__(self, plan: _Plan, first_epoch: torch.Tensor) -> None:
         super().__init__()
         self.plan = plan
+        self.first_epoch = first_epoch
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        for epoch in itertools.count(self.plan.epoch):
-            plan = replace(self.plan, epoch=epoch)
-            for item in _worker_items(plan, info.id, info.num_workers):
+        for epoch in itertools.count(int(self.first_epoch)):
+            for item in _worker_items(replace(self.plan, epoch=epoch), info.id, info.num_workers):
                 yield {**item, _WORKER: info.id}
 
 
 class _Workers:
-    """DataLoader workers kept from one epoch to the next: starting them costs about 0.1 s.
+    """DataLoader workers kept for the life of the stream: starting them costs about 0.1 s.
 
-    They stream epoch after epoch; the items of an epoch are put in one fixed order,
+    Started (or restarted) at an epoch, they go on from epoch to epoch, so that the next epoch
+    is read while this one is consumed. The items of an epoch are put in one fixed order,
     round-robin over the workers until each has sent its tail, whatever the order of arrival,
-    so that an epoch's batches do not depend on whether the workers were new.
+    so that an epoch's batches do not depend on where the workers started.
     """
 
     def __init__(self, plan: _Plan, num_workers: int) -> None:
-        loader = DataLoader(
-            _EpochsDataset(plan),
+        # Persistent workers keep their copy of the dataset; a restart tells them the epoch
+        # through this shared memory, read when each begins its new iteration.
+        self._first_epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._loader = DataLoader(
+            _EpochsDataset(plan, self._first_epoch),
             batch_size=None,
             num_workers=num_workers,
             collate_fn=_as_is,
             worker_init_fn=_init_worker,
+            persistent_workers=True,
         )
-        self.next_epoch = plan.epoch
-        self._iterator = iter(loader)
-        self._early: list[collections.deque] = [collections.deque() for _ in range(num_workers)]
+        self._iterator: Iterator[dict] | None = None
+        self._next_epoch: int | None = None  # where the running iteration stands, if known
+        self._early: list[collections.deque] = []
 
-    def epoch_items(self) -> Iterator[dict]:
-        """The items of epoch ``next_epoch``; when all are read, ``next_epoch`` moves on."""
+    def epoch_items(self, epoch: int) -> Iterator[dict]:
+        """The items of ``epoch``, restarting the workers there unless they already stand at it."""
+        if self._next_epoch != epoch:
+            self._first_epoch.fill_(epoch)
+            self._iterator = iter(self._loader)
+            self._early = [collections.deque() for _ in range(self._loader.num_workers)]
+        self._next_epoch = None  # unknown until this epoch is read to its end
         active = list(range(len(self._early)))
         while active:
             for worker in list(active):
@@ -582,13 +592,14 @@ class _Workers:
                 if _TAIL in item:
                     active.remove(worker)
                 yield item
-        self.next_epoch += 1
+        self._next_epoch = epoch + 1
 
     def close(self) -> None:
-        # Stop the workers now, on an early stop or an error too: a worker error's traceback
-        # holds the iterator in a reference cycle, and when the garbage collector finalises
-        # that cycle the worker queues may go first, so each worker waits out a 5 s timeout.
-        self._iterator._shutdown_workers()
+        # A worker error's traceback holds the iterator in a reference cycle, and when the
+        # garbage collector finalises that cycle the worker queues may go first, so each worker
+        # would wait out a 5 s timeout: stop them now.
+        if self._iterator is not None:
+            self._iterator._shutdown_workers()
 
 
 def _init_worker(worker_id: int) -> None:
@@ -752,21 +763,18 @@ class ShardStream:
             items.close()
 
     def _epoch_items(self, epoch: int) -> Iterator[dict]:
-        """The worker items of one epoch: in this process, or from workers kept between epochs."""
-        plan = _Plan(epoch=epoch, **self._plan_args)
+        """The worker items of one epoch: from this process, or from the stream's workers."""
         if not self.num_workers:
-            yield from _worker_items(plan, 0, 1)
+            yield from _worker_items(_Plan(epoch=epoch, **self._plan_args), 0, 1)
             return
-        if self._workers is not None and self._workers.next_epoch != epoch:
+        if self._workers is None:
+            self._workers = _Workers(_Plan(epoch=epoch, **self._plan_args), self.num_workers)
+        try:
+            yield from self._workers.epoch_items(epoch)
+        except Exception:
             self._workers.close()
             self._workers = None
-        workers, self._workers = self._workers or _Workers(plan, self.num_workers), None
-        try:
-            yield from workers.epoch_items()
-        except BaseException:  # an error or an early stop: the workers are mid-epoch
-            workers.close()
             raise
-        self._workers = workers  # kept only when the epoch was read to its end
 
     def _worker_batches(self, items: Iterator[dict], tails: list[dict]) -> Iterator[dict]:
         for item in items:
