@@ -206,7 +206,9 @@ def _check_records(view: np.ndarray, members: list[_Member]) -> tuple[list[np.nd
         size = _octal(header[:, 124:135], "size")
         if (_blocks_of(size) != _blocks_of(member.size)).any():
             raise _NotFixed(f"member {member.suffix}: the data block count differs between samples")
-        varying = header[:, :100].sum(1, dtype=np.int64) + header[:, 124:135].sum(1, dtype=np.int64)
+        # uint16 holds 111 byte values (at most 28,305) and sums about twice as fast as int64.
+        varying = header[:, :100].sum(1, dtype=np.uint16) + header[:, 124:135].sum(1, dtype=np.uint16)
+        varying = varying.astype(np.int64)
         if (_octal(header[:, 148:154], "checksum") - varying != int(first[148:154].tobytes(), 8) - varying[0]).any():
             raise _NotFixed(f"member {member.suffix}: a header checksum does not match")
         names = np.ascontiguousarray(header[:, :100]).view("S100").ravel()  # trailing NULs dropped
@@ -499,8 +501,8 @@ def _batches(blocks: Iterable[dict], batch_size: int) -> Iterator[dict]:
 
 def _to_batch(block: dict) -> dict:
     """The batch dict: numeric columns as tensors (B, ...), other values (str, JSON) and keys as lists."""
-    # Copies, so that a batch cut from a larger block neither pins it nor sends all of it to
-    # the main process (a tensor travels with its whole storage).
+    # Copies, so that a batch cut from a larger block does not keep all of it alive. Workers
+    # send blocks, not tensors: pickled numpy arrays travel faster than shared-memory tensors.
     return {
         name: column.tolist() if column.dtype == object else torch.from_numpy(column.copy())
         for name, column in block.items()
@@ -508,7 +510,7 @@ def _to_batch(block: dict) -> dict:
 
 
 def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
-    """One worker's part of one epoch: full batches, then one tail item; each with its new skip counts."""
+    """One worker's part of one epoch: blocks of B samples, then one tail item; each with its new skip counts."""
     skipped: Counter = Counter()
     failed: set[str] = set()
 
@@ -528,7 +530,7 @@ def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
         if _size(batch) < plan.batch_size:
             tail.append(batch)
         else:
-            yield {**_to_batch(batch), _SKIPPED: drain()}
+            yield {**batch, _SKIPPED: drain()}
     yield {_TAIL: tail, _SKIPPED: drain()}
 
 
@@ -782,7 +784,7 @@ class ShardStream:
             if _TAIL in item:
                 tails.extend(item[_TAIL])
             else:
-                yield item
+                yield _to_batch(item)
 
     def _tail_batches(self, tails: list[dict]) -> Iterator[dict]:
         for batch in _batches(tails, self.batch_size):
