@@ -13,7 +13,8 @@ Each DataLoader worker runs one pipeline of *blocks* ``{field: array (n, ...), "
       -> batches of B, then one "tail" item with the worker's last < B samples
 
 and the main process pools the tails into further batches, so no sample is lost at worker
-boundaries. Every random choice is drawn from a generator seeded by ``(seed, epoch, rank,
+boundaries. A stream keeps its workers between epochs; they read the next epoch ahead, and
+are restarted when another epoch is asked for. Every random choice is drawn from a generator seeded by ``(seed, epoch, rank,
 worker)``, never from global state, so an epoch's batches are the same on every call for fixed
 ``(seed, epoch, num_workers, rank, world_size)`` and differ between epochs.
 
