@@ -76,11 +76,12 @@ class StreamConfig:
     """Where batches come from.
 
     Attributes:
-        kind: ``shards`` (written once, then streamed by :class:`ShardStream`) or ``memory``
-            (:class:`TensorStream` over the same samples; under torchrun its ranks split each
-            global batch exactly, so a distributed run repeats the one-process run). ``memory``
-            is the default because decoding one tar member per pair costs far more than a step
-            of these linear models (see benchmarks/bench_train_data.py).
+        kind: ``shards`` (the default: written once, then streamed by :class:`ShardStream`,
+            the path every experiment with real encoders takes) or ``memory``
+            (:class:`TensorStream` over the same float32 samples; under torchrun its ranks split
+            each global batch exactly, so a distributed run repeats the one-process run, which
+            sharded streams, giving each rank its own shards, do not). On these linear models the
+            shard stream costs about 1.2x the wall time of memory (benchmarks/bench_train_data.py).
         shards_dir: folder that caches shard sets between runs; None writes them into the run
             directory.
         n_shards: shards per sample set (at least the number of torchrun ranks).
@@ -88,10 +89,10 @@ class StreamConfig:
         shuffle_buffer: samples in each worker's shuffle buffer.
     """
 
-    kind: Literal["shards", "memory"] = "memory"
+    kind: Literal["shards", "memory"] = "shards"
     shards_dir: str | None = None
     n_shards: int = 4
-    num_workers: int = 0
+    num_workers: int = 2
     shuffle_buffer: int = 1000
 
     def __post_init__(self) -> None:

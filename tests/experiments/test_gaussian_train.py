@@ -47,7 +47,7 @@ def test_shard_stream_path_trains_like_the_memory_path(tmp_path):
     one = ["--set", "sample_sizes=[1024]", "--set", "losses=[quadratic_u_given_v]", "--set", "replicates=1",
            "--set", "min_steps=40", "--set", "train.lr=0.1"]
     shards = _run(tmp_path / "shards", *one, "--set", "stream.kind=shards")
-    memory = _run(tmp_path / "memory", *one)
+    memory = _run(tmp_path / "memory", *one, "--set", "stream.kind=memory")
     (folder,) = (tmp_path / "shards" / "shards").iterdir()
     assert folder.name.startswith("gaussian-") and folder.name.endswith("-seed0-N1024")
     assert (folder / "manifest.json").exists()

@@ -8,7 +8,7 @@ import sys
 from clipmath.experiments import cli
 
 TINY = [
-    "--set", "sample_sizes=[1024]", "--set", "losses=[conditional]", "--set", "replicates=1",
+    "--set", "stream.kind=memory", "--set", "sample_sizes=[1024]", "--set", "losses=[conditional]", "--set", "replicates=1",
     "--set", "min_steps=30", "--set", "batch_size=128", "--set", "train.log_every=1",
     "--set", "reference_draws=5",
 ]
