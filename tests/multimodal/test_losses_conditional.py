@@ -8,16 +8,14 @@ import torch
 from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.losses.clip import clip_loss
 from clipmath.multimodal.losses.conditional import conditional_loss
+from paired_batch import paired_batch
 
 METRICS = similarity.names()
 DIRECTION_WEIGHTS = {"two_sided": (1.0, 1.0), "u_given_v": (2.0, 0.0), "v_given_u": (0.0, 2.0)}
 
 
 def _batch(dtype, seed=0, size=5, n_e=3):
-    gen = torch.Generator().manual_seed(seed)
-    z_u = torch.randn(size, n_e, generator=gen, dtype=torch.float64)
-    z_v = z_u + 0.7 * torch.randn(size, n_e, generator=gen, dtype=torch.float64)
-    return z_u.to(dtype), z_v.to(dtype), torch.tensor(math.log(1 / 0.3), dtype=dtype)
+    return (*paired_batch(dtype, seed, size, n_e), torch.tensor(math.log(1 / 0.3), dtype=dtype))
 
 
 def _loop_conditional(logits, lambda_u, lambda_v):

@@ -9,15 +9,13 @@ from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.losses.conditional import conditional_loss
 from clipmath.multimodal.losses.joint import joint_loss
 from clipmath.multimodal.model import LinearEncoder
+from paired_batch import paired_batch
 
 METRICS = similarity.names()
 
 
 def _batch(dtype, seed=0, size=5, n_e=3):
-    gen = torch.Generator().manual_seed(seed)
-    z_u = torch.randn(size, n_e, generator=gen, dtype=torch.float64)
-    z_v = z_u + 0.7 * torch.randn(size, n_e, generator=gen, dtype=torch.float64)
-    return z_u.to(dtype), z_v.to(dtype), torch.tensor(math.log(1 / 0.3), dtype=dtype)
+    return (*paired_batch(dtype, seed, size, n_e), torch.tensor(math.log(1 / 0.3), dtype=dtype))
 
 
 def _loop_joint(logits, negatives, permutation=None):

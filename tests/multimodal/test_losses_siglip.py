@@ -7,15 +7,13 @@ import torch
 from open_clip.loss import SigLipLoss as OpenSigLipLoss
 
 from clipmath.multimodal import losses, similarity
+from paired_batch import paired_batch
 
 METRICS = similarity.names()
 
 
 def _batch(dtype, seed=0, size=5, n_e=3):
-    gen = torch.Generator().manual_seed(seed)
-    z_u = torch.randn(size, n_e, generator=gen, dtype=torch.float64)
-    z_v = z_u + 0.7 * torch.randn(size, n_e, generator=gen, dtype=torch.float64)
-    return z_u.to(dtype), z_v.to(dtype), torch.tensor(math.log(10.0), dtype=dtype), torch.tensor(-3.0, dtype=dtype)
+    return (*paired_batch(dtype, seed, size, n_e), torch.tensor(math.log(10.0), dtype=dtype), torch.tensor(-3.0, dtype=dtype))
 
 
 def _loop_siglip(logits):
