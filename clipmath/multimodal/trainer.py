@@ -351,7 +351,7 @@ def _train(
             optimizer.step()
             scheduler.step()
             if hasattr(model, "clamp_logit_scale_"):
-                model.clamp_logit_scale_()  # a scale above the clamp would get no gradient back
+                model.clamp_logit_scale_()  # keep the stored parameter at or below log 100, as open_clip
             last_loss = loss.item()  # also waits for the device, so the timing below is honest
             computed = time.perf_counter()
             step, position = step + 1, position + 1
