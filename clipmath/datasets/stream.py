@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 # Entries a worker adds to what it sends to the main process (never seen by users).
 _SKIPPED = "__skipped__"
 _TAIL = "__tail__"
+_GROUP = "__group__"
+# A worker sends its full batches in groups of about this many bytes (at least one batch): each
+# item through the DataLoader's queue costs a fixed ~0.5 ms, as much as reading 200 small pairs.
+_GROUP_BYTES = 1 << 20
 _WORKER = "__worker__"
 # Purposes of the seeded generators, so that they draw independent streams.
 _SHARD_ORDER, _SAMPLE_ORDER, _RESAMPLE = 0, 1, 2
@@ -511,7 +515,7 @@ def _to_batch(block: dict) -> dict:
 
 
 def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
-    """One worker's part of one epoch: blocks of B samples, then one tail item; each with its new skip counts."""
+    """One worker's part of one epoch: groups of full batches, then one tail item; each with its new skip counts."""
     skipped: Counter = Counter()
     failed: set[str] = set()
 
@@ -526,12 +530,18 @@ def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
     if plan.shuffle_buffer > 1:
         rng = np.random.default_rng([plan.seed, plan.epoch, plan.rank, worker, _SAMPLE_ORDER])
         blocks = _shuffle(blocks, max(plan.shuffle_buffer, plan.batch_size), plan.batch_size, rng)
-    tail = []
+    tail, group, group_bytes = [], [], 0
     for batch in _batches(blocks, plan.batch_size):
         if _size(batch) < plan.batch_size:
             tail.append(batch)
-        else:
-            yield {**batch, _SKIPPED: drain()}
+            continue
+        group.append(batch)
+        group_bytes += sum(column.nbytes for column in batch.values())
+        if group_bytes >= _GROUP_BYTES:
+            yield {_GROUP: group, _SKIPPED: drain()}
+            group, group_bytes = [], 0
+    if group:
+        yield {_GROUP: group, _SKIPPED: drain()}
     yield {_TAIL: tail, _SKIPPED: drain()}
 
 
@@ -785,7 +795,7 @@ class ShardStream:
             if _TAIL in item:
                 tails.extend(item[_TAIL])
             else:
-                yield _to_batch(item)
+                yield from map(_to_batch, item[_GROUP])
 
     def _tail_batches(self, tails: list[dict]) -> Iterator[dict]:
         for batch in _batches(tails, self.batch_size):
