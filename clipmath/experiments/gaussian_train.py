@@ -85,14 +85,15 @@ class StreamConfig:
         shards_dir: folder that caches shard sets between runs; None writes them into the run
             directory.
         n_shards: shards per sample set (at least the number of torchrun ranks).
-        num_workers: DataLoader workers of the shard stream.
+        num_workers: DataLoader workers of the shard stream (1 by default: on 2 cores one reads
+            while the trainer computes; a second worker competes with the trainer for a core).
         shuffle_buffer: samples in each worker's shuffle buffer.
     """
 
     kind: Literal["shards", "memory"] = "shards"
     shards_dir: str | None = None
     n_shards: int = 4
-    num_workers: int = 2
+    num_workers: int = 1
     shuffle_buffer: int = 1000
 
     def __post_init__(self) -> None:
