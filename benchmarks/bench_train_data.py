@@ -2,8 +2,8 @@
 
 The quick preset's central setting (Section 6.1: n_u = 12, n_v = 5, n_e = 5, N = 10,000, B = 512,
 two-sided conditional loss) trained as the preset trains it (its optimiser, schedule and 40
-epochs) from webdataset shards (1 and 2 DataLoader workers, and in-process reading) and from the same pairs in memory (:class:`TensorStream`, the
-anchor). Printed: the fraction of each step spent waiting for the next batch, steps per second,
+epochs) from webdataset shards (1 and 2 DataLoader workers, and in-process reading) and from
+the same pairs in memory (:class:`TensorStream`, the anchor). Printed: the fraction of each step spent waiting for the next batch, steps per second,
 the ratio of wall times shards / memory, and the reading rate of the shard stream alone against
 the rate at which the trainer consumes pairs. Goal: waiting < 10 % of a step.
 """
