@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from clipmath.multimodal import similarity
-from clipmath.multimodal.losses._logits import scaled_logits
+from clipmath.multimodal.logits import scaled_logits
 
 #: Upper clamp of the logit scale, i.e. tau >= 0.01 (open_clip's and CLIP's choice): beyond it
 #: the softmax saturates and training turns unstable.

@@ -30,8 +30,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from clipmath.multimodal import similarity
-from clipmath.multimodal.losses._logits import check_scale
-from clipmath.multimodal.losses.conditional import resolve_weights
+from clipmath.multimodal.directions import resolve_weights
+from clipmath.multimodal.logits import check_scale
 
 
 def tiled_clip_loss(
@@ -48,9 +48,8 @@ def tiled_clip_loss(
 
     Computes :math:`\\lambda_u\\,\\mathrm{CE}_{u|v} + \\lambda_v\\,\\mathrm{CE}_{v|u}` (see the module docstring),
     equal in value and gradient to the dense loss up to floating-point round-off, for any
-    ``B`` (not necessarily a multiple of ``tile_size``). ``cosine`` normalises the embeddings once,
-    outside the tiled Function, and then tiles the inner product; autograd differentiates through
-    the normalisation. The computation runs in float32 (or float64 for float64 inputs), with autocast
+    ``B`` (not necessarily a multiple of ``tile_size``). Every tile is the metric of
+    :mod:`clipmath.multimodal.similarity` itself, differentiated by autograd in backward. The computation runs in float32 (or float64 for float64 inputs), with autocast
     disabled inside the tiles.
 
     Args:
@@ -86,21 +85,22 @@ def tiled_clip_loss(
 
     # float32 at least (float64 stays float64), whatever the input or autocast dtype.
     dtype = torch.promote_types(torch.promote_types(z_u.dtype, z_v.dtype), torch.float32)
-    z_u, z_v, kind = z_u.to(dtype), z_v.to(dtype), metric
-    if metric == "cosine":
-        z_u, z_v, kind = similarity.normalize(z_u), similarity.normalize(z_v), "inner"
-    row_lse, col_lse = _TiledLogsumexp.apply(z_u, z_v, logit_scale, logit_bias, kind, tile_size)
-    positives = logit_scale.to(z_u.dtype).reshape(()).exp() * _paired(kind, z_u, z_v)
+    z_u, z_v = z_u.to(dtype), z_v.to(dtype)
+    row_lse, col_lse = _TiledLogsumexp.apply(z_u, z_v, logit_scale, logit_bias, metric, tile_size)
+    positives = logit_scale.to(dtype).reshape(()).exp() * _paired(metric, z_u, z_v, tile_size)
     if logit_bias is not None:
-        positives = positives + logit_bias.to(z_u.dtype).reshape(())
+        positives = positives + logit_bias.to(dtype).reshape(())
     return lambda_v * row_lse.mean() + lambda_u * col_lse.mean() - (lambda_u + lambda_v) * positives.mean()
 
 
-def _paired(kind: str, z_u: Tensor, z_v: Tensor) -> Tensor:
-    """The diagonal sim(z_u^i, z_v^i) of the score matrix, shape (B,), for ``inner`` or ``neg_sq_l2``."""
-    if kind == "inner":
-        return (z_u * z_v).sum(-1)
-    return -0.5 * (z_u - z_v).square().sum(-1)
+def _paired(metric: str, z_u: Tensor, z_v: Tensor, tile_size: int) -> Tensor:
+    """The diagonal sim(z_u^i, z_v^i) of the score matrix, shape (B,), from diagonal tiles of the metric.
+
+    Taking it from :func:`clipmath.multimodal.similarity.get` keeps one definition of each metric;
+    the diagonal tiles cost 1/(B / tile_size) of the full matrix.
+    """
+    sim = similarity.get(metric)
+    return torch.cat([sim(z_u[rows], z_v[rows]).diagonal() for rows in _tiles(z_u.shape[0], tile_size)])
 
 
 def _tiles(size: int, tile_size: int) -> list[slice]:
@@ -110,12 +110,13 @@ def _tiles(size: int, tile_size: int) -> list[slice]:
 class _TiledLogsumexp(torch.autograd.Function):
     """Row and column log-sum-exps of ``exp(logit_scale) * sim(z_u, z_v) + logit_bias``, tile by tile.
 
-    ``kind`` is ``inner`` or ``neg_sq_l2`` (cosine arrives here as ``inner`` on unit vectors).
+    ``metric`` is any name of :func:`clipmath.multimodal.similarity.names`: backward differentiates
+    the metric of each recomputed tile with autograd, so no metric is written out twice.
     """
 
     @staticmethod
-    def forward(ctx, z_u, z_v, logit_scale, logit_bias, kind, tile_size):  # noqa: D102
-        sim = similarity.get(kind)
+    def forward(ctx, z_u, z_v, logit_scale, logit_bias, metric, tile_size):  # noqa: D102
+        sim = similarity.get(metric)
         scale = logit_scale.to(z_u.dtype).reshape(()).exp()
         bias = 0.0 if logit_bias is None else logit_bias.to(z_u.dtype).reshape(())
         row_lse = z_u.new_full((z_u.shape[0],), -math.inf)
@@ -129,40 +130,34 @@ class _TiledLogsumexp(torch.autograd.Function):
                     row_lse[rows] = torch.logaddexp(row_lse[rows], logits.logsumexp(1))
                     col_lse[cols] = torch.logaddexp(col_lse[cols], logits.logsumexp(0))
         ctx.save_for_backward(z_u, z_v, logit_scale, logit_bias, row_lse, col_lse)
-        ctx.kind, ctx.tile_size = kind, tile_size
+        ctx.metric, ctx.tile_size = metric, tile_size
         return row_lse, col_lse
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_row, grad_col):  # noqa: D102
         z_u, z_v, logit_scale, logit_bias, row_lse, col_lse = ctx.saved_tensors
-        sim = similarity.get(ctx.kind)
+        sim = similarity.get(ctx.metric)
         scale = logit_scale.to(z_u.dtype).reshape(()).exp()
         bias = 0.0 if logit_bias is None else logit_bias.to(z_u.dtype).reshape(())
         grad_u, grad_v = torch.zeros_like(z_u), torch.zeros_like(z_v)
-        # For neg_sq_l2, d sim_ij / d z_u^i = z_v^j - z_u^i: the -z_u^i part needs only the row sums
-        # of the tile gradients, applied once at the end.
-        row_sum, col_sum = z_u.new_zeros(z_u.shape[0]), z_v.new_zeros(z_v.shape[0])
         grad_scale, grad_bias = z_u.new_zeros(()), z_u.new_zeros(())
-        with torch.autocast(z_u.device.type, enabled=False):
+        with torch.autocast(z_u.device.type, enabled=False), torch.enable_grad():
             for rows in _tiles(z_u.shape[0], ctx.tile_size):
+                tile_u = z_u[rows].detach().requires_grad_()
                 for cols in _tiles(z_v.shape[0], ctx.tile_size):
-                    scores = sim(z_u[rows], z_v[cols])
-                    logits = scores * scale + bias
-                    # dL/dL_ij: the row softmax weighted by dL/dr_i plus the column softmax by dL/dc_j.
-                    grad_logits = (logits - row_lse[rows, None]).exp_().mul_(grad_row[rows, None])
-                    grad_logits += (logits - col_lse[None, cols]).exp_().mul_(grad_col[None, cols])
-                    grad_bias += grad_logits.sum()
-                    grad_scale += torch.dot(grad_logits.flatten(), scores.flatten())
-                    grad_scores = grad_logits.mul_(scale)
-                    grad_u[rows].addmm_(grad_scores, z_v[cols])
-                    grad_v[cols].addmm_(grad_scores.T, z_u[rows])
-                    if ctx.kind == "neg_sq_l2":
-                        row_sum[rows] += grad_scores.sum(1)
-                        col_sum[cols] += grad_scores.sum(0)
-        if ctx.kind == "neg_sq_l2":
-            grad_u -= row_sum[:, None] * z_u
-            grad_v -= col_sum[:, None] * z_v
+                    tile_v = z_v[cols].detach().requires_grad_()
+                    scores = sim(tile_u, tile_v)
+                    with torch.no_grad():
+                        logits = scores * scale + bias
+                        # dL/dL_ij: the row softmax weighted by dL/dr_i plus the column softmax by dL/dc_j.
+                        grad_logits = (logits - row_lse[rows, None]).exp_().mul_(grad_row[rows, None])
+                        grad_logits += (logits - col_lse[None, cols]).exp_().mul_(grad_col[None, cols])
+                        grad_bias += grad_logits.sum()
+                        grad_scale += torch.dot(grad_logits.flatten(), scores.flatten())
+                    part_u, part_v = torch.autograd.grad(scores, (tile_u, tile_v), grad_logits.mul_(scale))
+                    grad_u[rows] += part_u
+                    grad_v[cols] += part_v
         grad_scale = (grad_scale * scale).reshape(logit_scale.shape).to(logit_scale.dtype)
         grad_bias = None if logit_bias is None else grad_bias.reshape(logit_bias.shape).to(logit_bias.dtype)
         return grad_u, grad_v, grad_scale, grad_bias, None, None

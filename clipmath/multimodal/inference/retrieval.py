@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from clipmath.multimodal import similarity
-from clipmath.multimodal.losses._logits import check_scale, scaled_logits
+from clipmath.multimodal.logits import check_scale, scaled_logits
 
 
 def check_embeddings(**named: Tensor) -> None:

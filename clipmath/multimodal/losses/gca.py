@@ -43,7 +43,8 @@ import math
 import torch
 from torch import Tensor
 
-from clipmath.multimodal.losses._logits import PairLoss, no_autocast
+from clipmath.multimodal.logits import no_autocast
+from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
 from clipmath.multimodal.losses.targets import check_domain_weights, class_positives, domain_prior
 from clipmath.multimodal.ot import GRAD_MODES, sinkhorn

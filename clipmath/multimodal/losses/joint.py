@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from clipmath.multimodal.losses._logits import PairLoss
+from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
 
 NEGATIVES = ("off_diagonal", "all_pairs", "shuffled")

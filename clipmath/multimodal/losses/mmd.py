@@ -34,9 +34,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from clipmath.multimodal.losses._logits import PairLoss, no_autocast
+from clipmath.multimodal.logits import no_autocast
+from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
-from clipmath.multimodal.losses.conditional import resolve_weights
+from clipmath.multimodal.directions import resolve_weights
 
 KERNELS = ("gaussian", "polynomial")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from clipmath.multimodal.losses._logits import PairLoss
+from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import register
 
 

@@ -1,0 +1,76 @@
+r"""The public base of the bimodal loss modules: :class:`PairLoss`.
+
+A new loss subclasses it, implements :meth:`PairLoss.loss_from_logits` (or overrides
+``forward`` for extra batch inputs, declaring them in ``reads``) and registers itself with
+:func:`clipmath.multimodal.losses.register`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from clipmath.multimodal import similarity
+from clipmath.multimodal.logits import check_scale, no_autocast, scaled_logits
+from clipmath.multimodal.losses.base import LossOutput
+
+
+class PairLoss(nn.Module):
+    r"""Base of the bimodal loss modules: holds the metric and forms validated logits.
+
+    A subclass whose loss depends on the logits alone implements :meth:`loss_from_logits`;
+    one with extra keyword inputs overrides :meth:`forward` and calls :meth:`logits`.
+
+    Args:
+        metric: alignment metric name, one of ``clipmath.multimodal.similarity.names()``.
+
+    Raises:
+        ValueError: for an unknown metric.
+    """
+
+    def __init__(self, metric: str = "cosine"):
+        super().__init__()
+        self._sim = similarity.get(metric)
+        self.metric = metric
+
+    def logits(
+        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None
+    ) -> Tensor:
+        r"""Validate a paired batch and return its (B, B) logits (see :func:`scaled_logits`).
+
+        Args:
+            z_u: (B, n_e) embeddings of modality u, row i paired with row i of ``z_v``.
+            z_v: (B, n_e) embeddings of modality v.
+            logit_scale: scalar tensor, :math:`\log(1/\tau)`.
+            logit_bias: scalar tensor or None.
+
+        Raises:
+            ValueError: naming the argument for bad shapes, unpaired batches, NaN or Inf.
+        """
+        similarity.check_pair(z_u, z_v, same_batch=True)
+        check_scale(logit_scale, logit_bias)
+        return scaled_logits(self._sim, z_u, z_v, logit_scale, logit_bias)
+
+    def loss_from_logits(self, logits: Tensor) -> Tensor:
+        """The scalar loss of (B, B) logits; implemented by losses without extra inputs."""
+        raise NotImplementedError
+
+    def forward(
+        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None
+    ) -> LossOutput:
+        r"""Loss of a paired batch.
+
+        Args:
+            z_u: (B, n_e) embeddings of modality u, row i paired with row i of ``z_v``.
+            z_v: (B, n_e) embeddings of modality v.
+            logit_scale: scalar tensor, :math:`\log(1/\tau)`.
+            logit_bias: scalar tensor or None.
+
+        Returns:
+            :class:`LossOutput` with the scalar loss and the (B, B) logits.
+        """
+        logits = self.logits(z_u, z_v, logit_scale, logit_bias)
+        with no_autocast(logits):
+            return LossOutput(self.loss_from_logits(logits), logits)
+
+    def extra_repr(self) -> str:
+        return f"metric={self.metric!r}"
