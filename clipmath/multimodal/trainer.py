@@ -3,24 +3,30 @@
 The loop is short and linear on purpose (nanoGPT style)::
 
     for each epoch, for each batch from stream.epoch(epoch, start_batch):
-        out  = model(u, v)                               # BimodalOutput(z_u, z_v, logit_scale, logit_bias)
-        z_u, z_v = gather_with_grad(out.z_u), ...        # only under torch.distributed
-        loss = loss_fn(z_u, z_v, logit_scale=..., logit_bias=...).loss
+        batch = tensors of the batch moved to the device (other values left alone)
+        out  = model(batch["u"], batch["v"])             # BimodalOutput(z_u, z_v, logit_scale, logit_bias)
+        extras = {name: batch[name] for name in loss_fn.reads}   # e.g. raw u, v (MMD), class_ids (GCA)
+        z_u, z_v, extras = gathered across ranks          # only under torch.distributed
+        loss = loss_fn(z_u, z_v, logit_scale=..., logit_bias=..., **extras).loss
         backward, clip, optimizer step, scheduler step
         log the step; evaluate and checkpoint every so often
 
 Under ``torchrun`` every rank computes the loss of the *global* batch on embeddings gathered
-with gradient, so its value equals the one-process loss on the same batch. The backward of the
-gather sums the world's identical losses, which makes each rank's gradient ``world_size``
-times its share; DDP's gradient average divides that back, so the update equals the
-one-process update (the scaling explained in open_clip#616).
+with gradient, so its value equals the one-process loss on the same batch; the batch fields a
+loss reads are gathered the same way, in the same rank order. The backward of the gather sums
+the world's identical losses, which makes each rank's gradient ``world_size`` times its share;
+DDP's gradient average divides that back, so the update equals the one-process update (the
+scaling explained in open_clip#616).
 
 A batch source is anything with ``batches_per_epoch``, ``epoch(epoch, start_batch=0)`` yielding
-dicts ``{"u": Tensor (b, n_u), "v": Tensor (b, n_v), ...}`` (``b`` is the per-rank batch) and,
-optionally, ``skipped`` (a dict of skipped corrupt samples). Its order must depend only on its
-seed and ``(epoch, start_batch)``: that, plus the checkpointed model, optimizer, scheduler and
-generator states, makes a resumed run reproduce an uninterrupted one bit for bit on CPU.
-:class:`clipmath.datasets.ShardStream` streams shards; :class:`TensorStream` serves tensors.
+dicts of named fields ``{"u": ..., "v": ..., ...}`` (``b`` rows each, the per-rank batch):
+tensors of any dtype and shape (float or uint8 images (b, C, H, W), token ids, labels),
+dicts of tensors (an encoder that takes several fields, e.g. token ids and a mask), lists of
+strings; and, optionally, ``skipped`` (a dict of skipped corrupt samples). Its order must
+depend only on its seed and ``(epoch, start_batch)``: that, plus the checkpointed model,
+optimizer, scheduler and generator states, makes a resumed run reproduce an uninterrupted one
+bit for bit on CPU. :class:`clipmath.datasets.ShardStream` streams shards; :class:`TensorStream`
+serves tensors.
 """
 
 from __future__ import annotations
@@ -55,7 +61,9 @@ class TrainConfig:
         epochs: passes over the batch source.
         optimizer: ``adam``, ``adamw`` or ``sgd``.
         lr: peak learning rate.
-        weight_decay: L2 penalty (decoupled for ``adamw``).
+        weight_decay: L2 penalty (decoupled for ``adamw``) on the weight matrices and kernels only:
+            never on 1-D parameters (biases, norm scales), ``logit_scale`` or ``logit_bias``
+            (open_clip's rule; decaying the temperature would pull it towards tau = 1).
         momentum: SGD momentum (ignored by Adam/AdamW).
         schedule: learning-rate factor after warmup: ``constant``, ``cosine`` (to 0) or ``linear`` (to 0).
         warmup_steps: steps of linear warmup from ``lr / warmup_steps`` to ``lr``.
@@ -146,26 +154,41 @@ class TensorStream:
     (contrastive losses depend on the batch size).
 
     Args:
-        u: (N, n_u) samples of modality u.
-        v: (N, n_v) samples of modality v, row i paired with ``u[i]``.
+        u: (N, ...) samples of modality u.
+        v: (N, ...) samples of modality v, row i paired with ``u[i]``.
         batch_size: the global batch size ``B`` (a multiple of ``world_size``, at most N).
         seed: seed of the shuffles.
         rank: this process's rank.
         world_size: number of processes sharing each global batch.
+        fields: further (N, ...) tensors served under their names beside ``u`` and ``v``, e.g.
+            ``class_ids`` for a loss that reads them.
     """
 
-    def __init__(self, u: Tensor, v: Tensor, *, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if u.dim() != 2 or v.dim() != 2 or u.shape[0] != v.shape[0]:
-            raise ValueError(
-                f"u, v: expected shapes (N, n_u) and (N, n_v) with equal N, got {tuple(u.shape)} and {tuple(v.shape)}"
-            )
+    def __init__(
+        self,
+        u: Tensor,
+        v: Tensor,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        fields: dict[str, Tensor] | None = None,
+    ):
+        columns = {"u": u, "v": v, **(fields or {})}
+        for name, column in columns.items():
+            if not isinstance(column, Tensor) or column.dim() == 0 or column.shape[0] != u.shape[0]:
+                shape = tuple(column.shape) if isinstance(column, Tensor) else type(column).__name__
+                raise ValueError(f"{name}={shape}: expected a tensor with N={u.shape[0]} rows, like u")
+        if "key" in columns:
+            raise ValueError("fields: 'key' is reserved for the batch's list of row indices")
         if not 1 <= batch_size <= u.shape[0] or batch_size % world_size:
             raise ValueError(
                 f"batch_size={batch_size}: expected a multiple of world_size={world_size} in [1, N={u.shape[0]}]"
             )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank}: expected an integer in [0, world_size={world_size})")
-        self.u, self.v = u, v
+        self.u, self.v, self.columns = u, v, columns
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.batches_per_epoch = u.shape[0] // batch_size
         self.skipped: dict[str, int] = {}
@@ -177,7 +200,7 @@ class TensorStream:
         for k in range(start_batch, self.batches_per_epoch):
             first = k * self.batch_size + self.rank * local
             index = order[first : first + local]
-            yield {"u": self.u[index], "v": self.v[index], "key": index.tolist()}
+            yield {**{name: column[index] for name, column in self.columns.items()}, "key": index.tolist()}
 
 
 def _device(name: str) -> torch.device:
@@ -188,11 +211,77 @@ def _device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+#: Parameters never decayed whatever their shape: the tilting's temperature and bias.
+_NO_DECAY_NAMES = ("logit_scale", "logit_bias")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters in two optimizer groups: decayed (matrices, kernels) and not.
+
+    Weight decay applies to parameters with two or more dimensions only; 1-D parameters
+    (biases, norm scales), scalars and the tilting's ``logit_scale`` and ``logit_bias`` get
+    none (open_clip's rule).
+
+    Args:
+        model: the model whose ``named_parameters`` with ``requires_grad`` are grouped.
+        weight_decay: the decay of the first group.
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]``.
+    """
+    decayed, others = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim < 2 or name.rsplit(".", 1)[-1] in _NO_DECAY_NAMES
+        (others if exempt else decayed).append(param)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.weight_decay)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    return cls(groups, lr=config.lr)
+
+
+def to_device(value: Any, device: torch.device) -> Any:
+    """A batch value with its tensors on ``device``: tensors, dicts and lists of tensors; others as they are."""
+    if isinstance(value, Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {name: to_device(item, device) for name, item in value.items()}
+    if isinstance(value, list) and value and all(isinstance(item, Tensor) for item in value):
+        return [item.to(device, non_blocking=True) for item in value]
+    return value
+
+
+def loss_inputs(loss_fn: nn.Module, batch: dict) -> dict[str, Any]:
+    """The batch fields the loss declares in ``reads``, by name (its extra keyword inputs).
+
+    Raises:
+        ValueError: naming a declared field the batch lacks, and the fields it has.
+    """
+    reads = tuple(getattr(loss_fn, "reads", ()))
+    missing = [name for name in reads if name not in batch]
+    if missing:
+        raise ValueError(
+            f"batch: the loss {type(loss_fn).__name__} reads the fields {missing}, which the batch lacks; "
+            f"it has {sorted(batch)} (add them in the stream's transform)"
+        )
+    return {name: batch[name] for name in reads}
+
+
+def _gather_inputs(extras: dict[str, Any]) -> dict[str, Any]:
+    """Each rank's loss inputs gathered along dim 0 in rank order, as the embeddings are."""
+    for name, value in extras.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(
+                f"batch[{name!r}]: a {type(value).__name__}; under torch.distributed a field the loss reads "
+                "must be a tensor so that it can be gathered"
+            )
+    return {name: gather_with_grad(value) for name, value in extras.items()}
 
 
 def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -251,7 +340,7 @@ def _train(
     writes = run_dir is not None and rank == 0
     device = _device(config.device)
     model.to(device)
-    optimizer = _optimizer([p for p in model.parameters() if p.requires_grad], config)
+    optimizer = _optimizer(model, config)
     total_steps = config.epochs * batches_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, config))
 
@@ -302,6 +391,8 @@ def _train(
                 "last_loss": last_loss,
                 "rng": rng_state(),
                 "config": asdict(config),
+                # The model's own config, when it has one: a checkpoint alone rebuilds the model.
+                "model_config": getattr(model, "config", None),
                 "done": done,
                 "evaluation": evaluation,
             },
@@ -336,14 +427,14 @@ def _train(
             fetched = time.perf_counter()
             if batch is None:
                 break
-            u = batch["u"].to(device, non_blocking=True)
-            v = batch["v"].to(device, non_blocking=True)
+            batch = to_device(batch, device)
+            extras = loss_inputs(loss_fn, batch)
             with autocast:
-                out = net(u, v)
+                out = net(batch["u"], batch["v"])
                 z_u, z_v = out.z_u, out.z_v
                 if world_size > 1:
-                    z_u, z_v = gather_with_grad(z_u), gather_with_grad(z_v)
-                loss = loss_fn(z_u, z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias).loss
+                    z_u, z_v, extras = gather_with_grad(z_u), gather_with_grad(z_v), _gather_inputs(extras)
+                loss = loss_fn(z_u, z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias, **extras).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip is not None:
@@ -353,6 +444,11 @@ def _train(
             if hasattr(model, "clamp_logit_scale_"):
                 model.clamp_logit_scale_()  # keep the stored parameter at or below log 100, as open_clip
             last_loss = loss.item()  # also waits for the device, so the timing below is honest
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(
+                    f"{tag}: the loss is {last_loss} at step {step + 1} (epoch {epoch}); lower train.lr, "
+                    "set train.grad_clip, or check the data"
+                )
             computed = time.perf_counter()
             step, position = step + 1, position + 1
             epoch_loss_sum, epoch_steps = epoch_loss_sum + last_loss, epoch_steps + 1
@@ -385,6 +481,8 @@ def _train(
         epoch_losses.append(epoch_loss_sum / max(1, epoch_steps))
         epoch, position, epoch_loss_sum, epoch_steps = epoch + 1, 0, 0.0, 0
     progress.close()
+    if step == 0:
+        raise ValueError(f"stream: {tag} learned from no data (every batch was skipped: {getattr(stream, 'skipped', {})})")
     evaluation = run_evaluation(final=True) if evaluate is not None else {}
     checkpoint(done=True, evaluation=evaluation)
     return TrainResult(step, last_loss, epoch_losses, evaluation, data_seconds, compute_seconds, resumed_at)
@@ -406,12 +504,13 @@ def train(
     conditional loss (12) of Baptista et al. (2025) with the batch as the empirical measure).
 
     Args:
-        model: maps ``(u (b, n_u), v (b, n_v))`` to an output with ``z_u (b, n_e)``,
+        model: maps ``(batch["u"], batch["v"])`` to an output with ``z_u (b, n_e)``,
             ``z_v (b, n_e)``, ``logit_scale`` (scalar) and ``logit_bias`` (scalar or None),
             e.g. :class:`clipmath.multimodal.model.BimodalModel`.
         loss_fn: a registered loss (``clipmath.multimodal.losses.build``), called as
-            ``loss_fn(z_u (B, n_e), z_v (B, n_e), logit_scale=..., logit_bias=...)``; ``B`` is
-            the global batch.
+            ``loss_fn(z_u (B, n_e), z_v (B, n_e), logit_scale=..., logit_bias=..., **fields)``
+            with the batch fields named in its ``reads`` (gathered like the embeddings); ``B``
+            is the global batch.
         stream: batch source (see the module docstring); under torchrun, built for this rank.
         config: optimizer, schedule, device and intervals.
         run_dir: a :class:`clipmath.experiments.rundir.RunDir` (records go to its
@@ -425,7 +524,9 @@ def train(
         The run's :class:`TrainResult`.
 
     Raises:
-        ValueError: for a stream without batches or a checkpoint that does not fit.
+        ValueError: for a stream without batches, a run that learned from no data (every batch
+            skipped), a batch that lacks a field the loss reads, or a checkpoint that does not fit.
+        FloatingPointError: when a step's loss is NaN or infinite (never trained on silently).
     """
     threads = torch.get_num_threads()
     if config.threads is not None:

@@ -4,7 +4,7 @@ Each loss built by ``losses.build(name, metric=...)`` with its defaults must: re
 with a finite scalar loss and the (B, B) logits exp(logit_scale) * sim + bias (or None); work in
 float32 under bf16 autocast and in float64; give logit_scale a nonzero gradient (and the bias a
 finite one); not depend on the order of the pairs in the batch; and reject bad input with a
-ValueError naming the argument. Losses that need extra keyword inputs are listed in EXTRAS.
+ValueError naming the argument. Losses that need extra keyword inputs declare them in ``reads``.
 """
 
 import math
@@ -15,8 +15,6 @@ import torch
 from clipmath.multimodal import losses, similarity
 
 SIZE = 6
-#: loss name -> names of the extra keyword inputs it requires (raw modality data for the MMD losses)
-EXTRAS = {"mmd_conditional": ("u", "v"), "mmd_joint": ("u", "v")}
 CASES = [(name, metric) for name in losses.names() for metric in similarity.names()]
 
 
@@ -25,7 +23,7 @@ def _inputs(name, dtype=torch.float32, seed=0):
     z_u = torch.randn(SIZE, 4, generator=gen, dtype=torch.float64)
     z_v = z_u + 0.8 * torch.randn(SIZE, 4, generator=gen, dtype=torch.float64)
     data = {"u": torch.randn(SIZE, 2, 3, generator=gen), "v": torch.randn(SIZE, 5, generator=gen)}
-    extras = {key: data[key].to(dtype) for key in EXTRAS.get(name, ())}
+    extras = {key: data[key].to(dtype) for key in losses.build(name).reads}
     scale = torch.tensor(math.log(1 / 0.2), dtype=dtype)
     bias = torch.tensor(-1.5, dtype=dtype)
     return z_u.to(dtype), z_v.to(dtype), scale, bias, extras

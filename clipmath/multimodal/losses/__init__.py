@@ -5,6 +5,7 @@
 """
 
 from clipmath.multimodal.losses.base import LossOutput, build, names, register
+from clipmath.multimodal.losses.pair import PairLoss
 
 # Importing a loss module registers its losses.
 from clipmath.multimodal.losses import clip  # noqa: F401,E402
@@ -14,4 +15,4 @@ from clipmath.multimodal.losses import joint  # noqa: F401,E402
 from clipmath.multimodal.losses import mmd  # noqa: F401,E402
 from clipmath.multimodal.losses import siglip  # noqa: F401,E402
 
-__all__ = ["LossOutput", "build", "names", "register"]
+__all__ = ["LossOutput", "PairLoss", "build", "names", "register"]

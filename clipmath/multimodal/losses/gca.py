@@ -380,6 +380,11 @@ class _GcaLoss(PairLoss):
             check_domain_weights(alpha, beta)
         self.target, self.alpha, self.beta = target, alpha, beta
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The batch field the target plan needs: ``domain_ids``, ``class_ids`` or none."""
+        return {"domain": ("domain_ids",), "class": ("class_ids",)}.get(self.target, ())
+
     def forward(
         self,
         z_u: Tensor,

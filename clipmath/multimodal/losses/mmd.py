@@ -182,6 +182,8 @@ def mmd_joint_loss(logits: Tensor, gram_u: Tensor, gram_v: Tensor) -> Tensor:
 class _KernelLoss(PairLoss):
     """Shared parts of the MMD losses: the kernel and the data inputs ``u``, ``v``."""
 
+    reads = ("u", "v")
+
     def __init__(
         self,
         metric: str = "cosine",

@@ -20,12 +20,19 @@ class PairLoss(nn.Module):
     A subclass whose loss depends on the logits alone implements :meth:`loss_from_logits`;
     one with extra keyword inputs overrides :meth:`forward` and calls :meth:`logits`.
 
+    Attributes:
+        reads: the batch fields the loss takes as extra keyword inputs of ``forward`` (none by
+            default); the trainer passes ``batch[name]`` for each, gathered across ranks like the
+            embeddings.
+
     Args:
         metric: alignment metric name, one of ``clipmath.multimodal.similarity.names()``.
 
     Raises:
         ValueError: for an unknown metric.
     """
+
+    reads: tuple[str, ...] = ()
 
     def __init__(self, metric: str = "cosine"):
         super().__init__()
