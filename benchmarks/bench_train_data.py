@@ -19,7 +19,7 @@ import torch
 from common import compare, print_table
 from clipmath.datasets import GaussianProcessSource, ShardStream, gaussian_samples, write_shards
 from clipmath.experiments.gaussian_process import GaussianProcessConfig
-from clipmath.experiments.gaussian_train import build_loss, linear_model
+from clipmath.experiments.toolkit import LossConfig, linear_model
 from clipmath.multimodal.trainer import TensorStream, TrainResult, train
 
 N, B, N_E, SHARDS = 10_000, 512, 5, 4
@@ -29,7 +29,7 @@ EPOCHS = CONFIG.epochs
 
 def _train(stream) -> TrainResult:
     model = linear_model(12, 5, N_E, "inner", seed=0)
-    return train(model, build_loss("conditional"), stream, CONFIG)
+    return train(model, LossConfig("conditional", "inner", {"direction": "two_sided"}).build(), stream, CONFIG)
 
 
 def _read_rate(stream: ShardStream) -> float:

@@ -30,33 +30,36 @@ losses), and for the model's conditional mean map and covariance (from :func:`ti
 The sampling error of the plug-in optimum is averaged over ``reference_draws`` draws (no
 training), the trained errors over ``replicates`` training sets; both as root mean squares.
 
-The helpers in the section "shared with gaussian-process" (shards written once, the stream, the
-linear model, the loss table) serve ``gaussian-process`` as well.
+The shared plumbing (shards written once, the stream, the linear model) is in
+:mod:`clipmath.experiments.toolkit`. ``LOSS_TABLE`` is not a choice of training loss but the
+map from each closed form to the registered loss and metric whose population minimiser it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from clipmath.datasets import ShardStream, build_source, gaussian_samples, read_manifest, write_shards
+from clipmath.datasets import build_source
 from clipmath.experiments.registry import Experiment, Headline
 from clipmath.experiments.rundir import markdown_table
+from clipmath.experiments.toolkit import (
+    StreamConfig,
+    is_main_process,
+    linear_model,
+    linear_weights,
+    log_log_slope,
+    pair_stream,
+)
 from clipmath.multimodal import losses
-from clipmath.multimodal.distributed import world_info
-from clipmath.multimodal.model import BimodalModel, LinearEncoder
-from clipmath.multimodal.seeding import seed_everything
-from clipmath.multimodal.trainer import TensorStream, TrainConfig, train
+from clipmath.multimodal.model import BimodalModel
+from clipmath.multimodal.trainer import TrainConfig, train
 from clipmath.theory import GaussianPair, optimal_alignment, tilted_model
 
 logger = logging.getLogger(__name__)
@@ -69,38 +72,6 @@ LOSS_TABLE: dict[str, tuple[str, str, dict, str]] = {
     "quadratic_v_given_u": ("conditional", "neg_sq_l2", {"direction": "v_given_u"}, "v_given_u"),
 }
 TheoryLoss = Literal["conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u"]
-
-
-@dataclass
-class StreamConfig:
-    """Where batches come from.
-
-    Attributes:
-        kind: ``shards`` (the default: written once, then streamed by :class:`ShardStream`,
-            the path every experiment with real encoders takes) or ``memory``
-            (:class:`TensorStream` over the same float32 samples; under torchrun its ranks split
-            each global batch exactly, so a distributed run repeats the one-process run, which
-            sharded streams, giving each rank its own shards, do not). On these linear models the
-            shard stream costs about 1.2x the wall time of memory (benchmarks/bench_train_data.py).
-        shards_dir: folder that caches shard sets between runs; None writes them into the run
-            directory.
-        n_shards: shards per sample set (at least the number of torchrun ranks).
-        num_workers: DataLoader workers of the shard stream (1 by default: on 2 cores one reads
-            while the trainer computes; a second worker competes with the trainer for a core).
-        shuffle_buffer: samples in each worker's shuffle buffer.
-    """
-
-    kind: Literal["shards", "memory"] = "shards"
-    shards_dir: str | None = None
-    n_shards: int = 4
-    num_workers: int = 1
-    shuffle_buffer: int = 1000
-
-    def __post_init__(self) -> None:
-        for name in ("n_shards", "num_workers", "shuffle_buffer"):
-            minimum = 1 if name == "n_shards" else 0
-            if getattr(self, name) < minimum:
-                raise ValueError(f"stream.{name}={getattr(self, name)!r}: expected an integer >= {minimum}")
 
 
 @dataclass
@@ -164,115 +135,10 @@ class GaussianTrainConfig:
     train: TrainConfig = field(default_factory=_default_train)
 
 
-# ---------------------------------------------------------------- shared with gaussian-process
-
-
-def is_main_process() -> bool:
-    """True on rank 0 (or without torch.distributed): the process that writes files."""
-    return world_info()[0] == 0
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op in a single process)."""
-    if world_info()[1] > 1:
-        torch.distributed.barrier()
-
-
-def shard_set(sampler: Any, n: int, seed: int, folder: Path, n_shards: int, source: dict) -> Path:
-    """The shards of ``sampler.sample(n, seed)`` in ``folder``, written only if not there yet.
-
-    A folder without ``manifest.json`` holds an interrupted write and is rewritten; a manifest
-    recording another source, seed or size is refused rather than silently reused.
-
-    Args:
-        sampler: anything with ``.sample(n, seed) -> (u (n, n_u), v (n, n_v))``.
-        n: number of pairs.
-        seed: sampling seed.
-        folder: the shard directory.
-        n_shards: number of shards to split the pairs into.
-        source: JSON description of the sampler, stored in (and checked against) the manifest.
-
-    Raises:
-        ValueError: if ``folder`` holds shards of different data.
-    """
-    wanted = {"sampler": source, "n": n, "seed": seed}
-    if is_main_process():
-        if (folder / "manifest.json").exists():
-            found = read_manifest(folder).source
-            if found != wanted:
-                raise ValueError(f"shards in {str(folder)!r} hold {found}, expected {wanted}; use another shards_dir")
-        else:
-            if folder.exists():
-                shutil.rmtree(folder)
-            write_shards(gaussian_samples(sampler, n, seed), folder, max_count=math.ceil(n / n_shards), source=wanted)
-    barrier()
-    return folder
-
-
-def make_stream(
-    sampler: Any, n: int, seed: int, batch_size: int, config: StreamConfig, folder: Path, source: dict
-) -> ShardStream | TensorStream:
-    """A batch source of the first ``n`` pairs drawn with ``seed``, split over the torchrun ranks.
-
-    Args:
-        sampler: the data law, ``.sample(n, seed)``.
-        n: number of pairs.
-        seed: sampling and shuffling seed.
-        batch_size: global batch size B (a multiple of the world size).
-        config: shards or memory, workers, buffer.
-        folder: the shard directory (``kind="shards"``).
-        source: JSON description of the sampler for the manifest.
-    """
-    rank, world_size = world_info()
-    if batch_size % world_size:
-        raise ValueError(f"batch_size={batch_size}: expected a multiple of the world size {world_size}")
-    if config.kind == "memory":
-        u, v = sampler.sample(n, seed)
-        # float32, as the shards store them, so both kinds train on the same numbers.
-        u, v = (torch.from_numpy(np.asarray(x, dtype=np.float32)) for x in (u, v))
-        return TensorStream(u, v, batch_size=batch_size, seed=seed, rank=rank, world_size=world_size)
-    shard_set(sampler, n, seed, folder, config.n_shards, source)
-    return ShardStream(
-        folder, batch_size=batch_size // world_size, seed=seed, shuffle_buffer=config.shuffle_buffer,
-        num_workers=config.num_workers, rank=rank, world_size=world_size,
-    )
-
-
-def shards_folder(run_dir: Any, config: StreamConfig, source: dict, seed: int, n: int) -> Path:
-    """Where the shards of ``n`` pairs of ``source`` drawn with ``seed`` live.
-
-    Under ``config.shards_dir`` (a cache shared by runs) or the run directory; the folder name
-    carries a digest of the source description, so different laws never share a folder.
-    """
-    root = Path(config.shards_dir) if config.shards_dir is not None else run_dir.file("shards")
-    digest = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:8]
-    return root / f"{source['name']}-{digest}-seed{seed}-N{n}"
-
-
-def linear_model(n_u: int, n_v: int, n_e: int, metric: str, seed: int) -> BimodalModel:
-    """Unnormalised linear encoders (eq. 38) with fixed τ = 1, initialised from ``seed``."""
-    seed_everything(seed)
-    return BimodalModel(LinearEncoder(n_u, n_e), LinearEncoder(n_v, n_e), metric=metric, tau=1.0, learn_tau=False)
-
-
 def build_loss(theory_loss: str) -> torch.nn.Module:
     """The registered loss module that trains the encoders for ``theory_loss`` (see LOSS_TABLE)."""
     name, metric, params, _ = LOSS_TABLE[theory_loss]
     return losses.build(name, metric=metric, **params)
-
-
-def encoders(model: BimodalModel) -> tuple[np.ndarray, np.ndarray]:
-    """(G (n_e, n_u), H (n_e, n_v)) of a trained linear model, float64."""
-    return (model.g_u.weight.detach().double().cpu().numpy(), model.g_v.weight.detach().double().cpu().numpy())
-
-
-def log_log_slope(n: list[int], err: list[float]) -> float:
-    """Least-squares slope of log(err) against log(n) (nan with fewer than two positive points)."""
-    pairs = [(a, b) for a, b in zip(n, err) if b > 0 and math.isfinite(b)]
-    if len(pairs) < 2:
-        return math.nan
-    x, y = np.log([a for a, _ in pairs]), np.log([b for _, b in pairs])
-    return float(np.polyfit(x, y, 1)[0])
 
 
 # ---------------------------------------------------------------- this experiment
@@ -361,19 +227,18 @@ def run(config: "GaussianTrainConfig", run_dir: Any) -> Headline:
             seed = config.seed + replicate
             train_config = dataclasses.replace(config.train, epochs=epochs, seed=seed)
             empirical_pair = GaussianPair.from_samples(*pair.sample(n, seed))
-            folder = shards_folder(run_dir, config.stream, source, seed, n)
-            stream = make_stream(pair, n, seed, config.batch_size, config.stream, folder, source)
+            stream = pair_stream(pair, n, seed, config.batch_size, config.stream, run_dir, source)
             for loss in config.losses:
                 model = linear_model(pair.n_u, pair.n_v, config.n_e, LOSS_TABLE[loss][1], seed)
                 target = population[loss]["A"]
 
                 def evaluate(m: BimodalModel, target: np.ndarray = target) -> dict[str, float]:
-                    G, H = encoders(m)
+                    G, H = linear_weights(m)
                     return {"A_trained_vs_population": _relative(G.T @ H, target)}
 
                 tag = f"{loss}-N{n}-r{replicate}"
                 result = train(model, build_loss(loss), stream, train_config, run_dir, evaluate=evaluate, tag=tag)
-                trained = _describe(pair, loss, *encoders(model))
+                trained = _describe(pair, loss, *linear_weights(model))
                 empirical = _optimum(empirical_pair, pair, loss, config.n_e)
                 rows.append({
                     "loss": loss, "N": n, "replicate": replicate, "steps": result.steps,

@@ -4,6 +4,8 @@
   Baptista, Stuart & Tran (2025));
 - :mod:`.losses`: every bimodal loss by name (``losses.names()``, ``losses.build``);
 - :mod:`.ot`: log-domain, batched, balanced and unbalanced Sinkhorn (Chen et al. 2024);
+- :mod:`.encoders`: the encoders by name (linear, MLP, LeNet, small ResNet, sequence transformer,
+  fixed maps; ``encoders.build``);
 - :mod:`.model`: :class:`BimodalModel` (two encoders, a metric, a temperature, an optional bias);
 - :mod:`.tiled`, :mod:`.distributed`: the exact O(B)-memory CLIP loss and the gathered loss
   for data-parallel training;
@@ -12,8 +14,9 @@
 - :mod:`.inference`: retrieval, recall@k, classification, fine-tuning and generation (Section 4).
 """
 
-from clipmath.multimodal import inference, losses, similarity
-from clipmath.multimodal.model import BimodalModel, BimodalOutput, LinearEncoder
+from clipmath.multimodal import encoders, inference, losses, similarity
+from clipmath.multimodal.encoders import LinearEncoder
+from clipmath.multimodal.model import BimodalModel, BimodalOutput
 from clipmath.multimodal.ot import SinkhornResult, sinkhorn
 from clipmath.multimodal.trainer import TensorStream, TrainConfig, TrainResult, train
 
@@ -25,6 +28,7 @@ __all__ = [
     "TensorStream",
     "TrainConfig",
     "TrainResult",
+    "encoders",
     "inference",
     "losses",
     "similarity",

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from clipmath.multimodal import similarity
+from clipmath.multimodal import encoders, similarity
+from clipmath.multimodal.checkpoint import load_checkpoint
 from clipmath.multimodal.logits import scaled_logits
 
 #: Upper clamp of the logit scale, i.e. tau >= 0.01 (open_clip's and CLIP's choice): beyond it
@@ -46,45 +47,13 @@ class BimodalOutput:
     logit_bias: Tensor | None
 
 
-class LinearEncoder(nn.Linear):
-    r"""Linear encoder :math:`g(x) = Gx` without offset (eq. 38 of Baptista et al. (2025)).
-
-    ``weight`` is the matrix :math:`G` of shape (n_e, n_in); for the Gaussian experiments
-    :math:`g_u(u) = Gu`, :math:`g_v(v) = Hv` and :math:`A = G^\top H`.
-
-    Args:
-        n_in: input dimension (``n_u`` or ``n_v``).
-        n_e: embedding dimension.
-
-    Raises:
-        ValueError: if a dimension is not a positive integer.
-    """
-
-    def __init__(self, n_in: int, n_e: int):
-        for name, value in (("n_in", n_in), ("n_e", n_e)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: expected a positive integer")
-        super().__init__(n_in, n_e, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        r"""Embed a batch.
-
-        Args:
-            x: (B, n_in) inputs.
-
-        Returns:
-            (B, n_e) embeddings :math:`x G^\top`.
-        """
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"x={tuple(x.shape)}: expected shape (B, {self.in_features})")
-        return super().forward(x)
-
-
 class BimodalModel(nn.Module):
     r"""Two encoders and the tilting parameters (eqs. 13-14 of Baptista et al. (2025)).
 
     Defaults follow CLIP (:math:`\tau = 0.07`, learned, no bias). For the ``siglip`` loss use
-    ``tau=0.1, bias=-10.0`` (Zhai et al. 2023).
+    ``tau=0.1, bias=-10.0`` (Zhai et al. 2023). When both encoders come from
+    :func:`clipmath.multimodal.encoders.build`, ``config`` describes the whole model, the trainer
+    stores it in every checkpoint, and :meth:`from_checkpoint` rebuilds the trained model.
 
     Args:
         g_u: encoder of modality u, mapping a batch of u to (B, n_e).
@@ -127,6 +96,46 @@ class BimodalModel(nn.Module):
             self.logit_bias = None
         else:
             self._register("logit_bias", float(bias), learn_bias)
+        self.config = self._config(tau=tau, learn_tau=learn_tau, bias=bias, learn_bias=learn_bias)
+
+    def _config(self, **tilting) -> dict | None:
+        """What :meth:`from_config` rebuilds the model from, or None when an encoder has no config."""
+        if not (hasattr(self.g_u, "config") and hasattr(self.g_v, "config")):
+            return None
+        return {"g_u": dict(self.g_u.config), "g_v": dict(self.g_v.config), "metric": self.metric, **tilting}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "BimodalModel":
+        """A freshly initialised model of the architecture ``config`` describes (see ``self.config``).
+
+        Args:
+            config: ``{"g_u": encoder config, "g_v": encoder config, "metric": ..., "tau": ...,
+                "learn_tau": ..., "bias": ..., "learn_bias": ...}`` as stored in ``model.config``;
+                each encoder config is ``{"name": ..., **params}`` of :func:`encoders.build`.
+
+        Raises:
+            ValueError: for a config that is not such a mapping, or a bad entry in it.
+        """
+        if not isinstance(config, dict) or not {"g_u", "g_v"} <= config.keys():
+            raise ValueError(f"config={config!r:.80}: expected a mapping with 'g_u' and 'g_v' encoder configs")
+        tilting = {key: value for key, value in config.items() if key not in ("g_u", "g_v")}
+        return cls(encoders.build(**config["g_u"]), encoders.build(**config["g_v"]), **tilting)
+
+    @classmethod
+    def from_checkpoint(cls, path: str) -> "BimodalModel":
+        """The trained model stored in a checkpoint of :func:`clipmath.multimodal.trainer.train`.
+
+        Raises:
+            ValueError: for a missing checkpoint, or one saved from a model without a config.
+        """
+        state = load_checkpoint(path)
+        if state is None:
+            raise ValueError(f"path={str(path)!r}: no checkpoint there")
+        if state.get("model_config") is None:
+            raise ValueError(f"path={str(path)!r}: the checkpoint holds no model config (encoders built outside the registry)")
+        model = cls.from_config(state["model_config"])
+        model.load_state_dict(state["model"])
+        return model
 
     def _register(self, name: str, value: float, learn: bool) -> None:
         tensor = torch.tensor(value, dtype=torch.float32)
@@ -136,7 +145,7 @@ class BimodalModel(nn.Module):
             self.register_buffer(name, tensor)
 
     def encode_u(self, u: Tensor) -> Tensor:
-        """(B, n_e) embeddings :math:`g_u(u)` of a batch ``u`` (B, ...)."""
+        """(B, n_e) embeddings :math:`g_u(u)` of a batch ``u`` (B, ...; or a dict of fields the encoder takes)."""
         return self.g_u(u)
 
     def encode_v(self, v: Tensor) -> Tensor:

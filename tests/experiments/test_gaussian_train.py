@@ -7,7 +7,8 @@ import pytest
 
 from clipmath.datasets import build_source
 from clipmath.experiments import cli
-from clipmath.experiments.gaussian_train import log_log_slope, shard_set
+from clipmath.experiments.toolkit import cached_shards, log_log_slope
+from clipmath.datasets import gaussian_samples
 
 TINY = [
     "--set", "sample_sizes=[512, 2048]", "--set", "replicates=2", "--set", "reference_draws=40",
@@ -49,7 +50,7 @@ def test_shard_stream_path_trains_like_the_memory_path(tmp_path):
     shards = _run(tmp_path / "shards", *one, "--set", "stream.kind=shards")
     memory = _run(tmp_path / "memory", *one, "--set", "stream.kind=memory")
     (folder,) = (tmp_path / "shards" / "shards").iterdir()
-    assert folder.name.startswith("gaussian-") and folder.name.endswith("-seed0-N1024")
+    assert folder.name.startswith("gaussian-seed0-N1024-")
     assert (folder / "manifest.json").exists()
     a, b = shards["rows"][0], memory["rows"][0]
     assert a["steps"] == b["steps"] == 40
@@ -60,16 +61,20 @@ def test_shard_stream_path_trains_like_the_memory_path(tmp_path):
 def test_shard_set_is_written_once_and_checked(tmp_path):
     pair = build_source("gaussian")
     folder = tmp_path / "set"
-    source = {"name": "gaussian"}
-    shard_set(pair, 300, 1, folder, 3, source)
+
+    def shard_set(seed):
+        source = {"name": "gaussian", "n": 300, "seed": seed}
+        return cached_shards(folder, source, lambda: gaussian_samples(pair, 300, seed), max_count=100)
+
+    shard_set(1)
     stamp = (folder / "manifest.json").stat().st_mtime_ns
     assert len(list(folder.glob("shard-*.tar"))) == 3
-    shard_set(pair, 300, 1, folder, 3, source)
+    shard_set(1)
     assert (folder / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="hold"):
-        shard_set(pair, 300, 2, folder, 3, source)
+        shard_set(2)
     (folder / "manifest.json").unlink()  # an interrupted write: shards without a manifest
-    shard_set(pair, 300, 1, folder, 3, source)
+    shard_set(1)
     assert (folder / "manifest.json").exists()
 
 

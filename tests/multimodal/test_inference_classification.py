@@ -54,8 +54,10 @@ def test_prior_learns_label_frequencies_from_uninformative_features():
     clf = finetune_classifier(features, labels, label_emb, math.log(1 / 0.3), tol=1e-10)
     _, probabilities = clf.classify(features[:1])
     frequencies = counts.double() / counts.sum()
-    # The gradient in F is probabilities - frequencies, and L-BFGS stops when it is below tol.
-    torch.testing.assert_close(probabilities[0], frequencies, rtol=0, atol=1e-10)
+    # The gradient in F is probabilities - frequencies. L-BFGS's line search compares loss values
+    # of O(1) that differ by O(|grad|^2), which float64 resolves only while |grad| exceeds about
+    # sqrt(eps) ~ 1.5e-8; so the gap ends near that (1.5e-9 measured here), whatever tol asks for.
+    torch.testing.assert_close(probabilities[0], frequencies, rtol=0, atol=1e-7)
     assert clf.prior_logits.sum().abs() < 1e-12
     entropy = -(frequencies * frequencies.log()).sum().item()
     assert clf.loss == pytest.approx(entropy - math.log(4), abs=1e-9)

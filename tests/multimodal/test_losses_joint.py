@@ -8,7 +8,7 @@ import torch
 from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.losses.conditional import conditional_loss
 from clipmath.multimodal.losses.joint import joint_loss
-from clipmath.multimodal.model import LinearEncoder
+from clipmath.multimodal.encoders import LinearEncoder
 from paired_batch import paired_batch
 
 METRICS = similarity.names()

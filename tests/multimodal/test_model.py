@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from clipmath.multimodal import losses, similarity
-from clipmath.multimodal.model import MAX_LOGIT_SCALE, BimodalModel, BimodalOutput, LinearEncoder
+from clipmath.multimodal.encoders import LinearEncoder
+from clipmath.multimodal.model import MAX_LOGIT_SCALE, BimodalModel, BimodalOutput
 
 
 def _encoders(gen, n_u=4, n_v=3, n_e=2):

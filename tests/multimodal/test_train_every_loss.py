@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from clipmath.multimodal import losses
-from clipmath.multimodal.model import BimodalModel, LinearEncoder
+from clipmath.multimodal.encoders import LinearEncoder
+from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.trainer import TensorStream, TrainConfig, loss_inputs, train
 
 N, B, N_U, N_V, N_E = 48, 12, 4, 3, 2

@@ -10,7 +10,8 @@ import torch
 from clipmath.experiments.rundir import RunDir
 from clipmath.multimodal import losses
 from clipmath.multimodal.checkpoint import load_checkpoint
-from clipmath.multimodal.model import BimodalModel, LinearEncoder
+from clipmath.multimodal.encoders import LinearEncoder
+from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.trainer import TensorStream, TrainConfig, lr_factor, train
 
 N_U, N_V, N_E = 3, 2, 2
