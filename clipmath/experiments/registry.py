@@ -17,6 +17,7 @@ _MODULES: dict[str, str] = {
     "theory-check": "theory_check",
     "gaussian-train": "gaussian_train",
     "gaussian-process": "gaussian_process",
+    "mnist-labels": "mnist_labels",
 }
 
 

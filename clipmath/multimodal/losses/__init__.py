@@ -4,7 +4,7 @@
 >>> loss = losses.build("clip", metric="cosine")
 """
 
-from clipmath.multimodal.losses.base import LossOutput, build, names, register
+from clipmath.multimodal.losses.base import LossOutput, build, loss_class, names, register
 from clipmath.multimodal.losses.pair import PairLoss
 
 # Importing a loss module registers its losses.
@@ -15,4 +15,4 @@ from clipmath.multimodal.losses import joint  # noqa: F401,E402
 from clipmath.multimodal.losses import mmd  # noqa: F401,E402
 from clipmath.multimodal.losses import siglip  # noqa: F401,E402
 
-__all__ = ["LossOutput", "PairLoss", "build", "names", "register"]
+__all__ = ["LossOutput", "PairLoss", "build", "loss_class", "names", "register"]

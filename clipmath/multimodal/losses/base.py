@@ -60,6 +60,17 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def loss_class(name: str) -> type[nn.Module]:
+    """The loss module class registered as ``name`` (its constructor signature is its hyperparameters).
+
+    Raises:
+        ValueError: for an unknown ``name``.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"loss name={name!r} unknown; expected one of {', '.join(names())}")
+    return _REGISTRY[name]
+
+
 def build(name: str, metric: str = "cosine", **hyperparameters) -> nn.Module:
     """Build the loss module registered as ``name``.
 
@@ -71,9 +82,7 @@ def build(name: str, metric: str = "cosine", **hyperparameters) -> nn.Module:
     Raises:
         ValueError: for an unknown ``name``, or a hyperparameter the loss does not take.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"loss name={name!r} unknown; expected one of {', '.join(names())}")
-    cls = _REGISTRY[name]
+    cls = loss_class(name)
     try:
         return cls(metric=metric, **hyperparameters)
     except TypeError as err:
