@@ -158,3 +158,28 @@ def test_forward_rejects_unpaired_batches(gen):
     model = BimodalModel(*_encoders(gen))
     with pytest.raises(ValueError, match="paired batches"):
         model(torch.zeros(3, 4), torch.zeros(2, 3))
+
+
+def test_a_checkpoint_alone_rebuilds_the_trained_model(tmp_path):
+    from clipmath.experiments.rundir import RunDir
+    from clipmath.multimodal import encoders, losses
+    from clipmath.multimodal.trainer import TensorStream, TrainConfig, train
+
+    torch.manual_seed(0)
+    model = BimodalModel(encoders.build("mlp", n_in=4, n_e=3, hidden=[8]), encoders.build("linear", n_in=2, n_e=3),
+                         metric="neg_sq_l2", tau=0.5, bias=-1.0)
+    u, v = torch.randn(32, 4), torch.randn(32, 2)
+    train(model, losses.build("siglip", metric="neg_sq_l2"), TensorStream(u, v, batch_size=16),
+          TrainConfig(epochs=1, device="cpu"), RunDir("t", path=tmp_path))
+    rebuilt = BimodalModel.from_checkpoint(tmp_path / "checkpoints" / "train.pt")
+    assert rebuilt.config == model.config and rebuilt.metric == "neg_sq_l2"
+    a, b = model(u, v), rebuilt(u, v)
+    assert torch.equal(a.z_u, b.z_u) and torch.equal(a.z_v, b.z_v)
+    assert torch.equal(a.logit_scale, b.logit_scale) and torch.equal(a.logit_bias, b.logit_bias)
+
+
+def test_from_checkpoint_names_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="no checkpoint"):
+        BimodalModel.from_checkpoint(tmp_path / "absent.pt")
+    with pytest.raises(ValueError, match="g_u"):
+        BimodalModel.from_config({"metric": "cosine"})
