@@ -9,7 +9,9 @@ names carry no dots, so webdataset splits every member name at its first dot int
 * ``np.ndarray`` of a real numeric dtype -> ``npy``; read back as a ``torch.float32`` tensor
   of the same shape;
 * ``PIL.Image.Image`` (mode L, LA, RGB or RGBA) -> ``png``; PNG or JPEG ``bytes`` -> ``png`` or
-  ``jpg`` as they are; read back as a ``torch.float32`` tensor (C, H, W) in [0, 1];
+  ``jpg`` as they are; read back as a ``torch.uint8`` tensor (C, H, W) of the stored pixel
+  values (C = 1 for grayscale). Images stay uint8 through the stream's worker queues, 4 times
+  fewer bytes than float32; models convert them (e.g. ``image.float() / 255``) themselves;
 * ``int`` (or NumPy integer) -> ``cls``; read back as a ``torch.int64`` scalar tensor;
 * ``str`` -> ``txt``; read back as ``str``;
 * ``dict``, ``list`` or ``float`` -> ``json``; read back as the parsed JSON value.
@@ -41,13 +43,15 @@ class FieldInfo:
     Attributes:
         ext: the member extension, one of ``npy``, ``png``, ``jpg``, ``cls``, ``txt``, ``json``.
         shape: the stored array shape (``npy``), the decoded (C, H, W) of an image, ``()`` for
-            ``cls``, ``None`` for ``txt`` and ``json``.
+            ``cls``, ``None`` for ``txt`` and ``json``. An axis whose length varies between
+            samples (sequences of different lengths, images of different sizes) is ``None``
+            (``null`` in ``manifest.json``), e.g. ``(None, 64)``.
         dtype: the stored dtype name (``float32``, ``uint8`` for images, ``int64`` for ``cls``),
             ``str`` for ``txt``, ``json`` for ``json``.
     """
 
     ext: str
-    shape: tuple[int, ...] | None
+    shape: tuple[int | None, ...] | None
     dtype: str
 
 
@@ -150,8 +154,8 @@ def decode_field(ext: str, data: bytes) -> Any:
         data: the member bytes.
 
     Returns:
-        a float32 tensor (``npy``; images as (C, H, W) in [0, 1]), an int64 scalar tensor
-        (``cls``), a str (``txt``) or the parsed JSON value (``json``).
+        a float32 tensor (``npy``), a uint8 tensor (C, H, W) (``png``, ``jpg``), an int64
+        scalar tensor (``cls``), a str (``txt``) or the parsed JSON value (``json``).
 
     Raises:
         ValueError (or the decoder's own error) when the bytes do not decode.
@@ -161,8 +165,9 @@ def decode_field(ext: str, data: bytes) -> Any:
         return torch.from_numpy(np.array(_load_npy(data), dtype=np.float32))
     if ext in ("png", "jpg"):
         with Image.open(io.BytesIO(data)) as image:
-            array = np.asarray(image, dtype=np.float32) / 255.0
-        return torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy())
+            array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
+        # copy() gives C order and memory torch may own (asarray may give a read-only view).
+        return torch.from_numpy((array[None] if array.ndim == 2 else array.transpose(2, 0, 1)).copy())
     if ext == "cls":
         return torch.tensor(int(data), dtype=torch.int64)
     if ext == "txt":

@@ -67,7 +67,8 @@ class Manifest:
 
     Attributes:
         shards: the shards in write order.
-        fields: field name -> :class:`FieldInfo`, the same for every sample.
+        fields: field name -> :class:`FieldInfo`, the same for every sample but for the
+            lengths of the axes recorded as ``None``.
         source: the config of the source the samples came from (any JSON value), or ``None``.
         format_version: version of this layout.
     """
@@ -136,17 +137,36 @@ def _encode_sample(sample: Any) -> tuple[str, dict[str, bytes], dict[str, FieldI
     return key, members, infos
 
 
-def _check_like_first(key: str, infos: dict[str, FieldInfo], first: dict[str, FieldInfo]) -> None:
-    if infos.keys() != first.keys():
+def _merge_fields(key: str, infos: dict[str, FieldInfo], seen: dict[str, FieldInfo]) -> dict[str, FieldInfo]:
+    """The fields of the samples so far (``seen``) and of one more (``infos``) as one record.
+
+    A field must have the same extension and dtype in every sample; an array or image field may
+    vary in shape if its number of axes stays the same, and the axes that vary become ``None``.
+    """
+    if infos.keys() != seen.keys():
         raise ValueError(
-            f"sample {key!r}: fields {sorted(infos)} differ from the first sample's {sorted(first)}"
+            f"sample {key!r}: fields {sorted(infos)} differ from the first sample's {sorted(seen)}"
         )
+    merged = {}
     for name, info in infos.items():
-        if info != first[name]:
+        before = seen[name]
+        if info != before and (
+            info.ext != before.ext
+            or info.dtype != before.dtype
+            or info.shape is None
+            or before.shape is None
+            or len(info.shape) != len(before.shape)
+        ):
             raise ValueError(
-                f"sample {key!r}: field {name!r} is {info}, but the first sample's is {first[name]}; "
-                "every sample must store a field with the same extension, shape and dtype"
+                f"sample {key!r}: field {name!r} is {info}, but the samples before it store {before}; "
+                "every sample must store a field with the same extension and dtype, and arrays "
+                "with the same number of axes"
             )
+        if info.shape != before.shape:
+            shape = tuple(a if a == b else None for a, b in zip(info.shape, before.shape))
+            before = dataclasses.replace(before, shape=shape)
+        merged[name] = before
+    return merged
 
 
 class _ShardSink:
@@ -218,6 +238,9 @@ def write_shards(
             and field names are non-empty and dot-free, every sample has the same fields, each
             stored alike (see :mod:`clipmath.datasets.fields` for the value types: arrays of any
             shape (n_u,) / (n_v,) / (C, H, W) ..., PIL images, PNG/JPEG bytes, int, str, JSON).
+            An array or image may vary in shape between samples (sequences of different
+            lengths) if its dtype and number of axes stay the same; the manifest then records
+            ``None`` at the axes that vary.
         out_dir: directory to write into; created if absent, must not already hold shards.
         max_count: most samples per shard, or ``None``.
         max_bytes: most bytes per shard file, or ``None``.
@@ -248,9 +271,8 @@ def write_shards(
     try:
         for sample in samples:
             key, members, infos = _encode_sample(sample)
-            if fields is None:
-                fields = infos
-            _check_like_first(key, infos, fields)
+            # Fields as stored so far: an axis whose length varies becomes None.
+            fields = _merge_fields(key, infos, infos if fields is None else fields)
             if key == previous_key:
                 # Consecutive equal keys would merge into one sample when read back.
                 raise ValueError(f"sample {key!r}: same __key__ as the sample before it")

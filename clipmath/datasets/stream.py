@@ -11,12 +11,16 @@ Each DataLoader worker runs one pipeline of *blocks* ``{field: array (n, ...), "
       -> sample shuffle (a buffer of shuffle_buffer samples; each batch is B distinct random
          positions of it, refilled in place; rng seeded from (seed, epoch, rank, worker))
       -> batches of B, then one "tail" item with the worker's last < B samples
+      -> [transform: each sample through the user's transform, seeded by (seed, epoch, key);
+          transform or collate: full batches collated]
 
-and the main process pools the tails into further batches, so no sample is lost at worker
-boundaries. A stream keeps its workers between epochs; they read the next epoch ahead, and
-are restarted when another epoch is asked for. Every random choice is drawn from a generator seeded by ``(seed, epoch, rank,
-worker)``, never from global state, so an epoch's batches are the same on every call for fixed
-``(seed, epoch, num_workers, rank, world_size)`` and differ between epochs.
+and the main process pools the tails into further batches (with a transform or collate, of
+transformed samples, collated alike), so no sample is lost at worker boundaries. A stream
+keeps its workers between epochs; they read the next epoch ahead, and are restarted when
+another epoch is asked for. Every random choice is drawn from a generator seeded by ``(seed,
+epoch, rank, worker)`` (a transform's, by ``(seed, epoch, key)``), never from global state, so
+an epoch's batches are the same on every call for fixed ``(seed, epoch, num_workers, rank,
+world_size)`` and differ between epochs.
 
 **How samples are split.** Non-resampled, shard ``i`` (manifest order) belongs to rank
 ``i mod world_size`` in every epoch, so a rank's sample count ``N_r`` is fixed and known from
@@ -34,16 +38,18 @@ then workers).
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import logging
 import math
 import os
+import pickle
 import random
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -60,6 +66,8 @@ logger = logging.getLogger(__name__)
 _SKIPPED = "__skipped__"
 _TAIL = "__tail__"
 _GROUP = "__group__"
+# A column of the shard each sample came from, for transform errors (only with a transform).
+_SHARD = "__shard__"
 # A worker sends its full batches in groups of about this many bytes (at least one batch): each
 # item through the DataLoader's queue costs a fixed ~0.5 ms, as much as reading 200 small pairs.
 _GROUP_BYTES = 1 << 20
@@ -102,6 +110,13 @@ class _Plan:
     world_size: int
     shuffle_buffer: int
     rank_samples: int | None  # resampled: this rank's share of samples_per_epoch; else None
+    transform: Callable[[dict, torch.Generator], dict] | None = None
+    collate: Callable[[list[dict]], dict] | None = None
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether batches are formed from per-sample dicts (a transform or a collate), not blocks."""
+        return self.transform is not None or self.collate is not None
 
 
 def _worker_shards(plan: _Plan, worker: int, num_workers: int, failed: set[str]) -> Iterator[_Shard]:
@@ -258,11 +273,23 @@ def _npy_column(view: np.ndarray, start: int, size: np.ndarray, info: FieldInfo)
     return raw.view(dtype).reshape(len(view), *shape).astype(np.float32, copy=False)
 
 
+def _varies(info: FieldInfo) -> bool:
+    """Whether a field's shape varies between samples (the manifest records ``None`` axes)."""
+    return info.shape is not None and None in info.shape
+
+
 def _decode_value(name: str, info: FieldInfo, data: bytes) -> Any:
-    """One member decoded by :func:`decode_field`; raises if an array's shape is not the manifest's."""
+    """One member decoded by :func:`decode_field`; raises if an array's shape is not the manifest's.
+
+    Axes the manifest records as ``None`` may have any length; the number of axes must match.
+    """
     value = decode_field(info.ext, data)
-    if info.ext in ("npy", "png", "jpg") and tuple(value.shape) != info.shape:
-        raise ValueError(f"field {name!r} has shape {tuple(value.shape)}, manifest says {info.shape}")
+    if info.ext in ("npy", "png", "jpg"):
+        shape = tuple(value.shape)
+        if len(shape) != len(info.shape) or any(
+            want is not None and got != want for got, want in zip(shape, info.shape)
+        ):
+            raise ValueError(f"field {name!r} has shape {shape}, manifest says {info.shape}")
     return value
 
 
@@ -271,10 +298,16 @@ def _skip_corrupt(skipped: Counter, shard: str, key: str, err: Exception) -> Non
     logger.warning("sample %r in shard %s is corrupt (%s); skipped", key, shard, err)
 
 
-def _column(values: list) -> np.ndarray:
-    """Per-sample values as one array with a leading sample axis: tensors stacked, others as objects."""
+def _column(values: list, varying: bool = False) -> np.ndarray:
+    """Per-sample values as one array with a leading sample axis.
+
+    Tensors of a field of fixed shape are stacked, (n, ...); those of a field whose shape varies
+    become an object array (n,) of NumPy arrays, as do other values (str, JSON).
+    """
     if isinstance(values[0], torch.Tensor):
-        return np.stack([value.numpy() for value in values])
+        if not varying:
+            return np.stack([value.numpy() for value in values])
+        values = [value.numpy() for value in values]
     return np.fromiter(values, dtype=object, count=len(values))
 
 
@@ -308,7 +341,7 @@ def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skippe
             if f".{name}.{info.ext}" not in found:
                 raise _NotFixed(f"no member .{name}.{info.ext}")
             start, size = found[f".{name}.{info.ext}"]
-            if info.ext == "npy":
+            if info.ext == "npy" and not _varies(info):
                 block[name] = _npy_column(view, start, size, info)
             else:
                 per_sample.append((name, info, start, size.tolist()))
@@ -333,7 +366,8 @@ def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skippe
         return []
     if not keep.all():
         block = {name: column[keep] for name, column in block.items()}
-    return [{**block, **{name: _column(column) for name, column in values.items()}}]
+    varying = {name: _varies(info) for name, info, *_ in per_sample}
+    return [{**block, **{name: _column(column, varying[name]) for name, column in values.items()}}]
 
 
 def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, failed: set[str]) -> Iterator[dict]:
@@ -400,15 +434,19 @@ def _decode(
 
 def _read_blocks(shards: Iterable[_Shard], plan: _Plan, skipped: Counter, failed: set[str]) -> Iterator[dict]:
     """The decoded samples of ``shards`` as blocks: one per fixed-layout shard, small ones otherwise."""
-    names = [name for name, _ in plan.fields] + ["key"]
-    for shard in shards:
-        fixed = _read_fixed(shard, plan.fields, skipped)
-        if fixed is not None:
-            yield from fixed
-            continue
+    varying = {name: _varies(info) for name, info in plan.fields} | {"key": False}
+
+    def generic(shard: _Shard) -> Iterator[dict]:
         samples = _decode(_read_shard(shard, plan.members, skipped, failed), plan.fields, skipped)
         while chunk := list(itertools.islice(samples, _GENERIC_BLOCK)):
-            yield {name: _column([sample[name] for sample in chunk]) for name in names}
+            yield {name: _column([sample[name] for sample in chunk], vary) for name, vary in varying.items()}
+
+    for shard in shards:
+        blocks = _read_fixed(shard, plan.fields, skipped)
+        for block in generic(shard) if blocks is None else blocks:
+            if plan.transform is not None:
+                block[_SHARD] = np.full(_size(block), shard.name, dtype=object)
+            yield block
 
 
 def _size(block: dict) -> int:
@@ -505,17 +543,180 @@ def _batches(blocks: Iterable[dict], batch_size: int) -> Iterator[dict]:
 
 
 def _to_batch(block: dict) -> dict:
-    """The batch dict: numeric columns as tensors (B, ...), other values (str, JSON) and keys as lists."""
+    """The batch dict of a block: numeric columns as tensors (B, ...), other values as lists.
+
+    A column of per-sample arrays (a field whose shape varies) is stacked if the arrays share
+    one shape and dtype, else a list of tensors; str and JSON values and the keys stay lists.
+    """
     # Copies, so that a batch cut from a larger block does not keep all of it alive. Workers
     # send blocks, not tensors: pickled numpy arrays travel faster than shared-memory tensors.
+    batch = {}
+    for name, column in block.items():
+        if column.dtype != object:
+            batch[name] = torch.from_numpy(column.copy())
+            continue
+        values = column.tolist()  # an object array's elements as they are
+        batch[name] = _stack_or_list(values) if isinstance(values[0], np.ndarray) else values
+    return batch
+
+
+def _stack_or_list(values: list) -> Any:
+    """Per-sample values of one field as a batch value.
+
+    Tensors (or NumPy arrays) of one shape and dtype are stacked into a tensor (B, ...); of
+    differing shapes or dtypes they stay a list of B tensors; other values stay a list.
+    """
+    if not all(isinstance(value, (torch.Tensor, np.ndarray)) for value in values):
+        return list(values)
+    tensors = [torch.as_tensor(value) for value in values]
+    first = tensors[0]
+    if all(tensor.shape == first.shape and tensor.dtype == first.dtype for tensor in tensors):
+        return torch.stack(tensors)
+    return tensors
+
+
+def _sample_seed(seed: int, epoch: int, key: str) -> int:
+    """The 64-bit seed of a sample's transform generator, from (stream seed, epoch, key) alone.
+
+    A stable hash (blake2b, never Python's salted ``hash``) of the three, so a sample's
+    generator is the same whatever the worker count, shuffle order or resume point. (Hashing
+    ``"{seed} {epoch} {key}"`` is one to one, as the integers hold no space; it costs a 20th
+    of NumPy's SeedSequence, which took a third of a light transform's time.)
+    """
+    data = f"{seed} {epoch} {key}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"transform").digest(), "little")
+
+
+def _samples(block: dict) -> list[dict]:
+    """A block as per-sample dicts ``{field: value, "key": str}``, numeric values as tensors."""
+    columns = {}
+    for name, column in block.items():
+        if column.dtype != object:
+            columns[name] = torch.from_numpy(column).unbind(0)
+        else:
+            columns[name] = [torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in column.tolist()]
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+
+
+def _transformed(block: dict, plan: _Plan) -> list[dict]:
+    """The samples of a block, each passed through ``plan.transform`` (if any) with its seeded generator.
+
+    Raises:
+        ValueError: if the transform returns something other than a dict.
+        Exception: whatever the transform raises, with a note naming the sample's key and shard.
+    """
+    shards = block.get(_SHARD)
+    samples = _samples({name: column for name, column in block.items() if name != _SHARD})
+    if plan.transform is None:
+        return samples
+    results = []
+    for sample, shard in zip(samples, shards):
+        key = sample["key"]
+        generator = torch.Generator().manual_seed(_sample_seed(plan.seed, plan.epoch, key))
+        try:
+            result = plan.transform(sample, generator)
+        except Exception as err:  # a bug in the transform, not corrupt data: it stops the epoch
+            err.add_note(f"raised by transform={plan.transform!r} on sample {key!r} of shard {shard}")
+            raise
+        if not isinstance(result, dict):
+            raise ValueError(
+                f"transform={plan.transform!r}: returned {type(result).__name__} for sample {key!r}; "
+                "expected a dict of fields"
+            )
+        result = {name: value for name, value in result.items() if name != "key"}
+        result["key"] = key
+        results.append(result)
+    return results
+
+
+def _collate(samples: list[dict], collate: Callable[[list[dict]], dict] | None) -> dict:
+    """One batch from its samples: by ``collate``, or each field by :func:`_stack_or_list`.
+
+    The batch's ``"key"`` is always the list of the samples' keys.
+
+    Raises:
+        ValueError: if the samples differ in their fields (default), or ``collate`` returns
+            something other than a dict.
+    """
+    keys = [sample["key"] for sample in samples]
+    if collate is not None:
+        try:
+            batch = collate(samples)
+        except Exception as err:
+            err.add_note(f"raised by collate={collate!r} on the batch of samples {keys[0]!r} to {keys[-1]!r}")
+            raise
+        if not isinstance(batch, dict):
+            raise ValueError(f"collate={collate!r}: returned {type(batch).__name__}; expected a dict")
+        return {**{name: value for name, value in batch.items() if name != "key"}, "key": keys}
+    names = samples[0].keys()
+    for sample in samples:
+        if sample.keys() != names:
+            raise ValueError(
+                f"transform: sample {sample['key']!r} has fields {sorted(sample)}, but sample "
+                f"{keys[0]!r} has {sorted(names)}; expected the same fields from every sample"
+            )
     return {
-        name: column.tolist() if column.dtype == object else torch.from_numpy(column.copy())
-        for name, column in block.items()
+        name: keys if name == "key" else _stack_or_list([sample[name] for sample in samples]) for name in names
     }
 
 
+@dataclass(frozen=True)
+class _Packed:
+    """A tensor on its way from a worker, as its NumPy array.
+
+    Pickled arrays travel faster than tensors, which the DataLoader moves through shared memory
+    at a fixed cost each: a list of B variable-length tensors would pay it B times.
+    """
+
+    array: np.ndarray
+
+
+def _pack(value: Any) -> Any:
+    """``value`` with the tensors in it (within dicts, lists and tuples) as :class:`_Packed`."""
+    if isinstance(value, torch.Tensor):
+        try:
+            return _Packed(value.numpy())
+        except (TypeError, RuntimeError):  # a dtype NumPy lacks (bfloat16), or requires_grad
+            return value
+    if type(value) in (list, tuple):
+        return type(value)(map(_pack, value))
+    if type(value) is dict:
+        return {name: _pack(item) for name, item in value.items()}
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    """The inverse of :func:`_pack`."""
+    if isinstance(value, _Packed):
+        return torch.from_numpy(value.array)
+    if type(value) in (list, tuple):
+        return type(value)(map(_unpack, value))
+    if type(value) is dict:
+        return {name: _unpack(item) for name, item in value.items()}
+    return value
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the arrays and tensors in ``value`` (within dicts, lists and tuples)."""
+    if isinstance(value, _Packed):
+        return value.array.nbytes
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.nbytes
+    if isinstance(value, (list, tuple)):
+        return sum(map(_nbytes, value))
+    if isinstance(value, dict):
+        return sum(map(_nbytes, value.values()))
+    return 0
+
+
 def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
-    """One worker's part of one epoch: groups of full batches, then one tail item; each with its new skip counts."""
+    """One worker's part of one epoch: groups of full batches, then one tail item; each with its new skip counts.
+
+    Without a transform or collate, batches and the tail are blocks (the main process makes
+    tensors of them). With one, each sample is transformed here, a full batch is collated
+    here, and the tail is a list of transformed samples that the main process pools and
+    collates alike; tensors travel packed (:func:`_pack`).
+    """
     skipped: Counter = Counter()
     failed: set[str] = set()
 
@@ -532,11 +733,18 @@ def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
         blocks = _shuffle(blocks, max(plan.shuffle_buffer, plan.batch_size), plan.batch_size, rng)
     tail, group, group_bytes = [], [], 0
     for batch in _batches(blocks, plan.batch_size):
-        if _size(batch) < plan.batch_size:
+        full = _size(batch) == plan.batch_size
+        if plan.per_sample:
+            samples = _transformed(batch, plan)
+            if not full:
+                tail.extend(_pack(samples))
+                continue
+            batch = _pack(_collate(samples, plan.collate))
+        elif not full:
             tail.append(batch)
             continue
         group.append(batch)
-        group_bytes += sum(column.nbytes for column in batch.values())
+        group_bytes += _nbytes(batch)
         if group_bytes >= _GROUP_BYTES:
             yield {_GROUP: group, _SKIPPED: drain()}
             group, group_bytes = [], 0
@@ -615,6 +823,22 @@ class _Workers:
             self._iterator._shutdown_workers()
 
 
+def _check_function(name: str, function: Callable | None, num_workers: int) -> None:
+    """Raise unless ``function`` is ``None`` or callable, and picklable when workers receive it."""
+    if function is None:
+        return
+    if not callable(function):
+        raise ValueError(f"{name}={function!r}: expected a callable or None")
+    if num_workers:
+        try:
+            pickle.dumps(function)
+        except Exception as err:
+            raise ValueError(
+                f"{name}={function!r}: expected a picklable callable with num_workers > 0 (a top-level "
+                f"function, a functools.partial of one, or an instance of a top-level class): {err}"
+            ) from None
+
+
 def _init_worker(worker_id: int) -> None:
     # Workers only decode; one intra-op thread each keeps them from oversubscribing the cores.
     torch.set_num_threads(1)
@@ -628,9 +852,35 @@ class ShardStream:
     """Batches of a shard directory, epoch by epoch, reproducible and resumable.
 
     Batches are dicts ``{"u": Tensor (B, ...), "v": Tensor (B, ...), "key": list[str], ...}``
-    holding the requested ``fields`` decoded as in :mod:`clipmath.datasets.fields` (arrays and
-    images as float32). The split over ranks and workers and the handling of uneven splits are
-    described in the module docstring.
+    holding the requested ``fields`` decoded as in :mod:`clipmath.datasets.fields` (arrays as
+    float32, images as uint8 (B, C, H, W), labels as int64 (B,), str and JSON values as lists).
+    A field whose shape varies between samples (``None`` axes in the manifest) is stacked when
+    the batch's samples share one shape, else it is a list of B tensors. The split over ranks
+    and workers and the handling of uneven splits are described in the module docstring.
+
+    **Transform.** ``transform(sample, generator) -> dict`` runs in the DataLoader workers (in
+    this process with ``num_workers=0``) on every decoded sample, ``{field: value, "key": str}``
+    with values as they would be in a batch (a field of shape (3, 2) as a tensor (3, 2), a label
+    as an int64 scalar tensor, str and JSON as they are), and returns the sample's fields; it
+    may change shapes, drop fields or add new ones (say two augmented views ``"u"`` and ``"v"``
+    of one ``"image"``). ``generator`` is a fresh ``torch.Generator`` seeded from
+    ``(seed, epoch, key)``: draw all randomness from it, and a sample gets the same
+    augmentation in an epoch whatever ``num_workers``, shuffle order, rank split or
+    ``start_batch``, and another in every epoch. An error in the transform stops the epoch; it
+    propagates with a note naming the sample's key and shard.
+
+    **Collation.** By default each field of the (transformed) samples is stacked into a tensor
+    (B, ...) when its tensors (or NumPy arrays) share one shape and dtype, is a list of B tensors
+    when they differ, and is a list of B values otherwise (str, JSON, Python numbers).
+    ``collate(samples) -> dict`` replaces this: it receives the batch's list of transformed
+    samples (each with its ``"key"``) and returns the batch, e.g. token ids padded to the
+    longest with an attention mask. It runs in the workers, and in this process for the last
+    batches pooled from the workers' leftover samples; both give the same batch for the same
+    samples. The batch's ``"key"`` is always the list of its samples' keys.
+
+    ``transform`` and ``collate`` must be picklable when ``num_workers > 0``: top-level
+    functions, ``functools.partial`` of them, or instances of top-level classes (no lambdas or
+    nested functions).
 
     Args:
         path: shard directory written by :func:`~clipmath.datasets.shards.write_shards`.
@@ -645,9 +895,14 @@ class ShardStream:
         world_size: number of processes sharing the data.
         drop_last: drop the final short batch (and equalise the batch count over ranks).
         fields: the fields to deliver; each must be in the manifest and in every sample.
+        transform: ``transform(sample: dict, generator: torch.Generator) -> dict`` applied to
+            every sample (see above), or ``None``.
+        collate: ``collate(samples: list[dict]) -> dict`` forming each batch (see above), or
+            ``None`` for the default.
 
     Raises:
-        ValueError: for a bad argument, a field the shards lack, or fewer shards than ranks.
+        ValueError: for a bad argument (a ``transform`` or ``collate`` that is not callable, or
+            not picklable with workers), a field the shards lack, or fewer shards than ranks.
     """
 
     def __init__(
@@ -664,6 +919,8 @@ class ShardStream:
         world_size: int = 1,
         drop_last: bool = True,
         fields: tuple[str, ...] = ("u", "v"),
+        transform: Callable[[dict, torch.Generator], dict] | None = None,
+        collate: Callable[[list[dict]], dict] | None = None,
     ) -> None:
         check_int("batch_size", batch_size, 1)
         check_int("seed", seed, 0)
@@ -677,6 +934,8 @@ class ShardStream:
             check_int("samples_per_epoch", samples_per_epoch, 1)
         elif samples_per_epoch is not None:
             raise ValueError(f"samples_per_epoch={samples_per_epoch!r}: expected None unless resampled=True")
+        for name, function in (("transform", transform), ("collate", collate)):
+            _check_function(name, function, num_workers)
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         fields = tuple(fields) if isinstance(fields, (list, tuple)) else fields
@@ -707,6 +966,8 @@ class ShardStream:
                     num_workers, len(shards[rank::world_size]), rank,
                 )
         self._per_rank = per_rank
+        self._per_sample = transform is not None or collate is not None
+        self._collate = collate
         self._plan_args = dict(
             shards=shards,
             fields=tuple((name, self.manifest.fields[name]) for name in fields),
@@ -717,6 +978,8 @@ class ShardStream:
             world_size=world_size,
             shuffle_buffer=shuffle_buffer,
             rank_samples=per_rank[rank] if resampled else None,
+            transform=transform,
+            collate=collate,
         )
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -790,14 +1053,22 @@ class ShardStream:
             raise
 
     def _worker_batches(self, items: Iterator[dict], tails: list[dict]) -> Iterator[dict]:
+        """The workers' full batches; their tails (blocks, or samples with a transform) go to ``tails``."""
         for item in items:
             self._skipped.update(item.pop(_SKIPPED))
             if _TAIL in item:
-                tails.extend(item[_TAIL])
+                tails.extend(_unpack(item[_TAIL]) if self._per_sample else item[_TAIL])
             else:
-                yield from map(_to_batch, item[_GROUP])
+                yield from map(_unpack if self._per_sample else _to_batch, item[_GROUP])
 
     def _tail_batches(self, tails: list[dict]) -> Iterator[dict]:
+        """The pooled tails as further batches, the last one short unless dropped."""
+        if self._per_sample:
+            for start in range(0, len(tails), self.batch_size):
+                samples = tails[start : start + self.batch_size]
+                if len(samples) == self.batch_size or not self.drop_last:
+                    yield _collate(samples, self._collate)
+            return
         for batch in _batches(tails, self.batch_size):
             if _size(batch) == self.batch_size or not self.drop_last:
                 yield _to_batch(batch)

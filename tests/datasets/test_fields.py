@@ -44,25 +44,30 @@ def test_cut_npy_bytes_fail_to_decode(cut):
         decode_field("npy", data[:cut])
 
 
-@pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("RGB", 3), ("RGBA", 4)])
-def test_images_are_png_and_come_back_as_chw_in_unit_range(mode, channels):
+@pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4)])
+def test_images_are_png_and_come_back_as_uint8_chw_of_the_same_pixels(mode, channels):
     pixels = np.random.default_rng(1).integers(0, 256, (5, 6, channels), dtype=np.uint8)
     image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode=mode)
     data, info = encode_field("u", image)
     assert info == FieldInfo("png", (channels, 5, 6), "uint8")
     decoded = decode_field("png", data)
-    assert decoded.shape == (channels, 5, 6) and decoded.dtype == torch.float32
-    assert np.array_equal(decoded.numpy(), pixels.transpose(2, 0, 1) / np.float32(255.0))
+    assert decoded.shape == (channels, 5, 6) and decoded.dtype == torch.uint8
+    assert decoded.is_contiguous()
+    assert np.array_equal(decoded.numpy(), pixels.transpose(2, 0, 1))
 
 
-def test_encoded_image_bytes_keep_their_format():
-    image = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+def test_encoded_image_bytes_keep_their_format_and_decode_to_uint8():
+    pixels = np.full((4, 4, 3), (10, 128, 250), np.uint8)  # flat colours: JPEG keeps them within a few levels
+    image = Image.fromarray(pixels)
     for fmt, ext in (("PNG", "png"), ("JPEG", "jpg")):
         buffer = io.BytesIO()
-        image.save(buffer, format=fmt)
+        image.save(buffer, format=fmt, quality=95)
         data, info = encode_field("u", buffer.getvalue())
         assert data == buffer.getvalue() and info == FieldInfo(ext, (3, 4, 4), "uint8")
-        assert decode_field(ext, data).shape == (3, 4, 4)
+        decoded = decode_field(ext, data)
+        assert decoded.shape == (3, 4, 4) and decoded.dtype == torch.uint8
+        error = np.abs(decoded.numpy().astype(int) - pixels.transpose(2, 0, 1))
+        assert error.max() <= (0 if ext == "png" else 3)
 
 
 def test_labels_text_and_json():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from PIL import Image
 
 from clipmath.datasets import ShardStream, read_manifest, write_shards
 from clipmath.datasets import stream as stream_module
@@ -262,22 +263,27 @@ def test_fixed_layout_reader_matches_the_generic_reader_bitwise(tmp_path):
             "label": int(i),
             "caption": "x" * i,  # sizes vary within one data block
             "meta": {"i": [i, i + 1]},
+            "image": Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)),  # a PNG in one block
+            "seq": np.arange(i % 4 + 1, dtype=np.float32),  # a shape that varies: (None,)
         }
         for i in range(1, 12)
     ]
     write_shards(samples, tmp_path / "s", max_count=6)
-    plan = _plan(tmp_path / "s", ("u", "v", "label", "caption", "meta"))
+    plan = _plan(tmp_path / "s", ("u", "v", "label", "caption", "meta", "image", "seq"))
     for shard in plan.shards:
         skipped = Counter()
         (block,) = stream_module._read_fixed(shard, plan.fields, skipped)
         generic, generic_skipped = _generic_samples(plan, shard)
         assert not skipped and not generic_skipped
         assert list(block["key"]) == [sample["key"] for sample in generic]
-        for name in ("u", "v", "label"):
+        for name in ("u", "v", "label", "image"):
             expected = np.stack([sample[name].numpy() for sample in generic])
             assert block[name].dtype == expected.dtype and block[name].tobytes() == expected.tobytes()
+        assert block["image"].dtype == np.uint8
         for name in ("caption", "meta"):
             assert list(block[name]) == [sample[name] for sample in generic]
+        assert block["seq"].dtype == object and len({len(seq) for seq in block["seq"]}) > 1
+        assert all(np.array_equal(a, b.numpy()) for a, b in zip(block["seq"], [s["seq"] for s in generic]))
 
 
 def _set_octal(data, at, width, value):
