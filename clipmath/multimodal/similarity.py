@@ -99,6 +99,46 @@ def get(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     return METRICS[name]
 
 
+def factored(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    r"""The metric ``name`` as an inner product of mapped rows: ``sim(z_u, z_v) = inner(f_u(z_u), f_v(z_v))``.
+
+    - ``inner``: :math:`f_u = f_v = \mathrm{id}`;
+    - ``cosine``: :math:`f_u = f_v = z \mapsto z/|z|`;
+    - ``neg_sq_l2``: :math:`f_u(z) = (z, -\tfrac12|z|^2, 1)`, :math:`f_v(z) = (z, 1, -\tfrac12|z|^2)`, since
+      :math:`-\tfrac12|a - b|^2 = \langle a, b\rangle - \tfrac12|a|^2 - \tfrac12|b|^2` (the same
+      arithmetic as :func:`neg_sq_l2`).
+
+    Tiled computations map the rows once and then need only matrix products. A new metric adds
+    its maps here; ``tests/multimodal/test_similarity.py`` checks them against :func:`get`.
+
+    Returns:
+        (f_u, f_v), each mapping (B, n_e) rows to (B, m) rows.
+
+    Raises:
+        ValueError: if ``name`` is not one of :func:`names`.
+    """
+    get(name)
+    if name == "cosine":
+        return normalize, normalize
+    if name == "neg_sq_l2":
+        return _lift_u, _lift_v
+    return _identity, _identity
+
+
+def _identity(z: Tensor) -> Tensor:
+    return z
+
+
+def _lift_u(z: Tensor) -> Tensor:
+    half_sq = -0.5 * (z * z).sum(-1, keepdim=True)
+    return torch.cat([z, half_sq, torch.ones_like(half_sq)], dim=-1)
+
+
+def _lift_v(z: Tensor) -> Tensor:
+    half_sq = -0.5 * (z * z).sum(-1, keepdim=True)
+    return torch.cat([z, torch.ones_like(half_sq), half_sq], dim=-1)
+
+
 def check_pair(z_u: Tensor, z_v: Tensor, *, same_batch: bool = False) -> None:
     """Validate two embedding batches at a loss or metric boundary.
 

@@ -48,8 +48,8 @@ def tiled_clip_loss(
 
     Computes :math:`\\lambda_u\\,\\mathrm{CE}_{u|v} + \\lambda_v\\,\\mathrm{CE}_{v|u}` (see the module docstring),
     equal in value and gradient to the dense loss up to floating-point round-off, for any
-    ``B`` (not necessarily a multiple of ``tile_size``). Every tile is the metric of
-    :mod:`clipmath.multimodal.similarity` itself, differentiated by autograd in backward. The computation runs in float32 (or float64 for float64 inputs), with autocast
+    ``B`` (not necessarily a multiple of ``tile_size``). Every metric enters as the inner product of
+    rows mapped by :func:`clipmath.multimodal.similarity.factored`, so it is defined in one place. The computation runs in float32 (or float64 for float64 inputs), with autocast
     disabled inside the tiles.
 
     Args:
@@ -85,22 +85,15 @@ def tiled_clip_loss(
 
     # float32 at least (float64 stays float64), whatever the input or autocast dtype.
     dtype = torch.promote_types(torch.promote_types(z_u.dtype, z_v.dtype), torch.float32)
-    z_u, z_v = z_u.to(dtype), z_v.to(dtype)
-    row_lse, col_lse = _TiledLogsumexp.apply(z_u, z_v, logit_scale, logit_bias, metric, tile_size)
-    positives = logit_scale.to(dtype).reshape(()).exp() * _paired(metric, z_u, z_v, tile_size)
+    # Every metric is an inner product of mapped rows (similarity.factored): the rows are mapped
+    # once here, autograd differentiates the maps, and the tiles need only matrix products.
+    map_u, map_v = similarity.factored(metric)
+    z_u, z_v = map_u(z_u.to(dtype)), map_v(z_v.to(dtype))
+    row_lse, col_lse = _TiledLogsumexp.apply(z_u, z_v, logit_scale, logit_bias, tile_size)
+    positives = logit_scale.to(dtype).reshape(()).exp() * (z_u * z_v).sum(-1)
     if logit_bias is not None:
         positives = positives + logit_bias.to(dtype).reshape(())
     return lambda_v * row_lse.mean() + lambda_u * col_lse.mean() - (lambda_u + lambda_v) * positives.mean()
-
-
-def _paired(metric: str, z_u: Tensor, z_v: Tensor, tile_size: int) -> Tensor:
-    """The diagonal sim(z_u^i, z_v^i) of the score matrix, shape (B,), from diagonal tiles of the metric.
-
-    Taking it from :func:`clipmath.multimodal.similarity.get` keeps one definition of each metric;
-    the diagonal tiles cost 1/(B / tile_size) of the full matrix.
-    """
-    sim = similarity.get(metric)
-    return torch.cat([sim(z_u[rows], z_v[rows]).diagonal() for rows in _tiles(z_u.shape[0], tile_size)])
 
 
 def _tiles(size: int, tile_size: int) -> list[slice]:
@@ -108,15 +101,10 @@ def _tiles(size: int, tile_size: int) -> list[slice]:
 
 
 class _TiledLogsumexp(torch.autograd.Function):
-    """Row and column log-sum-exps of ``exp(logit_scale) * sim(z_u, z_v) + logit_bias``, tile by tile.
-
-    ``metric`` is any name of :func:`clipmath.multimodal.similarity.names`: backward differentiates
-    the metric of each recomputed tile with autograd, so no metric is written out twice.
-    """
+    """Row and column log-sum-exps of ``exp(logit_scale) * z_u @ z_v.T + logit_bias``, tile by tile."""
 
     @staticmethod
-    def forward(ctx, z_u, z_v, logit_scale, logit_bias, metric, tile_size):  # noqa: D102
-        sim = similarity.get(metric)
+    def forward(ctx, z_u, z_v, logit_scale, logit_bias, tile_size):  # noqa: D102
         scale = logit_scale.to(z_u.dtype).reshape(()).exp()
         bias = 0.0 if logit_bias is None else logit_bias.to(z_u.dtype).reshape(())
         row_lse = z_u.new_full((z_u.shape[0],), -math.inf)
@@ -124,40 +112,36 @@ class _TiledLogsumexp(torch.autograd.Function):
         with torch.autocast(z_u.device.type, enabled=False):
             for rows in _tiles(z_u.shape[0], tile_size):
                 for cols in _tiles(z_v.shape[0], tile_size):
-                    logits = sim(z_u[rows], z_v[cols]).mul_(scale).add_(bias)
+                    logits = (z_u[rows] @ z_v[cols].T).mul_(scale).add_(bias)
                     # Merging log-sum-exps (rather than a shared max and sum) keeps every row and
                     # column exact even when a tile spans more than float32's exponent range.
                     row_lse[rows] = torch.logaddexp(row_lse[rows], logits.logsumexp(1))
                     col_lse[cols] = torch.logaddexp(col_lse[cols], logits.logsumexp(0))
         ctx.save_for_backward(z_u, z_v, logit_scale, logit_bias, row_lse, col_lse)
-        ctx.metric, ctx.tile_size = metric, tile_size
+        ctx.tile_size = tile_size
         return row_lse, col_lse
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_row, grad_col):  # noqa: D102
         z_u, z_v, logit_scale, logit_bias, row_lse, col_lse = ctx.saved_tensors
-        sim = similarity.get(ctx.metric)
         scale = logit_scale.to(z_u.dtype).reshape(()).exp()
         bias = 0.0 if logit_bias is None else logit_bias.to(z_u.dtype).reshape(())
         grad_u, grad_v = torch.zeros_like(z_u), torch.zeros_like(z_v)
         grad_scale, grad_bias = z_u.new_zeros(()), z_u.new_zeros(())
-        with torch.autocast(z_u.device.type, enabled=False), torch.enable_grad():
+        with torch.autocast(z_u.device.type, enabled=False):
             for rows in _tiles(z_u.shape[0], ctx.tile_size):
-                tile_u = z_u[rows].detach().requires_grad_()
                 for cols in _tiles(z_v.shape[0], ctx.tile_size):
-                    tile_v = z_v[cols].detach().requires_grad_()
-                    scores = sim(tile_u, tile_v)
-                    with torch.no_grad():
-                        logits = scores * scale + bias
-                        # dL/dL_ij: the row softmax weighted by dL/dr_i plus the column softmax by dL/dc_j.
-                        grad_logits = (logits - row_lse[rows, None]).exp_().mul_(grad_row[rows, None])
-                        grad_logits += (logits - col_lse[None, cols]).exp_().mul_(grad_col[None, cols])
-                        grad_bias += grad_logits.sum()
-                        grad_scale += torch.dot(grad_logits.flatten(), scores.flatten())
-                    part_u, part_v = torch.autograd.grad(scores, (tile_u, tile_v), grad_logits.mul_(scale))
-                    grad_u[rows] += part_u
-                    grad_v[cols] += part_v
+                    scores = z_u[rows] @ z_v[cols].T
+                    logits = scores * scale + bias
+                    # dL/dL_ij: the row softmax weighted by dL/dr_i plus the column softmax by dL/dc_j.
+                    grad_logits = (logits - row_lse[rows, None]).exp_().mul_(grad_row[rows, None])
+                    grad_logits += (logits - col_lse[None, cols]).exp_().mul_(grad_col[None, cols])
+                    grad_bias += grad_logits.sum()
+                    grad_scale += torch.dot(grad_logits.flatten(), scores.flatten())
+                    grad_scores = grad_logits.mul_(scale)
+                    grad_u[rows].addmm_(grad_scores, z_v[cols])
+                    grad_v[cols].addmm_(grad_scores.T, z_u[rows])
         grad_scale = (grad_scale * scale).reshape(logit_scale.shape).to(logit_scale.dtype)
         grad_bias = None if logit_bias is None else grad_bias.reshape(logit_bias.shape).to(logit_bias.dtype)
-        return grad_u, grad_v, grad_scale, grad_bias, None, None
+        return grad_u, grad_v, grad_scale, grad_bias, None

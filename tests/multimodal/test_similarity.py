@@ -88,3 +88,10 @@ def test_check_pair_rejects_bad_input(z_u, z_v, same_batch, match):
 
 def test_check_pair_accepts_unpaired_sizes_by_default():
     similarity.check_pair(torch.zeros(3, 2), torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize("name", similarity.names())
+def test_factored_maps_reproduce_every_metric(pair, name):
+    map_u, map_v = similarity.factored(name)
+    z_u, z_v = pair
+    torch.testing.assert_close(map_u(z_u) @ map_v(z_v).T, similarity.get(name)(z_u, z_v), rtol=1e-12, atol=1e-12)
