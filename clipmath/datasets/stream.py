@@ -101,7 +101,8 @@ class _Plan:
     """Everything a worker needs to produce its part of one epoch (picklable)."""
 
     shards: tuple[_Shard, ...]
-    fields: tuple[tuple[str, FieldInfo], ...]  # the requested fields
+    fields: tuple[tuple[str, FieldInfo], ...]  # the stored fields read
+    names: tuple[tuple[str, str], ...]  # (batch name, stored field) of every delivered field
     members: frozenset[str]  # "{field}.{ext}" of every field in the manifest
     batch_size: int
     seed: int
@@ -726,6 +727,11 @@ def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
         return counts
 
     blocks = _read_blocks(_worker_shards(plan, worker, num_workers, failed), plan, skipped, failed)
+    # Renamed (a stored field may serve several names); the key and shard columns pass through.
+    blocks = (
+        {**{name: block[stored] for name, stored in plan.names}, **{k: block[k] for k in ("key", _SHARD) if k in block}}
+        for block in blocks
+    )
     if plan.rank_samples is not None:
         blocks = _first_samples(blocks, plan.rank_samples // num_workers + (worker < plan.rank_samples % num_workers))
     if plan.shuffle_buffer > 1:
@@ -894,7 +900,11 @@ class ShardStream:
         rank: this process's index in ``[0, world_size)``.
         world_size: number of processes sharing the data.
         drop_last: drop the final short batch (and equalise the batch count over ranks).
-        fields: the fields to deliver; each must be in the manifest and in every sample.
+        fields: the fields to deliver, each in the manifest and in every sample: a tuple of stored
+            field names, delivered under those names, or a mapping ``{batch name: stored field}``
+            that renames them (several names may read one field), e.g.
+            ``{"u": "image", "v": "label", "class_ids": "label"}``; renaming costs nothing per
+            sample, unlike a transform.
         transform: ``transform(sample: dict, generator: torch.Generator) -> dict`` applied to
             every sample (see above), or ``None``.
         collate: ``collate(samples: list[dict]) -> dict`` forming each batch (see above), or
@@ -918,7 +928,7 @@ class ShardStream:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
-        fields: tuple[str, ...] = ("u", "v"),
+        fields: tuple[str, ...] | dict[str, str] = ("u", "v"),
         transform: Callable[[dict, torch.Generator], dict] | None = None,
         collate: Callable[[list[dict]], dict] | None = None,
     ) -> None:
@@ -938,16 +948,21 @@ class ShardStream:
             _check_function(name, function, num_workers)
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
-        fields = tuple(fields) if isinstance(fields, (list, tuple)) else fields
-        if not isinstance(fields, tuple) or not fields or len(set(fields)) != len(fields):
-            raise ValueError(f"fields={fields!r}: expected a non-empty tuple of distinct field names")
-        for name in fields:
-            if name not in self.manifest.fields:
+        given = fields
+        if isinstance(fields, (list, tuple)):
+            fields = {name: name for name in fields} if len(set(fields)) == len(fields) else None
+        if not isinstance(fields, dict) or not fields or not all(isinstance(n, str) for n in (*fields, *fields.values())):
+            raise ValueError(
+                f"fields={given!r}: expected a non-empty tuple of distinct field names or a mapping of names to fields"
+            )
+        for stored in fields.values():
+            if stored not in self.manifest.fields:
                 raise ValueError(
-                    f"fields: {name!r} is not in the shards; they hold {sorted(self.manifest.fields)}"
+                    f"fields: {stored!r} is not in the shards; they hold {sorted(self.manifest.fields)}"
                 )
         if "key" in fields:
             raise ValueError("fields: 'key' is reserved for the batch's list of sample keys")
+        stored_fields = tuple(dict.fromkeys(fields.values()))
         shards = tuple(
             _Shard(s.name, str(self.path / s.name), s.count, s.bytes) for s in self.manifest.shards
         )
@@ -970,7 +985,8 @@ class ShardStream:
         self._collate = collate
         self._plan_args = dict(
             shards=shards,
-            fields=tuple((name, self.manifest.fields[name]) for name in fields),
+            fields=tuple((name, self.manifest.fields[name]) for name in stored_fields),
+            names=tuple(fields.items()),
             members=frozenset(f"{name}.{info.ext}" for name, info in self.manifest.fields.items()),
             batch_size=batch_size,
             seed=seed,

@@ -149,9 +149,8 @@ class MnistLabelsConfig:
     train: TrainConfig = field(default_factory=_default_train)
 
 
-def pair_fields(sample: dict, generator: torch.Generator) -> dict:
-    """The stream's per-sample transform: image -> ``u`` (uint8 (1, 28, 28)), label -> ``v`` and ``class_ids``."""
-    return {"u": sample["image"], "v": sample["label"], "class_ids": sample["label"]}
+#: The batch fields read from the shards: image -> ``u`` (uint8 (1, 28, 28)), label -> ``v`` and ``class_ids``.
+BATCH_FIELDS = {"u": "image", "v": "label", "class_ids": "label"}
 
 
 def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
@@ -304,8 +303,7 @@ def run(config: MnistLabelsConfig, run_dir: Any) -> Headline:
     folder = shards_folder(run_dir, config.stream, description, f"mnist-N{len(train_keep)}")
     cached_shards(folder, description, lambda: mnist_samples(train_images, train_labels, indices=train_keep),
                   math.ceil(len(train_keep) / config.stream.n_shards))
-    stream = shard_stream(folder, config.batch_size, config.stream, config.seed,
-                          fields=("image", "label"), transform=pair_fields)
+    stream = shard_stream(folder, config.batch_size, config.stream, config.seed, fields=BATCH_FIELDS)
     as_tensor = lambda images: torch.from_numpy(images[:, None].copy())  # noqa: E731  (N, 1, 28, 28) uint8
     pool_images, pool_labels = as_tensor(train_images[pool_keep]), torch.from_numpy(train_labels[pool_keep])
     te_images, te_labels = as_tensor(test_images[test_keep]), torch.from_numpy(test_labels[test_keep])

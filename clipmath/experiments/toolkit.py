@@ -176,7 +176,7 @@ def shard_stream(
     config: StreamConfig,
     seed: int,
     *,
-    fields: tuple[str, ...] = ("u", "v"),
+    fields: tuple[str, ...] | dict[str, str] = ("u", "v"),
     transform: Callable | None = None,
 ) -> ShardStream:
     """This rank's :class:`ShardStream` of ``folder`` for the global batch size ``batch_size``.
@@ -186,7 +186,7 @@ def shard_stream(
         batch_size: global batch size B, a multiple of the world size.
         config: workers and shuffle buffer.
         seed: shuffle (and transform) seed.
-        fields: the stored fields to read.
+        fields: the stored fields to read, or ``{batch name: stored field}``.
         transform: per-sample transform run in the workers (see :class:`ShardStream`).
 
     Raises:

@@ -361,3 +361,24 @@ def test_transform_and_collate_must_be_callable_and_picklable_for_workers(image_
     # In-process, a lambda is fine.
     stream = ShardStream(image_dir, batch_size=4, fields=("image",), transform=lambda s, g: s)
     assert next(iter(stream.epoch(0)))["image"].shape == (4, 3, 8, 8)
+
+
+def test_fields_mapping_renames_and_copies_stored_fields(tmp_path):
+    from PIL import Image
+
+    from clipmath.datasets import ShardStream, write_shards
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (20, 6, 5), dtype=np.uint8)
+    write_shards(({"__key__": f"s{i:03d}", "image": Image.fromarray(pixels[i]), "label": i % 4} for i in range(20)),
+                 tmp_path, max_count=10)
+    stream = ShardStream(tmp_path, batch_size=5, seed=1, fields={"u": "image", "v": "label", "class_ids": "label"})
+    plain = ShardStream(tmp_path, batch_size=5, seed=1, fields=("image", "label"))
+    for renamed, stored in zip(stream.epoch(0), plain.epoch(0)):
+        assert set(renamed) == {"u", "v", "class_ids", "key"} and renamed["key"] == stored["key"]
+        assert torch.equal(renamed["u"], stored["image"]) and renamed["u"].dtype == torch.uint8
+        assert torch.equal(renamed["v"], stored["label"]) and torch.equal(renamed["class_ids"], stored["label"])
+        index = [int(key[1:]) for key in renamed["key"]]
+        assert torch.equal(renamed["u"][:, 0], torch.from_numpy(pixels[index]))
+    with pytest.raises(ValueError, match="'caption' is not in the shards"):
+        ShardStream(tmp_path, batch_size=5, fields={"u": "image", "v": "caption"})
