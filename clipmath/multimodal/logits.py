@@ -38,6 +38,47 @@ def check_scale(logit_scale: Tensor, logit_bias: Tensor | None) -> None:
             raise ValueError(f"{name}={value.item()}: expected a finite value")
 
 
+def overflow_error(logit_scale: Tensor, dtype: torch.dtype, detail: str) -> ValueError:
+    r"""The error of logits too large for ``dtype``, saying what ``logit_scale`` means.
+
+    Args:
+        logit_scale: the scalar tensor the logits were scaled by, :math:`\log(1/\tau)`.
+        dtype: the dtype the loss is computed in.
+        detail: what overflowed.
+    """
+    value = logit_scale.detach().double().reshape(())
+    return ValueError(
+        f"logit_scale={value.item():.6g}: the logits exp(logit_scale) * sim + logit_bias overflow {dtype} "
+        f"({detail}; exp(logit_scale) = {value.exp().item():.3g}); logit_scale is log(1/tau), e.g. "
+        f"log(100) = 4.605 for tau = 0.01: pass the log of the scale, not the scale itself"
+    )
+
+
+def check_logits(logits: Tensor, logit_scale: Tensor) -> None:
+    r"""Raise when the logits are too large for the sums every loss forms over them.
+
+    A loss over (B_u, B_v) logits :math:`S` adds at most :math:`B_u B_v` terms of size
+    :math:`\max|S|` (e.g. SigLIP's softplus sum) and its log-sum-exps subtract two logits, so it
+    stays finite in the dtype while :math:`\max|S| \le \text{finfo.max} / (2 B_u B_v)`; beyond
+    that it would be inf or NaN (in float32 with cosine logits and B = 256, from a logit_scale of
+    about 76: e.g. 100, the scale passed in place of its log). One min-max pass over the logits,
+    no temporary, and one device sync.
+
+    Args:
+        logits: (B_u, B_v) logits.
+        logit_scale: the scalar tensor they were scaled by, named in the error.
+
+    Raises:
+        ValueError: naming ``logit_scale`` and its value (see :func:`overflow_error`), also for
+            NaN logits, which finite embeddings give only when ``exp(logit_scale)`` overflowed.
+    """
+    limit = torch.finfo(logits.dtype).max / (2 * logits.numel())
+    low, high = torch.aminmax(logits.detach())
+    largest = torch.maximum(high, -low).item()
+    if not largest <= limit:
+        raise overflow_error(logit_scale, logits.dtype, f"largest |logit| {largest:.3g} > {limit:.3g}")
+
+
 def no_autocast(like: Tensor) -> torch.autocast:
     """Context that switches autocast off on the device of ``like``, keeping losses in float32."""
     return torch.autocast(device_type=like.device.type, enabled=False)

@@ -116,3 +116,22 @@ def test_bad_construction(name):
         losses.build(name, metric="manhattan")
     with pytest.raises(ValueError, match="bad hyperparameters"):
         losses.build(name, no_such_option=1)
+
+
+OVERFLOW_CASES = [(name, {}) for name in losses.names()] + [(name, {"tile_size": 4}) for name in ("clip", "conditional")]
+
+
+@pytest.mark.parametrize(("name", "params"), OVERFLOW_CASES)
+def test_logit_scale_passed_as_the_scale_is_an_error_not_nan(name, params):
+    """logit_scale = 100 (open_clip's scale, not its log) makes exp(100) overflow float32."""
+    z_u, z_v, _, bias, extras = _inputs(name)
+    module = losses.build(name, **params)
+    with pytest.raises(ValueError, match=r"logit_scale=100: .*logit_scale is log\(1/tau\)"):
+        module(z_u, z_v, logit_scale=torch.tensor(100.0), logit_bias=bias, **extras)
+    # The model's clamp, tau = 0.01, is fine: finite loss and gradients.
+    leaves = [t.clone().requires_grad_() for t in (z_u, z_v)]
+    scale = torch.tensor(math.log(100.0), requires_grad=True)
+    out = module(*leaves, logit_scale=scale, logit_bias=bias, **extras)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(scale.grad)
+    assert all(torch.isfinite(leaf.grad).all() for leaf in leaves)

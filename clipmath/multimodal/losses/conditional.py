@@ -26,7 +26,7 @@ from torch import Tensor
 
 from clipmath.multimodal import similarity
 from clipmath.multimodal.directions import resolve_weights
-from clipmath.multimodal.logits import check_scale
+from clipmath.multimodal.logits import check_scale, overflow_error
 from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
 from clipmath.multimodal.tiled import tiled_clip_loss
@@ -123,6 +123,9 @@ class ConditionalLoss(PairLoss):
             z_u, z_v, logit_scale, logit_bias,
             metric=self.metric, weights=(lambda_u / 2, lambda_v / 2), tile_size=self.tile_size,
         )
+        # The tiles are never kept, so the overflow shows only here (finite inputs, non-finite loss).
+        if not torch.isfinite(loss):
+            raise overflow_error(logit_scale, loss.dtype, f"the tiled loss is {loss.item()}")
         return LossOutput(loss - 0.5 * (lambda_u + lambda_v) * math.log(batch) + self.offset(batch))
 
     def extra_repr(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from clipmath.multimodal import similarity
-from clipmath.multimodal.logits import check_scale, no_autocast, scaled_logits
+from clipmath.multimodal.logits import check_logits, check_scale, no_autocast, scaled_logits
 from clipmath.multimodal.losses.base import LossOutput
 
 
@@ -51,11 +51,14 @@ class PairLoss(nn.Module):
             logit_bias: scalar tensor or None.
 
         Raises:
-            ValueError: naming the argument for bad shapes, unpaired batches, NaN or Inf.
+            ValueError: naming the argument for bad shapes, unpaired batches, NaN or Inf, and
+                naming ``logit_scale`` for logits that overflow (see :func:`check_logits`).
         """
         similarity.check_pair(z_u, z_v, same_batch=True)
         check_scale(logit_scale, logit_bias)
-        return scaled_logits(self._sim, z_u, z_v, logit_scale, logit_bias)
+        logits = scaled_logits(self._sim, z_u, z_v, logit_scale, logit_bias)
+        check_logits(logits, logit_scale)
+        return logits
 
     def loss_from_logits(self, logits: Tensor) -> Tensor:
         """The scalar loss of (B, B) logits; implemented by losses without extra inputs."""
