@@ -64,9 +64,9 @@ def sinkhorn(
     epsilon: float | Tensor = 1.0,
     log_a: Tensor | None = None,
     log_b: Tensor | None = None,
-    rho: float | None = None,
-    rho_u: float | None = None,
-    rho_v: float | None = None,
+    rho: float | Tensor | None = None,
+    rho_u: float | Tensor | None = None,
+    rho_v: float | Tensor | None = None,
     max_iter: int = 100,
     tol: float | None = 1e-6,
     check_every: int = 10,
@@ -112,8 +112,8 @@ def sinkhorn(
     Unbalanced or semi-relaxed: the largest change over the iteration of
     :math:`\log P_{ij} - \log K_{ij} = (f_i + g_j)/\varepsilon`, the potentials up to the
     constant shift that is nearly free when :math:`\rho \gg \varepsilon`. The loop stops once
-    the largest error over the batch is at most ``tol``; with ``tol=None`` it runs exactly
-    ``max_iter`` iterations (as GCA does) and never warns.
+    the largest error over the batch is at most ``tol > 0``; with ``tol=0`` or ``tol=None`` it
+    runs exactly ``max_iter`` iterations (as GCA does, with None) and never warns.
 
     Gradients. ``grad="unrolled"``: autograd through every iteration; each soft C-transform
     keeps only its vectors (the kernel is shared and its backward recomputes the weights), so
@@ -132,11 +132,13 @@ def sinkhorn(
         epsilon: :math:`\varepsilon > 0`, float or one-element tensor (differentiable).
         log_a: (..., n) or (n,) log row masses; default uniform :math:`a_i = 1/n`.
         log_b: (..., m) or (m,) log column masses; default uniform :math:`b_j = 1/m`.
-        rho: :math:`\rho_u = \rho_v > 0`; None (default) for balanced OT.
+        rho: :math:`\rho_u = \rho_v > 0`, float or one-element tensor (differentiable, like
+            ``epsilon``); None (default) for balanced OT.
         rho_u: :math:`\rho_u > 0` for the rows alone (None: balanced rows); not with ``rho``.
         rho_v: :math:`\rho_v > 0` for the columns alone (None: balanced columns); not with ``rho``.
         max_iter: iterations at most, at least 1.
-        tol: error at which to stop, > 0, or None to run exactly ``max_iter`` iterations.
+        tol: error at which to stop, >= 0; 0 (POT's ``stopThr=0``) runs all ``max_iter``
+            iterations and still measures the error, None runs them without measuring.
         check_every: measure the error every this many iterations (each check syncs the device).
         grad: ``"unrolled"`` or ``"envelope"``.
         init: (..., m) or (m,) warm start for the column potential :math:`g` (e.g. a previous
@@ -151,7 +153,7 @@ def sinkhorn(
             an unknown ``grad``, or a row or column of the kernel without a finite entry.
 
     Warns:
-        SinkhornConvergenceWarning: once, when ``tol`` is set and not met after ``max_iter``.
+        SinkhornConvergenceWarning: once, when ``tol > 0`` is not met after ``max_iter``.
 
     Examples:
         >>> cost = torch.rand(2, 5, 4)
@@ -164,7 +166,7 @@ def sinkhorn(
     eps = _positive_scalar("epsilon", epsilon, log_k)
     if cost is not None:
         log_k = -log_k / eps
-    rho_u, rho_v = _rhos(rho, rho_u, rho_v)
+    rho_u, rho_v = _rhos(rho, rho_u, rho_v, log_k)
     log_a = _log_masses("log_a", log_a, n, log_k)
     log_b = _log_masses("log_b", log_b, m, log_k)
     _check_loop(max_iter, tol, check_every, grad)
@@ -201,7 +203,7 @@ def sinkhorn(
         )
 
     converged = None if tol is None else error <= tol
-    if converged is False:
+    if converged is False and tol > 0:
         warnings.warn(
             f"sinkhorn: error {error:.3g} > tol={tol:g} after max_iter={max_iter} iterations; "
             "raise max_iter or epsilon",
@@ -224,10 +226,15 @@ def _iterate(
     balanced: bool,
 ) -> tuple[Tensor, Tensor, int, float]:
     """The Sinkhorn loop of :func:`sinkhorn`: (log u, log v, iterations run, last error)."""
-    # One preallocated buffer serves every logsumexp: no (n, m) allocation per step.
-    buffer = torch.empty_like(log_k)
+    n, m = log_k.shape[-2:]
+    batch = torch.broadcast_shapes(log_k.shape[:-2], log_a.shape[:-1], log_b.shape[:-1], log_v.shape[:-1])
+    # One preallocated buffer serves every logsumexp: no (..., n, m) allocation per step. Its
+    # shape is that of the batch, which batched histograms can give a shared 2-D kernel, and
+    # log v starts with it, so that every step fills the whole buffer.
+    buffer = log_k.new_empty(*batch, n, m)
+    log_v = log_v.expand(*batch, m)
     b = log_b.exp() if balanced else None
-    log_u = log_k.new_zeros(log_k.shape[-2])
+    log_u = log_k.new_zeros(n)
     error = math.inf
     for it in range(1, max_iter + 1):
         measure = it == max_iter or (tol is not None and it % check_every == 0)
@@ -248,18 +255,20 @@ def _iterate(
             top = d_u.amax(-1) + d_v.amax(-1)
             bottom = d_u.amin(-1) + d_v.amin(-1)
             error = torch.maximum(top.abs(), bottom.abs()).max().item()
-        if measure and tol is not None and error <= tol:
+        if measure and tol and error <= tol:
             break
     return log_u, log_v, it, error
 
 
 def _logsumexp(log_k: Tensor, shift: Tensor, dim: int, buffer: Tensor | None = None) -> Tensor:
     """``logsumexp(log_k + shift, dim)`` (the soft C-transform), differentiable, O(n) saved state."""
-    return _ShiftedLogSumExp.apply(log_k, shift, dim, torch.empty_like(log_k) if buffer is None else buffer)
+    if buffer is None:
+        buffer = log_k.new_empty(torch.broadcast_shapes(log_k.shape, shift.shape))
+    return _ShiftedLogSumExp.apply(log_k, shift, dim, buffer)
 
 
 class _ShiftedLogSumExp(torch.autograd.Function):
-    r"""``logsumexp(log_k + shift, dim)`` computed in a reusable (..., n, m) buffer.
+    r"""``logsumexp(log_k + shift, dim)`` computed in a reusable buffer of their broadcast shape.
 
     Autograd's own logsumexp keeps its (n, m) input per call, so unrolling T iterations would
     hold 2T kernel-sized tensors; this one keeps the shared ``log_k`` and two vectors, and the
@@ -287,7 +296,7 @@ class _ShiftedLogSumExp(torch.autograd.Function):
         return grad_k, grad_shift, None, None
 
 
-def _marginal_dual(potential: Tensor, log_mass: Tensor, rho: float | None) -> Tensor:
+def _marginal_dual(potential: Tensor, log_mass: Tensor, rho: float | Tensor | None) -> Tensor:
     r"""One side's term of the dual D.
 
     :math:`\langle f, a\rangle` on a balanced side, :math:`-\rho\langle a, e^{-f/\rho} - 1\rangle`
@@ -318,8 +327,11 @@ def _log_kernel(log_kernel: Tensor | None, cost: Tensor | None) -> Tensor:
     return x
 
 
-def _positive_scalar(name: str, value: float | Tensor, like: Tensor) -> float | Tensor:
-    """A finite positive float, or a one-element tensor of ``like``'s dtype (kept differentiable)."""
+def _positive_scalar(name: str, value: float | Tensor, like: Tensor, alternative: str = "") -> float | Tensor:
+    """A finite positive float, or a one-element tensor of ``like``'s dtype (kept differentiable).
+
+    ``alternative`` ends the error's "expected" clause (e.g. ``", or None for ..."``).
+    """
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name}={tuple(value.shape)}: expected a scalar (one-element) tensor")
@@ -327,27 +339,26 @@ def _positive_scalar(name: str, value: float | Tensor, like: Tensor) -> float | 
         value = value.to(like.dtype).reshape(())
     else:
         scalar = value
-    if not isinstance(scalar, (int, float)) or not math.isfinite(scalar) or scalar <= 0:
-        raise ValueError(f"{name}={scalar!r}: expected a finite number > 0")
+    if isinstance(scalar, bool) or not isinstance(scalar, (int, float)) or not 0 < scalar < math.inf:
+        raise ValueError(f"{name}={scalar!r}: expected a finite number > 0{alternative}")
     return value if isinstance(value, Tensor) else float(value)
 
 
-def _rhos(rho: float | None, rho_u: float | None, rho_v: float | None) -> tuple[float | None, float | None]:
-    """The marginal penalties (rho_u, rho_v), each None (balanced side) or a finite positive float."""
+def _rhos(
+    rho: float | Tensor | None, rho_u: float | Tensor | None, rho_v: float | Tensor | None, like: Tensor
+) -> tuple[float | Tensor | None, float | Tensor | None]:
+    """The marginal penalties (rho_u, rho_v), each None (balanced side) or as :func:`_positive_scalar`."""
     if rho is not None and (rho_u is not None or rho_v is not None):
         raise ValueError(
             f"rho={rho!r} with rho_u={rho_u!r}, rho_v={rho_v!r}: give rho or rho_u/rho_v, not both"
         )
+    balanced = ", or None for a balanced marginal"
     if rho is not None:
-        rho_u = rho_v = rho
-    for name, value in (("rho", rho), ("rho_u", rho_u), ("rho_v", rho_v)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
-        ):
-            raise ValueError(
-                f"{name}={value!r}: expected a finite number > 0, or None for a balanced marginal"
-            )
-    return (None if rho_u is None else float(rho_u)), (None if rho_v is None else float(rho_v))
+        return (_positive_scalar("rho", rho, like, balanced),) * 2
+    return tuple(
+        None if value is None else _positive_scalar(name, value, like, balanced)
+        for name, value in (("rho_u", rho_u), ("rho_v", rho_v))
+    )
 
 
 def _log_masses(name: str, log_w: Tensor | None, size: int, like: Tensor) -> Tensor:
@@ -385,10 +396,10 @@ def _check_loop(max_iter: int, tol: float | None, check_every: int, grad: str) -
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter={max_iter!r}: expected an integer >= 1")
     if tol is not None and (
-        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < math.inf
+        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf
     ):
         raise ValueError(
-            f"tol={tol!r}: expected a finite number > 0, or None for exactly max_iter iterations"
+            f"tol={tol!r}: expected a finite number >= 0 (0: all max_iter iterations), or None"
         )
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every={check_every!r}: expected an integer >= 1")
