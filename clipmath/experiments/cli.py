@@ -6,6 +6,7 @@ Examples::
     clipmath run gaussian-2d
     clipmath run gaussian-2d --preset paper --set fit.restarts=5 --seed 3 --out runs/mine
     clipmath run gaussian-process --resume runs/gaussian-process-20261122-101500
+    clipmath run gaussian-2d --out runs/mine --overwrite
     torchrun --standalone --nproc_per_node=2 -m clipmath.experiments.cli run gaussian-process
 """
 
@@ -16,11 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
 from clipmath.experiments import registry
-from clipmath.experiments.config import ConfigError, dump_yaml, from_dict, preset_names, resolve
-from clipmath.experiments.rundir import RunDir, markdown_table
+from clipmath.experiments.config import ConfigError, dump_yaml, from_dict, load_yaml, preset_names, resolve
+from clipmath.experiments.rundir import RunDir, markdown_table, prepare_new
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -42,6 +41,40 @@ def _shared_run_path(name: str, out: str | None, rank: int, world_size: int) -> 
     return box[0]
 
 
+def _resumed_config(exp: registry.Experiment, resume_dir: Path) -> object:
+    """The saved config of the run in ``resume_dir``, checked like a new one."""
+    config_path = resume_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ValueError(f"--resume {resume_dir}: no config.yaml file there; not a run directory")
+    try:
+        text = config_path.read_text()
+    except OSError as err:
+        raise ValueError(f"--resume {resume_dir}: cannot read config.yaml ({err.strerror})") from None
+    try:
+        return from_dict(exp.config_type, load_yaml(text, str(config_path)))
+    except ValueError as err:
+        raise ConfigError(f"--resume {resume_dir}: {err}") from None
+
+
+def _new_run_dir(exp: registry.Experiment, out: str | None, overwrite: bool, rank: int, world_size: int) -> RunDir:
+    """The run directory of a new run: ``--out`` checked (and with ``--overwrite`` emptied) first."""
+    import torch.distributed as dist
+
+    if out is not None:
+        # Every rank checks before any rank writes; rank 0 alone empties, before any rank goes on.
+        prepare_new(out, overwrite=overwrite, clear=False)
+        if world_size > 1:
+            dist.barrier()
+        if rank == 0 and overwrite:
+            prepare_new(out, overwrite=True)
+        if world_size > 1:
+            dist.barrier()
+    try:
+        return RunDir(exp.name, path=_shared_run_path(exp.name, out, rank, world_size))
+    except OSError as err:
+        raise ValueError(f"--out {err.filename or out}: cannot create the run directory ({err.strerror})") from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
@@ -52,19 +85,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     rank, world_size = init_from_env()
     exp = registry.get(args.name)
     if args.resume:
+        if args.set or args.seed is not None or args.preset != "quick" or args.out is not None or args.overwrite:
+            raise ValueError(
+                "--resume continues a run with its saved config and folder; drop --preset/--set/--seed/--out/--overwrite"
+            )
         resume_dir = Path(args.resume)
-        config_path = resume_dir / "config.yaml"
-        if not config_path.exists():
-            raise ValueError(f"--resume {resume_dir}: no config.yaml there; not a run directory")
-        if args.set or args.seed is not None or args.preset != "quick":
-            raise ValueError("--resume continues a run with its saved config; drop --preset/--set/--seed")
-        config = from_dict(exp.config_type, yaml.safe_load(config_path.read_text()))
+        config = _resumed_config(exp, resume_dir)
         run_dir = RunDir(exp.name, path=resume_dir)
         run_dir.resuming = True
     else:
         overrides = list(args.set) + ([f"seed={args.seed}"] if args.seed is not None else [])
+        # The config is complete and checked (each experiment's dataclass checks its values)
+        # before the run directory is touched.
         config = resolve(exp.config_type, exp.name, args.preset, overrides)
-        run_dir = RunDir(exp.name, path=_shared_run_path(exp.name, args.out, rank, world_size))
+        run_dir = _new_run_dir(exp, args.out, args.overwrite, rank, world_size)
         run_dir.resuming = False
         if rank == 0:
             run_dir.write_text("config.yaml", dump_yaml(config))
@@ -98,7 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one config value, e.g. --set train.lr=1e-3 (repeatable)",
     )
     p_run.add_argument("--seed", type=int, default=None, help="seed for Python, NumPy, torch and data")
-    p_run.add_argument("--out", default=None, help="run directory (default runs/<experiment>-<time>)")
+    p_run.add_argument(
+        "--out", default=None,
+        help="run directory (default runs/<experiment>-<time>); must be missing or empty unless --overwrite",
+    )
+    p_run.add_argument(
+        "--overwrite", action="store_true",
+        help="empty the run directory --out if it holds an earlier run (a folder with config.yaml)",
+    )
     p_run.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p_run.set_defaults(func=_cmd_run)
 
@@ -118,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"clipmath: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a path that cannot be read or written: named, one line
+        print(f"clipmath: error: {_os_error(err)}", file=sys.stderr)
+        return 2
+
+
+def _os_error(err: OSError) -> str:
+    """``path: reason`` of an OS error (both paths of a rename), else its text."""
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    if not paths or not err.strerror:
+        return str(err)
+    return f"{' -> '.join(str(p) for p in paths)}: {err.strerror}"
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ expected, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,6 +24,41 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 class ConfigError(ValueError):
     """A configuration key or value that does not fit the experiment's config dataclass."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, which follows YAML 1.1, plus YAML 1.2's floats without a dot.
+
+    YAML 1.1 reads ``1e-3`` and ``5E+2`` as strings (its floats need a dot: ``1.0e-3``), so the
+    ``--set train.lr=1e-3`` users type would be refused as "expected float, got '1e-3'". The
+    pattern is anchored: ``1e3abc`` stays a string.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML ``text`` (with :class:`_Loader`).
+
+    Args:
+        text: the YAML.
+        source: what the text is, named in the error (e.g. ``"override 'a=[1,'"``).
+
+    Raises:
+        ConfigError: naming ``source`` for malformed YAML.
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML ({problem}{at})") from None
 
 
 def _describe(tp: Any) -> str:
@@ -82,7 +119,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"config key {key!r}: expected bool, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # NaN compares false with every bound an experiment checks, so it is refused here.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
             return float(value)
         raise ConfigError(f"config key {key!r}: expected float, got {value!r}")
     if tp is int:
@@ -98,12 +136,31 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key {key!r}: unsupported annotation {_describe(tp)}")
 
 
+def check_values(*rules: tuple[str, Any, bool, str]) -> None:
+    """Raise for the first ``(key, value, ok, expected)`` rule whose ``ok`` is false.
+
+    For a config dataclass's ``__post_init__``, which :func:`from_dict` runs at load time, before
+    anything is written: e.g. ``("figures.grid_points", 0, 0 >= 2, "an integer >= 2")``.
+
+    Raises:
+        ConfigError: ``key=value: expected ...``.
+    """
+    for key, value, ok, expected in rules:
+        if not ok:
+            raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build the dataclass ``cls`` from ``data``, defaults filling what is absent.
 
     Raises:
-        ConfigError: for a key ``cls`` does not define or a value of the wrong type.
+        ConfigError: for data that is not a mapping, a key ``cls`` does not define or a value of
+            the wrong type.
+        ValueError: from the dataclass's own checks (its ``__post_init__``), which name the key.
     """
+    if not isinstance(data, dict):
+        where = f"config key {prefix!r}" if prefix else f"the {cls.__name__} config"
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in data:
@@ -147,28 +204,33 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``'a.b=value'`` into the key path and the YAML-parsed value."""
+    """Split ``'a.b=value'`` into the key path and the YAML-parsed value (``1e-3`` is a float).
+
+    Raises:
+        ConfigError: naming the override when it has no ``=``, an empty key or malformed YAML.
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected the form key.sub=value")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: empty key")
-    return key.split("."), yaml.safe_load(raw) if raw else ""
+    return key.split("."), load_yaml(raw, f"override {text!r}") if raw else ""
+
+
+def _presets(experiment: str) -> dict:
+    """The preset file of ``experiment`` as a mapping (empty when it has none)."""
+    path = PRESET_DIR / f"{experiment.replace('-', '_')}.yaml"
+    return (load_yaml(path.read_text(), str(path)) or {}) if path.exists() else {}
 
 
 def preset_names(experiment: str) -> list[str]:
     """Names of the presets an experiment ships (``quick`` always exists: the defaults)."""
-    path = PRESET_DIR / f"{experiment.replace('-', '_')}.yaml"
-    names = ["quick"]
-    if path.exists():
-        names += [n for n in (yaml.safe_load(path.read_text()) or {}) if n != "quick"]
-    return names
+    return ["quick"] + [n for n in _presets(experiment) if n != "quick"]
 
 
 def resolve(cls: type, experiment: str, preset: str = "quick", overrides: list[str] = ()) -> Any:
     """Config for ``experiment``: dataclass defaults, then the preset, then ``--set`` overrides."""
-    path = PRESET_DIR / f"{experiment.replace('-', '_')}.yaml"
-    presets = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    presets = _presets(experiment)
     if preset != "quick" and preset not in presets:
         raise ConfigError(
             f"preset {preset!r} unknown for {experiment!r}; available: {', '.join(preset_names(experiment))}"

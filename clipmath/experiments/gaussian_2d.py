@@ -15,11 +15,13 @@ plus the normalised sign model of Fig. 6 (τ = 1 assumed). Figures 1-6 are redra
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import multivariate_normal, norm
 
+from clipmath.experiments.config import ConfigError, check_values
 from clipmath.experiments.registry import Experiment, Headline
 from clipmath.experiments.rundir import RunDir, markdown_table
 from clipmath.theory import (
@@ -99,6 +101,26 @@ class Gaussian2DConfig:
     tau: float = 1.0
     fit: FitConfig = field(default_factory=FitConfig)
     figures: FigureConfig = field(default_factory=FigureConfig)
+
+    def __post_init__(self) -> None:
+        """Check every value when the config is loaded, before a run directory is written."""
+        fit, fig = self.fit, self.figures
+        check_values(
+            ("seed", self.seed, self.seed >= 0, "an integer >= 0"),
+            ("tau", self.tau, 0 < self.tau < math.inf, "a finite number > 0"),
+            ("fit.restarts", fit.restarts, fit.restarts >= 1, "an integer >= 1"),
+            ("fit.gtol", fit.gtol, 0 < fit.gtol < math.inf, "a finite number > 0"),
+            ("figures.grid_points", fig.grid_points, fig.grid_points >= 2, "an integer >= 2"),
+            ("figures.extent", fig.extent, 0 < fig.extent < math.inf, "a finite number > 0"),
+            ("figures.condition_at", fig.condition_at, math.isfinite(fig.condition_at), "a finite number"),
+        )
+        try:
+            cov = np.asarray(self.cov, dtype=float)
+            if cov.shape != (2, 2):
+                raise ValueError("expected a 2 x 2 covariance of (u, v)")
+            GaussianPair.from_joint(cov, 1)
+        except ValueError as err:
+            raise ConfigError(f"cov={self.cov!r}: {err}") from None
 
 
 def _model(pair: GaussianPair, loss: str, result) -> GaussianPair:
@@ -279,9 +301,7 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
 def run(config: Gaussian2DConfig, run_dir: RunDir) -> Headline:
     """Closed forms and numerical optima for the three learners, the sign model, Figs. 1-6, report."""
     cov = np.asarray(config.cov, dtype=float)
-    if cov.shape != (2, 2):
-        raise ValueError(f"cov={config.cov!r}: expected a 2 x 2 covariance of (u, v)")
-    pair = GaussianPair.from_joint(cov, 1)
+    pair = GaussianPair.from_joint(cov, 1)  # the config checked both when it was loaded
     metrics: dict = {"canonical_correlation": pair.canonical_correlations().item()}
     models = {}
     for loss in LEARNERS:

@@ -116,6 +116,10 @@ class GaussianProcessConfig:
     fig7_samples: int = 400
     train: TrainConfig = field(default_factory=_default_train)
 
+    def __post_init__(self) -> None:
+        """Check every value when the config is loaded, before a run directory is written."""
+        _check(self)
+
 
 def conditional_mean_errors(
     pair: GaussianPair, A: np.ndarray, u: np.ndarray, v: np.ndarray
@@ -169,6 +173,10 @@ def _settings(sweeps: SweepConfig) -> dict[str, list[tuple[int, int, int]]]:
 
 
 def _check(config: GaussianProcessConfig) -> None:
+    if config.seed < 0:
+        raise ValueError(f"seed={config.seed}: expected an integer >= 0")
+    GaussianProcessSource(**dataclasses.asdict(config.source))  # checks source.*, naming the field
+    config.loss.build()  # an unknown loss, metric or hyperparameter: named at load, not mid-run
     for n_e, b, n in {s for runs in _settings(config.sweeps).values() for s in runs}:
         if n_e < 1 or b < 1 or n < b:
             raise ValueError(f"sweeps: setting n_e={n_e}, batch_size={b}, N={n}: expected n_e >= 1 and N >= batch_size >= 1")
@@ -180,7 +188,6 @@ def _check(config: GaussianProcessConfig) -> None:
 
 def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
     """Train every setting of the three sweeps, measure the conditional-mean errors, write the report."""
-    _check(config)
     src = GaussianProcessSource(**dataclasses.asdict(config.source))
     pair = src.pair()
     k = min(pair.n_u, pair.n_v)

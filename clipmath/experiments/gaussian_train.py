@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from clipmath.datasets import build_source
+from clipmath.experiments.config import check_values
 from clipmath.experiments.registry import Experiment, Headline
 from clipmath.experiments.rundir import markdown_table
 from clipmath.experiments.toolkit import (
@@ -134,6 +135,10 @@ class GaussianTrainConfig:
     batch_size: int = 256
     train: TrainConfig = field(default_factory=_default_train)
 
+    def __post_init__(self) -> None:
+        """Check every value when the config is loaded, before a run directory is written."""
+        _check(self, build_source("gaussian", **self.data.source_params()))
+
 
 def build_loss(theory_loss: str) -> torch.nn.Module:
     """The registered loss module that trains the encoders for ``theory_loss`` (see LOSS_TABLE)."""
@@ -199,22 +204,22 @@ def _sampling_error(pair: GaussianPair, loss: str, n: int, config: "GaussianTrai
 
 def _check(config: "GaussianTrainConfig", pair: GaussianPair) -> None:
     k = min(pair.n_u, pair.n_v)
-    if not 1 <= config.n_e <= k:
-        raise ValueError(f"n_e={config.n_e}: expected 1 <= n_e <= min(n_u, n_v) = {k}")
-    if not config.sample_sizes or min(config.sample_sizes) < config.batch_size:
-        raise ValueError(f"sample_sizes={config.sample_sizes}: expected sizes >= batch_size={config.batch_size}")
-    for name in ("replicates", "reference_draws"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name}={getattr(config, name)}: expected an integer >= 1")
-    if config.min_steps < 0:
-        raise ValueError(f"min_steps={config.min_steps}: expected an integer >= 0")
+    sizes = config.sample_sizes
+    check_values(
+        ("seed", config.seed, config.seed >= 0, "an integer >= 0"),
+        ("batch_size", config.batch_size, config.batch_size >= 1, "an integer >= 1"),
+        ("n_e", config.n_e, 1 <= config.n_e <= k, f"1 <= n_e <= min(n_u, n_v) = {k}"),
+        ("sample_sizes", sizes, bool(sizes) and min(sizes) >= config.batch_size, f"sizes >= batch_size={config.batch_size}"),
+        ("replicates", config.replicates, config.replicates >= 1, "an integer >= 1"),
+        ("reference_draws", config.reference_draws, config.reference_draws >= 1, "an integer >= 1"),
+        ("min_steps", config.min_steps, config.min_steps >= 0, "an integer >= 0"),
+    )
 
 
 def run(config: "GaussianTrainConfig", run_dir: Any) -> Headline:
     """Train every (N, replicate, loss) of the sweep, compare with the closed forms, write the report."""
     params = config.data.source_params()
-    pair = build_source("gaussian", **params)
-    _check(config, pair)
+    pair = build_source("gaussian", **params)  # the config checked itself against it when loaded
     source = {"name": "gaussian", **params}
     population = {loss: _optimum(pair, pair, loss, config.n_e) for loss in config.losses}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -52,6 +53,53 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def prepare_new(path: str | Path, *, overwrite: bool = False, clear: bool = True, argument: str = "--out") -> None:
+    """Check that ``path`` may hold a new run, and with ``overwrite`` empty it.
+
+    A new run goes into a missing or empty directory. A non-empty one holds another run (whose
+    ``metrics.jsonl`` would be appended to, whose checkpoints a later ``--resume`` would mix with
+    this run's) or other files: it is refused, unless ``overwrite`` is set and it is a run
+    directory (it has a ``config.yaml``), which is then emptied. ``overwrite`` never deletes a
+    directory that is not a run directory.
+
+    Args:
+        path: the directory.
+        overwrite: empty an existing run directory instead of refusing it.
+        clear: with ``overwrite``, empty it now; False checks only (the ranks of a distributed run
+            all check, and one of them clears once every one has).
+        argument: the command-line argument named in the errors.
+
+    Raises:
+        ValueError: naming ``argument`` and the path, for an empty path, a path that exists and
+            is not a directory, or a non-empty directory refused as above.
+    """
+    if str(path) == "":
+        raise ValueError(f"{argument} '': expected a directory path")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{argument} {path}: exists and is not a directory")
+    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if not entries:
+        return
+    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+    if not overwrite:
+        raise ValueError(
+            f"{argument} {path}: directory not empty ({shown}); continue that run with --resume {path}, "
+            f"replace it with --overwrite, or choose another {argument}"
+        )
+    if "config.yaml" not in entries:
+        raise ValueError(
+            f"{argument} {path}: not empty ({shown}) and not a run directory (no config.yaml); "
+            "--overwrite empties run directories only"
+        )
+    if clear:
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
 
 
 class RunDir:

@@ -91,3 +91,64 @@ def test_yaml_round_trip():
 
 def test_parse_override_keeps_equals_in_value():
     assert parse_override("a.b=x=y") == (["a", "b"], "x=y")
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("1e-3", 1e-3), ("5E+2", 500.0), ("-2.5e-4", -2.5e-4), ("1.5e3", 1500.0), ("3e0", 3.0),
+     ("0.001", 0.001), ("7", 7), ("1e3abc", "1e3abc"), ("e3", "e3"), ("1e", "1e"), ("nan", "nan"),
+     ("inf", "inf"), ("'1e-3'", "1e-3"), ("[1e-3, 2]", [1e-3, 2])],
+)
+def test_overrides_read_the_float_syntax_users_type(raw, value):
+    """YAML 1.1 reads 1e-3 as a string; 1e-3 in --set (the --help example) is the float."""
+    parsed = parse_override(f"x={raw}")[1]
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_help_example_lr_override_resolves(preset_dir):
+    assert resolve(Toy, "toy", "quick", ["optim.lr=1e-3"]).optim.lr == 1e-3
+
+
+def test_presets_read_the_same_floats(preset_dir):
+    (preset_dir / "toy.yaml").write_text("small:\n  optim:\n    lr: 3e-5\n")
+    assert resolve(Toy, "toy", "small").optim.lr == 3e-5
+
+
+@pytest.mark.parametrize("override", ["optim=[1,", "optim.lr={a", "optim.name='sgd", "rank=\t1: 2"])
+def test_malformed_yaml_in_an_override_is_a_config_error_naming_it(preset_dir, override):
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        resolve(Toy, "toy", "quick", [override])
+    assert repr(override) in str(info.value) or override in str(info.value)
+
+
+@pytest.mark.parametrize("data", [None, [1, 2], "seed: 1"])
+def test_a_config_that_is_not_a_mapping_is_named(data):
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        from_dict(Toy, data)
+    with pytest.raises(ConfigError, match="'optim': expected a mapping"):
+        from_dict(Toy, {"optim": data})
+
+
+def test_nan_is_never_a_float_value():
+    with pytest.raises(ConfigError, match="'optim.lr': expected float, got nan"):
+        from_dict(Toy, {"optim": {"lr": float("nan")}})
+    assert from_dict(Toy, {"optim": {"lr": float("inf")}}).optim.lr == float("inf")  # bounds are the dataclass's
+
+
+@dataclass
+class Checked:
+    size: int = 2
+    inner: Optim = field(default_factory=Optim)
+
+    def __post_init__(self):
+        cfg.check_values(
+            ("size", self.size, self.size >= 1, "an integer >= 1"),
+            ("inner.lr", self.inner.lr, self.inner.lr > 0, "a number > 0"),
+        )
+
+
+@pytest.mark.parametrize(("data", "message"), [({"size": 0}, "size=0: expected an integer >= 1"),
+                                                ({"inner": {"lr": -1}}, "inner.lr=-1.0: expected a number > 0")])
+def test_a_dataclass_checks_its_values_when_loaded(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Checked, data)

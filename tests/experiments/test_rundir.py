@@ -1,13 +1,14 @@
-"""Run directories: atomic writes, JSON conversion of arrays, markdown tables."""
+"""Run directories: atomic writes, JSON conversion of arrays, markdown tables, new-run checks."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 
-from clipmath.experiments.rundir import RunDir, atomic_write_bytes, markdown_table
+from clipmath.experiments.rundir import RunDir, atomic_write_bytes, markdown_table, prepare_new
 
 
 def test_run_dir_files(tmp_path):
@@ -41,3 +42,44 @@ def test_markdown_table_formats_floats():
 def test_markdown_table_escapes_bare_pipes_once():
     text = markdown_table(["q"], [("E|E[u|v]|^2",), (r"P(a \| b)",)])
     assert text.splitlines()[2:] == [r"| E\|E[u\|v]\|^2 |", r"| P(a \| b) |"]
+
+
+def test_prepare_new_accepts_a_missing_or_empty_directory(tmp_path):
+    prepare_new(tmp_path / "missing")
+    prepare_new(tmp_path)
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_prepare_new_refuses_a_file(tmp_path, overwrite):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=f"--out {tmp_path / 'f'}: exists and is not a directory"):
+        prepare_new(tmp_path / "f", overwrite=overwrite)
+    with pytest.raises(ValueError, match="--out '': expected a directory path"):
+        prepare_new("", overwrite=overwrite)
+
+
+def test_prepare_new_refuses_a_non_empty_directory_without_overwrite(tmp_path):
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ValueError, match="not empty .*config.yaml.*--resume.*--overwrite"):
+        prepare_new(tmp_path)
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_prepare_new_with_overwrite_empties_a_run_directory_only(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "checkpoints" / "a.pt").write_bytes(b"x")
+    (run / "link").symlink_to(outside, target_is_directory=True)
+    prepare_new(run, overwrite=True, clear=False)  # a check alone deletes nothing
+    assert (run / "config.yaml").exists()
+    prepare_new(run, overwrite=True)
+    assert run.is_dir() and list(run.iterdir()) == []
+    assert (outside / "keep.txt").read_text() == "keep"  # the link went, not what it pointed to
+    with pytest.raises(ValueError, match="not a run directory"):
+        prepare_new(outside, overwrite=True)
+    assert (outside / "keep.txt").exists()
