@@ -760,7 +760,7 @@ def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
     if plan.shuffle_buffer > 1:
         rng = np.random.default_rng([plan.seed, plan.epoch, plan.rank, worker, _SAMPLE_ORDER])
         blocks = _shuffle(blocks, max(plan.shuffle_buffer, plan.batch_size), plan.batch_size, rng)
-    tail, group, group_bytes = [], [], 0
+    tail, group, group_bytes, first = [], [], 0, True
     for batch in _batches(blocks, plan.batch_size):
         full = _size(batch) == plan.batch_size
         if plan.per_sample:
@@ -774,9 +774,10 @@ def _worker_items(plan: _Plan, worker: int, num_workers: int) -> Iterator[dict]:
             continue
         group.append(batch)
         group_bytes += _nbytes(batch)
-        if group_bytes >= _GROUP_BYTES:
+        # The epoch's first batch goes alone, so that training starts before a group is full.
+        if group_bytes >= _GROUP_BYTES or first:
             yield {_GROUP: group, _SKIPPED: drain()}
-            group, group_bytes = [], 0
+            group, group_bytes, first = [], 0, False
     if group:
         yield {_GROUP: group, _SKIPPED: drain()}
     yield {_TAIL: tail, _SKIPPED: drain()}
