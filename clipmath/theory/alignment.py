@@ -7,7 +7,8 @@ With :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \\Sigma V^\\top` (canonic
 - ``conditional``: :math:`A^* = L_u \\mathrm{diag}(\\sigma) L_v^\\top` (Theorem 5.1; the top r for rank r);
 - ``joint``: :math:`A^* = L_u \\mathrm{diag}(h(\\sigma)) L_v^\\top` (Theorem 5.6, Definition 5.5);
 - ``quadratic_u_given_v``: :math:`A^* = L_u \\mathrm{diag}(\\sigma / (1 - \\sigma^2)) L_v^\\top` and
-  :math:`B_u^* = L_u \\mathrm{diag}(\\sigma^2 / (1 - \\sigma^2)) L_u^\\top` (Theorem 5.3).
+  :math:`B_u^* = L_u \\mathrm{diag}(\\sigma^2 / (1 - \\sigma^2)) L_u^\\top` (Theorem 5.3), and at rank r
+  the top-r truncation of both (see below).
 
 For the quadratic loss these are :math:`A^* = C_{u|v}^{-1} C_{uv} C_{vv}^{-1}` and
 :math:`B^* = C_{u|v}^{-1} - C_{uu}^{-1}` of Theorem 5.3 (Woodbury). The factor encoders
@@ -15,23 +16,28 @@ For the quadratic loss these are :math:`A^* = C_{u|v}^{-1} C_{uv} C_{vv}^{-1}` a
 :math:`H = \\mathrm{diag}(k) L_v^\\top`, with :math:`g_i k_i` the diagonal of :math:`A^*` (and
 :math:`g_i^2` that of :math:`B_u^*`); n_e is the rank.
 
-At rank r < min(n_u, n_v) the quadratic loss is solved as the paper prescribes, (50a) with B
-from numerically minimising (50b). (Not in the paper: the minimiser found is always the top-r
-truncation of the full-rank diagonal above, as Ky Fan's inequality suggests; the tests check it.)
+**Rank-r quadratic optimum (a result the paper does not have).** The paper solves the rank-r
+one-sided quadratic loss only through (50a) with B from a numerical minimisation of (50b). Its
+minimiser is in fact the top-r truncation of Theorem 5.3,
+
+.. math::
+    B^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}\\Big(\\frac{\\sigma_i^2}{1 - \\sigma_i^2}\\Big) U_r^\\top C_{uu}^{-1/2}, \\qquad
+    A^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}\\Big(\\frac{\\sigma_i}{1 - \\sigma_i^2}\\Big) V_r^\\top C_{vv}^{-1/2},
+
+with minimum :math:`\\tfrac12 \\sum_{i \\le r} \\log(1 - \\sigma_i^2)` (:func:`quadratic_minimum`), unique iff
+σ_r > σ_{r+1} or σ_r = 0 (:func:`unique_minimiser`). Proof (whitening, Ky Fan's maximum
+principle, the inner convex minimiser :math:`\\tilde B = M (I - M)^{-1}` with :math:`M = W P W^\\top`,
+Poincaré separation): ``docs/theory/rank_r_quadratic.md``. The numerical route of (50b) is
+kept as an oracle, :func:`clipmath.theory.numerical_quadratic_alignment`.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 
-from clipmath.theory._checks import Seed, positive_int
 from clipmath.theory.gaussian import GaussianPair
-
-logger = logging.getLogger(__name__)
 
 #: The population losses with a Gaussian closed form, by name.
 LOSSES = ("conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u")
@@ -100,75 +106,15 @@ def check_loss(loss: str) -> str:
     return loss
 
 
-def _quadratic_core(sigma: np.ndarray, r: int, restarts: int, seed: Seed) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-r minimiser of (50b) (with the corrected −log det), in canonical coordinates.
-
-    Write :math:`B = C_{uu}^{-1/2} Z^\\top Z C_{uu}^{-1/2}` with :math:`Z = Y U^\\top`, Y (r, k).
-    Components of Z orthogonal to the columns of U leave the data term of (50b) unchanged
-    and only raise :math:`\\mathrm{Tr}(Z^\\top Z) - \\log\\det(I + Z Z^\\top)`, so the optimum has
-    this form. With :math:`N = \\Sigma^2 + \\Sigma Y^\\top Y \\Sigma` (k, k), (50b) equals
-    :math:`2 f(Y)` + const, where
-
-    .. math::  f(Y) = \\tfrac12 \\mathrm{Tr}(Y Y^\\top) - \\tfrac12 \\log\\det(I_r + Y Y^\\top)
-               - \\tfrac12 \\textstyle\\sum_{i \\le r} \\lambda_i(N),
-
-    the last sum being :math:`\\|(P_B^{1/2} C_{uv} C_{vv}^{-1/2})_r\\|_F^2`; its gradient is
-    :math:`Y - (I + Y Y^\\top)^{-1} Y - Y \\Sigma Q_r Q_r^\\top \\Sigma` with :math:`Q_r` the top-r
-    eigenvectors of N. BFGS from ``restarts`` random starts; the lowest value wins. Then
-    (50a) gives the coupling :math:`D = (I + Y^\\top Y) \\Sigma Q_r Q_r^\\top` (so
-    :math:`A = L_u D L_v^\\top`), and the v-side core X solves :math:`Y^\\top X = D`.
-
-    Args:
-        sigma: (k,) canonical correlations, descending.
-        r: rank, 1 <= r < k.
-        restarts: number of random starts.
-        seed: seed of ``numpy.random.default_rng`` for the starts (int, None or a Generator).
-
-    Returns:
-        ``(Y, X)``, both (r, k): :math:`G = Y L_u^\\top` and :math:`H = X L_v^\\top`.
-    """
-    k = len(sigma)
-    sigma_sq = sigma**2
-
-    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        y = flat.reshape(r, k)
-        ys = y * sigma
-        lam, q = np.linalg.eigh(np.diag(sigma_sq) + ys.T @ ys)
-        top = q[:, k - r :]
-        inner = np.eye(r) + y @ y.T
-        value = 0.5 * (np.sum(y * y) - np.linalg.slogdet(inner)[1] - np.sum(lam[k - r :]))
-        grad = y - np.linalg.solve(inner, y) - (ys @ top) @ (top.T * sigma)
-        return value, grad.ravel()
-
-    rng = np.random.default_rng(seed)
-    best = None
-    for _ in range(restarts):
-        fit = scipy.optimize.minimize(
-            objective, rng.standard_normal(r * k), jac=True, method="BFGS",
-            options={"gtol": 1e-11, "maxiter": 20_000},
-        )
-        if best is None or fit.fun < best.fun:
-            best = fit
-    y = best.x.reshape(r, k)
-    grad_norm = np.linalg.norm(objective(best.x)[1])
-    if grad_norm > 1e-8:
-        logger.warning("rank-%d quadratic alignment: (50b) gradient norm %.2g after BFGS", r, grad_norm)
-    ys = y * sigma
-    top = np.linalg.eigh(np.diag(sigma_sq) + ys.T @ ys)[1][:, k - r :]
-    coupling = (np.eye(k) + y.T @ y) @ ((sigma[:, None] * top) @ top.T)
-    x = np.linalg.lstsq(y.T, coupling, rcond=None)[0]
-    return y, x
-
-
 def _in_basis(core: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """``core @ basis.T`` for a (r, k) core; a (r,) core is a diagonal, applied by row scaling."""
     return core[:, None] * basis.T if core.ndim == 1 else core @ basis.T
 
 
-def optimal_alignment(
-    pair: GaussianPair, loss: str, rank: int | None = None, *, restarts: int = 4, seed: Seed = 0
-) -> Alignment:
+def optimal_alignment(pair: GaussianPair, loss: str, rank: int | None = None) -> Alignment:
     """The population minimiser of ``loss`` over linear encoders with embedding dimension ``rank``.
+
+    Every case is a closed form in the canonical bases (one SVD of W, cached by ``pair``):
 
     - ``conditional``: inner-product tilting, two-sided conditional loss (42), Theorem 5.1:
       :math:`A^*(r) = C_{uu}^{-1/2} (W)_r C_{vv}^{-1/2}`.
@@ -176,17 +122,22 @@ def optimal_alignment(
       :math:`A^*(r) = C_{uu}^{-1/2} (U h(\\Sigma) V^\\top)_r C_{vv}^{-1/2}`.
     - ``quadratic_u_given_v``: quadratic tilting, one-sided u|v loss, Theorem 5.3:
       :math:`A^* = C_{u|v}^{-1} C_{uv} C_{vv}^{-1}`, :math:`B_u^* = C_{u|v}^{-1} - C_{uu}^{-1}` at full
-      rank; for rank r < min(n_u, n_v), A from (50a) with :math:`B_u` from numerically
-      minimising (50b) (−log det, see :func:`_quadratic_core`), over PSD rank-r :math:`B_u = G^\\top G`.
-    - ``quadratic_v_given_u``: the mirror image, roles of u and v swapped (B_v = HᵀH).
+      rank; at rank r the top-r truncation
+      :math:`B_u^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}(\\sigma^2/(1-\\sigma^2)) U_r^\\top C_{uu}^{-1/2}`,
+      :math:`A^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}(\\sigma/(1-\\sigma^2)) V_r^\\top C_{vv}^{-1/2}`, the
+      minimiser of (50a)/(50b) over PSD :math:`B_u` of rank <= r (proof in
+      ``docs/theory/rank_r_quadratic.md``; :func:`clipmath.theory.numerical_quadratic_alignment` is
+      the numerical (50b) oracle).
+    - ``quadratic_v_given_u``: the mirror image, roles of u and v swapped (B_v = HᵀH,
+      :math:`B_v^*(r) = C_{vv}^{-1/2} V_r \\mathrm{diag}(\\sigma^2/(1-\\sigma^2)) V_r^\\top C_{vv}^{-1/2}`, same A).
+
+    At a tie σ_r = σ_{r+1} > 0 the minimiser is not unique (:func:`unique_minimiser`); this
+    returns the member built from the SVD's singular vectors, and every member has the same loss.
 
     Args:
         pair: the data law.
         loss: one of :data:`LOSSES`.
         rank: embedding dimension n_e in 1..min(n_u, n_v); None for min(n_u, n_v) (full rank).
-        restarts: random starts of the numerical (50b) minimisation (quadratic losses at
-            rank < min(n_u, n_v) only).
-        seed: seed of ``numpy.random.default_rng`` for those starts (int, None or a Generator).
 
     Returns:
         An :class:`Alignment` with :math:`G^\\top H = A` (Remark D.3); G and H have ``rank`` rows.
@@ -196,23 +147,17 @@ def optimal_alignment(
     """
     check_loss(loss)
     r = _check_rank(pair, rank)
-    sigma = pair.canonical_correlations()
-    if loss.startswith("quadratic") and r < len(sigma):
-        positive_int("restarts", restarts)
-        # Cores in canonical coordinates: `tilted` carries B, `other` completes A (50a).
-        tilted, other = _quadratic_core(sigma, r, restarts, seed)
-        l_u, l_v = pair._whitening_bases(len(sigma))
+    sigma = pair.canonical_correlations()[:r]
+    if loss == "conditional":
+        tilted = other = np.sqrt(sigma)
+    elif loss == "joint":
+        tilted = other = np.sqrt(h(sigma))
     else:
-        sigma = sigma[:r]
-        if loss == "conditional":
-            tilted = other = np.sqrt(sigma)
-        elif loss == "joint":
-            tilted = other = np.sqrt(h(sigma))
-        else:
-            # Theorem 5.3 in canonical form: σ/√(1-σ²) carries B = σ²/(1-σ²), 1/√(1-σ²) completes A.
-            tilted = sigma / np.sqrt(1.0 - sigma**2)
-            other = 1.0 / np.sqrt(1.0 - sigma**2)
-        l_u, l_v = pair._whitening_bases(r)
+        # Theorem 5.3 in canonical form, truncated to the top r (rank-r optimum): σ/√(1-σ²)
+        # carries B = σ²/(1-σ²), 1/√(1-σ²) completes A = σ/(1-σ²).
+        tilted = sigma / np.sqrt(1.0 - sigma**2)
+        other = 1.0 / np.sqrt(1.0 - sigma**2)
+    l_u, l_v = pair._whitening_bases(r)
     # The v|u loss is the u|v loss with the roles swapped; W has the same σ both ways.
     g_core, h_core = (other, tilted) if loss == "quadratic_v_given_u" else (tilted, other)
     G, H = _in_basis(g_core, l_u), _in_basis(h_core, l_v)
@@ -221,3 +166,50 @@ def optimal_alignment(
         B_u=G.T @ G if loss == "quadratic_u_given_v" else None,
         B_v=H.T @ H if loss == "quadratic_v_given_u" else None,
     )
+
+
+def quadratic_minimum(pair: GaussianPair, rank: int | None = None) -> float:
+    """Minimum of the rank-r one-sided quadratic loss, :math:`\\tfrac12 \\sum_{i \\le r} \\log(1 - \\sigma_i^2)`.
+
+    The value of :func:`clipmath.theory.population_loss` at :func:`optimal_alignment` for
+    ``quadratic_u_given_v`` and ``quadratic_v_given_u`` alike (the loss keeps every constant
+    and vanishes at A = 0, B = 0, so the constant of the derivation is 0 here). At full rank
+    it is :math:`-I(u; v)`, minus the mutual information (the constant of Theorem 3.2).
+    Derivation: ``docs/theory/rank_r_quadratic.md``.
+
+    Args:
+        pair: the data law.
+        rank: embedding dimension in 1..min(n_u, n_v); None for full rank.
+
+    Returns:
+        The minimum in nats (<= 0).
+    """
+    r = _check_rank(pair, rank)
+    return float(0.5 * np.sum(np.log1p(-pair.canonical_correlations()[:r] ** 2)))
+
+
+def unique_minimiser(pair: GaussianPair, rank: int | None = None, *, rtol: float = 1e-12) -> bool:
+    """Whether the rank-r quadratic (and conditional) minimiser is unique: σ_r > σ_{r+1} or σ_r = 0.
+
+    At σ_r = σ_{r+1} > 0 every rank-r subspace between the canonical directions above the tie
+    and those through it gives a minimiser of the same loss (Ky Fan's maximum is attained by
+    a family of projectors, ``docs/theory/rank_r_quadratic.md``), so matrices are not
+    comparable there, only loss values. A tie at zero is no tie: the minimiser then has rank
+    below r and is unique. The same condition decides uniqueness of the rank-r conditional
+    optimum of Theorem 5.1 (Eckart-Young). Full rank is always unique.
+
+    Args:
+        pair: the data law.
+        rank: embedding dimension in 1..min(n_u, n_v); None for full rank.
+        rtol: σ_r − σ_{r+1} <= rtol·σ_1 counts as a tie, σ_r <= rtol·σ_1 as zero (σ from an SVD
+            carry round-off of about eps·σ_1).
+
+    Returns:
+        True if the minimiser is unique.
+    """
+    r = _check_rank(pair, rank)
+    sigma = pair.canonical_correlations()
+    if r == len(sigma):
+        return True
+    scale = rtol * sigma[0]
+    return bool(sigma[r - 1] - sigma[r] > scale or sigma[r - 1] <= scale)

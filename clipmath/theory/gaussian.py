@@ -238,3 +238,42 @@ def random_gaussian_pair(n_u: int, n_v: int, seed: Seed = None) -> GaussianPair:
     n = n_u + n_v
     x = np.random.default_rng(seed).standard_normal((n, n))
     return GaussianPair.from_joint(x @ x.T / n + 0.1 * np.eye(n), n_u)
+
+
+def gaussian_pair_with_correlations(sigma, n_u: int, n_v: int, seed: Seed = None) -> GaussianPair:
+    """A pair with prescribed canonical correlations (for adversarial cases: ties, weak, near 1).
+
+    :math:`C_{uv} = C_{uu}^{1/2} U \\mathrm{diag}(\\sigma) V^\\top C_{vv}^{1/2}` with random orthonormal
+    U (n_u, k), V (n_v, k), so :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \\mathrm{diag}(\\sigma) V^\\top`
+    exactly (in exact arithmetic); C_uu and C_vv are drawn as in :func:`random_gaussian_pair`
+    (:math:`X X^\\top / n + I/10`, n = n_u + n_v), with symmetric square roots.
+
+    Args:
+        sigma: canonical correlations, each in [0, 1), at most min(n_u, n_v) of them (padded
+            with zeros; any order).
+        n_u: dimension of u (>= 1).
+        n_v: dimension of v (>= 1).
+        seed: seed of ``numpy.random.default_rng`` (int, None or a Generator).
+
+    Raises:
+        ValueError: naming ``sigma`` for values outside [0, 1) or too many of them.
+    """
+    positive_int("n_u", n_u)
+    positive_int("n_v", n_v)
+    k = min(n_u, n_v)
+    s = np.asarray(sigma, dtype=np.float64).ravel()
+    if len(s) > k or not np.all((s >= 0.0) & (s < 1.0)):
+        raise ValueError(f"sigma={sigma!r}: expected at most min(n_u, n_v) = {k} values in [0, 1)")
+    s = np.concatenate([s, np.zeros(k - len(s))])
+    rng = np.random.default_rng(seed)
+    n = n_u + n_v
+
+    def block(d: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.standard_normal((d, n))
+        lam, e = _eigh(x @ x.T / n + 0.1 * np.eye(d))
+        return (e * lam) @ e.T, (e * np.sqrt(lam)) @ e.T
+
+    (cov_uu, root_u), (cov_vv, root_v) = block(n_u), block(n_v)
+    u = np.linalg.qr(rng.standard_normal((n_u, k)))[0]
+    v = np.linalg.qr(rng.standard_normal((n_v, k)))[0]
+    return GaussianPair(cov_uu, root_u @ (u * s) @ v.T @ root_v, cov_vv)

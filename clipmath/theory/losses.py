@@ -13,6 +13,7 @@ import numpy as np
 import scipy.linalg
 
 from clipmath.theory._checks import as_matrix, symmetric
+from clipmath.theory._optimise import x_minus_log1p
 from clipmath.theory.alignment import check_loss
 from clipmath.theory.gaussian import GaussianPair
 from clipmath.theory.lemmas import gaussian_kl
@@ -63,28 +64,29 @@ def _quadratic(
 ):
     """The one-sided quadratic loss of x given y, with x the tilted side (u for ``u_given_v``).
 
-    With :math:`F = E_x \\Lambda_x^{1/2}` (so :math:`F F^\\top = C_{xx}`) and :math:`B' = F^\\top B F`,
-    :math:`P_B^{-1} = (C_{xx}^{-1} + B)^{-1} = F (I + B')^{-1} F^\\top` and
-    :math:`\\det(I + C_{xx} B) = \\det(I + B')`.
+    With :math:`F = E_x \\Lambda_x^{1/2}` (so :math:`F F^\\top = C_{xx}`) and
+    :math:`B' = F^\\top B F = Q \\mathrm{diag}(\\beta) Q^\\top`,
+    :math:`P_B^{-1} = (C_{xx}^{-1} + B)^{-1} = F (I + B')^{-1} F^\\top`,
+    :math:`\\tfrac12 \\mathrm{Tr}(B C_{xx}) - \\tfrac12 \\log\\det(I + C_{xx} B) = \\tfrac12 \\sum_i (\\beta_i - \\log(1 + \\beta_i))`
+    and :math:`C_{xx} - P_B^{-1} = F (I + B')^{-1} B' F^\\top`. Written so, neither the value nor the
+    gradient in B cancels O(1) terms down to O(‖B‖²) (weak correlations make B small).
     """
     lam, e = eig_x
     f = e * np.sqrt(lam)
-    b_white = f.T @ B @ f
-    try:
-        chol = scipy.linalg.cho_factor(np.eye(len(lam)) + b_white, lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
+    beta, q = np.linalg.eigh(f.T @ B @ f)
+    if beta[0] <= -1.0:
         # E_x exp(-½ xᵀBx + ...) diverges when C_xx^{-1} + B is not positive definite.
         return np.inf, ((np.full_like(A, np.nan), np.full_like(B, np.nan)) if grad else None)
-    z = f.T @ A
-    p_inv_a = f @ scipy.linalg.cho_solve(chol, z, check_finite=False)
-    log_det = 2.0 * np.sum(np.log(np.diag(chol[0])))
+    fq = f @ q
+    z = fq.T @ A
+    p_inv_a = fq @ (z / (1.0 + beta)[:, None])
     a_cyy = A @ cov_yy
-    value = 0.5 * np.sum(B * cov_xx) - np.sum(A * cov_xy) - 0.5 * log_det + 0.5 * np.sum(p_inv_a * a_cyy)
+    value = 0.5 * np.sum(x_minus_log1p(beta)) - np.sum(A * cov_xy) + 0.5 * np.sum(p_inv_a * a_cyy)
     if not grad:
         return value, None
-    p_inv = f @ scipy.linalg.cho_solve(chol, f.T, check_finite=False)
-    grad_b = 0.5 * (cov_xx - p_inv - p_inv_a @ cov_yy @ p_inv_a.T)
-    return value, (p_inv_a @ cov_yy - cov_xy, grad_b)
+    gap = (fq * (beta / (1.0 + beta))) @ fq.T  # C_xx − P_B^{-1}
+    grad_b = 0.5 * (gap - p_inv_a @ cov_yy @ p_inv_a.T)
+    return value, (p_inv_a @ cov_yy - cov_xy, 0.5 * (grad_b + grad_b.T))
 
 
 def _evaluate(pair: GaussianPair, loss: str, A, B_u, B_v, grad: bool):
