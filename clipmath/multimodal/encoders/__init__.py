@@ -16,7 +16,12 @@ image encoders take float images in [0, 1] or uint8 images (scaled by 1/255). Re
 - ``lenet`` (:class:`LeNet`): LeNet-5 for 28x28 images (labelled MNIST, Section 6.2);
 - ``small_resnet`` (:class:`SmallResNet`): a three-stage ResNet for 32x32 or 28x28 images;
 - ``sequence_transformer`` (:class:`SequenceTransformer`): the trajectory encoder of Section 6.3;
-- ``fixed`` (:class:`FixedEncoder`): one-hot labels or the identity, no parameters.
+- ``fixed`` (:class:`FixedEncoder`): one-hot labels or the identity, no parameters;
+- ``open_clip_vision`` (:class:`OpenClipVision`): open_clip's image tower (a named architecture
+  or a small ViT config; optional local weights), uint8 images normalised as open_clip does;
+- ``open_clip_text`` (:class:`OpenClipText`): open_clip's text tower on token ids
+  (:class:`clipmath.datasets.tokens.TokenizeCaptions`); see also
+  :mod:`~clipmath.multimodal.encoders.open_clip_adapter` (logit-scale convention, weights).
 
 Adding an encoder is one file plus one import line below: write a module here whose class
 is decorated with ``@register("my_name")``, validates its arguments (``ValueError`` naming the
@@ -37,6 +42,8 @@ from clipmath.multimodal.encoders.lenet import LeNet  # noqa: E402
 from clipmath.multimodal.encoders.small_resnet import SmallResNet  # noqa: E402
 from clipmath.multimodal.encoders.sequence_transformer import SequenceTransformer  # noqa: E402
 from clipmath.multimodal.encoders.fixed import FixedEncoder  # noqa: E402
+from clipmath.multimodal.encoders.open_clip_vision import OpenClipVision  # noqa: E402
+from clipmath.multimodal.encoders.open_clip_text import OpenClipText  # noqa: E402
 
 __all__ = [
     "MNIST_MEAN_STD",
@@ -44,6 +51,8 @@ __all__ = [
     "LeNet",
     "LinearEncoder",
     "MLPEncoder",
+    "OpenClipText",
+    "OpenClipVision",
     "SequenceTransformer",
     "SmallResNet",
     "build",
