@@ -44,6 +44,7 @@ from clipmath.multimodal.encoders.sequence_transformer import SequenceTransforme
 from clipmath.multimodal.encoders.fixed import FixedEncoder  # noqa: E402
 from clipmath.multimodal.encoders.open_clip_vision import OpenClipVision  # noqa: E402
 from clipmath.multimodal.encoders.open_clip_text import OpenClipText  # noqa: E402
+from clipmath.multimodal.encoders.projected import ProjectedEncoder  # noqa: E402
 
 __all__ = [
     "MNIST_MEAN_STD",
