@@ -10,6 +10,9 @@ Layout of a shard directory::
 Shards and the manifest are written atomically (a hidden temporary file in the same
 directory, fsync, then rename), and the manifest last, so an interrupted write never leaves a
 half shard named like a good one nor a manifest that lists one.
+
+:func:`check_shards` lists every disagreement of a directory with its manifest (unlisted,
+missing, size, checksum, count); :func:`tar_members` reads a tar archive past damaged headers.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
 import webdataset as wds
 
@@ -349,3 +354,201 @@ def verify_shards(shard_dir: str | os.PathLike) -> dict[str, str]:
         else:
             status[shard.name] = "ok" if sha256_file(path) == shard.sha256 else "mismatch"
     return status
+
+
+@dataclass(frozen=True)
+class TarDamage:
+    """Where a tar archive stopped parsing before its end, and where reading resumed.
+
+    Attributes:
+        offset: byte offset of the block that did not parse (a header with a bad checksum, a
+            zeroed header with members after it, or a header whose data is cut short).
+        resumed_at: offset of the next block after it that parses as a ustar header with a correct
+            checksum, where reading went on; ``None`` if there is none (the rest is lost).
+        reason: what tarfile said, or why the stop was not the end of the archive.
+    """
+
+    offset: int
+    resumed_at: int | None
+    reason: str
+
+
+def _next_header(data: bytes, after: int) -> int | None:
+    """The first offset >= ``after``, a multiple of 512, whose block parses as a ustar header."""
+    at = after + 257  # the ustar magic sits at byte 257 of a header
+    while (found := data.find(b"ustar", at)) >= 0:
+        offset = found - 257
+        if offset % _BLOCK == 0:
+            try:
+                tarfile.TarInfo.frombuf(data[offset : offset + _BLOCK], "utf-8", "surrogateescape")
+                return offset
+            except tarfile.HeaderError:
+                pass
+        at = found + 1
+    return None
+
+
+def _header_error(block: bytes) -> str:
+    """Why tarfile rejects ``block`` as a member header (it stops quietly past the first one)."""
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError as err:
+        if isinstance(err, tarfile.EOFHeaderError):
+            return "a zero block, with more data after it"
+        return f"header: {err}"
+    return "a header that does not parse with the one before it"
+
+
+def tar_members(data: bytes) -> Iterator[tuple[str, bytes] | TarDamage]:
+    """The regular-file members of a tar archive held in memory, read past damage.
+
+    Python's tarfile parses the members (ustar, pax and GNU headers alike). Where it stops
+    before the end of the archive (a header whose checksum fails, say after a few flipped
+    bytes; member data cut short; a zeroed header with more members after it; or bytes other
+    than zeros after the end-of-archive blocks), a :class:`TarDamage` is yielded and reading
+    resumes at the next 512-byte block that parses as a ustar header with a correct checksum
+    (tar members always start on a multiple of 512 bytes). So damage to one header loses that
+    member only, not the rest of the archive.
+
+    Args:
+        data: the whole archive.
+
+    Yields:
+        ``(member name, member bytes)`` for each regular file, in archive order, and a
+        :class:`TarDamage` at each place reading stopped early.
+    """
+    handle = io.BytesIO(data)  # shares the bytes object's buffer: no copy
+    start = 0
+    while True:
+        tar, reading, error = None, None, None
+        try:
+            handle.seek(start)
+            # Member offsets are absolute: a TarFile starts at its file object's position.
+            tar = tarfile.TarFile(fileobj=handle, mode="r")
+            for info in tar:
+                if info.isreg():
+                    reading = info.offset
+                    content = tar.extractfile(info).read()
+                    reading = None
+                    yield info.name, content
+        except tarfile.TarError as err:  # ReadError and its kin: bad first header, data cut short
+            error = err
+        if reading is not None:  # this member's header parsed, its data did not
+            stop = reading
+        else:
+            stop = start if tar is None else tar.offset
+            if error is None:
+                rest = len(data) - stop
+                if rest <= 0 or data.count(0, stop) == rest:
+                    return  # the end-of-archive blocks and zero padding: a clean end
+                error = _header_error(data[stop : stop + _BLOCK])
+        resume = _next_header(data, stop + _BLOCK)
+        yield TarDamage(stop, resume, str(error))
+        if resume is None:
+            return
+        start = resume
+
+
+@dataclass(frozen=True)
+class ShardProblem:
+    """One disagreement between a shard directory and its manifest.
+
+    Attributes:
+        name: the shard file's name.
+        kind: ``"unlisted"`` (a ``.tar`` file on disk that the manifest does not list: its
+            samples are never streamed), ``"missing"`` (listed but not on disk), ``"size"``,
+            ``"checksum"`` or ``"count"`` (differs from what the manifest records; ``count`` also
+            reports tar damage and samples that lack one of the manifest's fields).
+        detail: what was found, against what the manifest says.
+    """
+
+    name: str
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.kind}: {self.detail}"
+
+
+def count_samples(data: bytes, members: frozenset[str] = frozenset()) -> tuple[int, int, list[TarDamage]]:
+    """The samples in a shard's bytes, as the stream groups them (runs of members with one key).
+
+    Args:
+        data: the shard file's bytes.
+        members: the member suffixes ``"{field}.{ext}"`` every sample should hold.
+
+    Returns:
+        (samples, of them those lacking one of ``members``, the tar damage met).
+    """
+    count, incomplete, key, held, damage = 0, 0, None, set(), []
+    for member in tar_members(data):
+        if isinstance(member, TarDamage):
+            damage.append(member)
+            continue
+        this_key, _, suffix = member[0].partition(".")
+        if this_key != key:
+            count += 1
+            incomplete += key is not None and not members <= held
+            key, held = this_key, set()
+        held.add(suffix)
+    incomplete += key is not None and not members <= held
+    return count, incomplete, damage
+
+
+def check_shards(shard_dir: str | os.PathLike, *, deep: bool = True) -> list[ShardProblem]:
+    """Every disagreement between a shard directory and its manifest.
+
+    Always (cheap: a directory listing and a ``stat`` per shard): ``.tar`` files on disk that
+    the manifest does not list (hidden files, such as a writer's temporary ones, are not
+    shards), listed shards missing on disk, and sizes other than the manifest's. With
+    ``deep``, also (reading every shard): sha256 digests and sample counts other than the
+    manifest's, and tar damage.
+
+    Args:
+        shard_dir: the directory holding ``manifest.json`` and the shards.
+        deep: also hash every shard and count its samples.
+
+    Returns:
+        The problems, listed shards in manifest order, then unlisted files by name.
+
+    Raises:
+        ValueError: if there is no readable manifest (see :func:`read_manifest`).
+    """
+    shard_dir = Path(shard_dir)
+    manifest = read_manifest(shard_dir)
+    members = frozenset(f"{name}.{info.ext}" for name, info in manifest.fields.items())
+    problems = []
+    for shard in manifest.shards:
+        path = shard_dir / shard.name
+        if not path.is_file():
+            detail = f"not on disk; the manifest lists {shard.count} samples"
+            problems.append(ShardProblem(shard.name, "missing", detail))
+            continue
+        size = path.stat().st_size
+        if size != shard.bytes:
+            problems.append(ShardProblem(shard.name, "size", f"{size} bytes; the manifest says {shard.bytes}"))
+        if not deep:
+            continue
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != shard.sha256:
+            detail = f"sha256 {digest[:12]}...; the manifest says {shard.sha256[:12]}..."
+            problems.append(ShardProblem(shard.name, "checksum", detail))
+        count, incomplete, damage = count_samples(data, members)
+        if count != shard.count or incomplete or damage:
+            lacking = f", {incomplete} of them lacking members" if incomplete else ""
+            where = "".join(
+                f"; unreadable from byte {d.offset} to {'the end' if d.resumed_at is None else d.resumed_at}"
+                for d in damage
+            )
+            problems.append(
+                ShardProblem(
+                    shard.name, "count", f"{count} samples found{lacking}; the manifest says {shard.count}{where}"
+                )
+            )
+    listed = {shard.name for shard in manifest.shards}
+    for path in sorted(shard_dir.glob("*.tar")):
+        if path.name not in listed and not path.name.startswith("."):
+            detail = "a shard file the manifest does not list; its samples are not streamed"
+            problems.append(ShardProblem(path.name, "unlisted", detail))
+    return problems

@@ -4,9 +4,10 @@ Each DataLoader worker runs one pipeline of *blocks* ``{field: array (n, ...), "
 
     shard list (this rank's shards, shuffled with (seed, epoch), dealt to workers;
                 or, resampled, drawn with replacement)
-      -> one block per shard of fixed layout, read in one piece; otherwise tar members ->
-         samples (corrupt or truncated shards skipped and counted) -> small blocks
-      -> decode the requested fields (corrupt samples skipped and counted)
+      -> each shard read in one piece, its sha256 checked once per file (a mismatch warned)
+      -> one block per shard of fixed layout; otherwise tar members, resuming past damage at
+         the next valid header -> samples (lost ones skipped and counted) -> small blocks
+      -> decode the requested fields (corrupt samples, NaN or Inf included, skipped and counted)
       -> [resampled: the worker's quota of samples]
       -> sample shuffle (a buffer of shuffle_buffer samples; each batch is B distinct random
          positions of it, refilled in place; rng seeded from (seed, epoch, rank, worker))
@@ -38,6 +39,8 @@ then workers).
 from __future__ import annotations
 
 import collections
+import ctypes
+import functools
 import hashlib
 import itertools
 import logging
@@ -45,7 +48,10 @@ import math
 import os
 import pickle
 import random
-import tarfile
+import signal
+import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -54,12 +60,11 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.tariterators import tar_file_iterator
 
 from clipmath.datasets.checks import check_int
 from clipmath.datasets.fields import FieldInfo, decode_field, read_npy_header
 from clipmath.datasets.png import decode_png_batch
-from clipmath.datasets.shards import read_manifest
+from clipmath.datasets.shards import TarDamage, check_shards, read_manifest, tar_members
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +100,8 @@ class _Shard:
     path: str
     count: int
     bytes: int
+    sha256: str = ""
+    index: int = 0  # in the manifest, and in the plan's shared table of checksum verdicts
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,9 @@ class _Plan:
     rank_samples: int | None  # resampled: this rank's share of samples_per_epoch; else None
     transform: Callable[[dict, torch.Generator], dict] | None = None
     collate: Callable[[list[dict]], dict] | None = None
+    # With workers: (shards, 3) int64 in shared memory, [verdict, size, mtime_ns] per shard, so
+    # that a shard is hashed once for all the workers (see _read_verified); else None.
+    verdicts: torch.Tensor | None = None
 
     @property
     def per_sample(self) -> bool:
@@ -272,7 +282,8 @@ def _npy_column(view: np.ndarray, start: int, size: np.ndarray, info: FieldInfo)
         raise _NotFixed("npy headers differ between samples")
     # The copy owns its memory (a view would pin the whole shard); astype then only converts.
     raw = view[:, start + offset : start + offset + nbytes].copy()
-    return raw.view(dtype).reshape(len(view), *shape).astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf, dropped as corrupt
+        return raw.view(dtype).reshape(len(view), *shape).astype(np.float32, copy=False)
 
 
 def _varies(info: FieldInfo) -> bool:
@@ -285,7 +296,8 @@ def _decode_value(name: str, info: FieldInfo, data: bytes) -> Any:
 
     Axes the manifest records as ``None`` may have any length; the number of axes must match.
     """
-    value = decode_field(info.ext, data)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes Inf, dropped as corrupt
+        value = decode_field(info.ext, data)
     if info.ext in ("npy", "png", "jpg"):
         shape = tuple(value.shape)
         if len(shape) != len(info.shape) or any(
@@ -330,20 +342,90 @@ def _member_column(info: FieldInfo, datas: list[bytes]) -> np.ndarray | None:
     return None
 
 
-def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter) -> list[dict] | None:
+# Checksum verdicts of this process: (path, size, mtime_ns) -> whether the sha256 matched the manifest's.
+_VERIFIED: dict[tuple[str, int, int], bool] = {}
+# Verdicts in a plan's shared table (0: not yet known).
+_MATCHED, _DIFFERS = 1, 2
+# Shards at least this large are hashed in a thread while they are decoded (hashlib releases the GIL).
+_HASH_IN_THREAD_BYTES = 1 << 20
+
+
+def _no_check() -> None:
+    return None
+
+
+def _read_verified(shard: _Shard, verdicts: torch.Tensor | None) -> tuple[np.ndarray, Callable[[], None]]:
+    """A shard's bytes (file size,) uint8, and ``finish()``, which completes their sha256 check.
+
+    The digest is taken of the bytes read anyway, once per ``(path, size, mtime_ns)`` in this
+    process, or, with workers, once for all of them (the plan's shared table of verdicts); a
+    large shard is hashed in a thread while it is decoded, and ``finish()``, called once the
+    shard is read, waits for it. A mismatch is logged as a warning naming the shard; the shard
+    is still read, as far as its samples decode (a digest cannot say which bytes changed).
+
+    Raises:
+        OSError: if the file cannot be read.
+    """
+    with open(shard.path, "rb") as handle:
+        raw = np.fromfile(handle, dtype=np.uint8)  # faster than bytes from read()
+        stat = os.fstat(handle.fileno())
+    version = (shard.path, stat.st_size, stat.st_mtime_ns)
+    if version in _VERIFIED or not shard.sha256:
+        return raw, _no_check
+    if verdicts is not None:
+        verdict, size, mtime = verdicts[shard.index].tolist()
+        if verdict and (size, mtime) == version[1:]:
+            _VERIFIED[version] = verdict == _MATCHED
+            return raw, _no_check
+    digests: list[str] = []
+
+    def digest() -> None:
+        digests.append(hashlib.sha256(raw).hexdigest())  # the buffer, without a copy
+
+    def finish() -> None:
+        if thread is not None:
+            thread.join()
+        if not digests:  # the hash itself failed (and said so on stderr): try again next time
+            return
+        matched = digests[0] == shard.sha256
+        if not matched:
+            logger.warning(
+                "shard %s: its sha256 differs from the manifest's, so the file changed after it was written "
+                "(%d bytes, the manifest says %d); reading what is readable, samples that fail to parse or "
+                "decode are skipped and counted, but changed values that still decode cannot be detected",
+                shard.path, stat.st_size, shard.bytes,
+            )
+        if verdicts is not None:
+            verdicts[shard.index, 1:] = torch.tensor(version[1:])
+            verdicts[shard.index, 0] = _MATCHED if matched else _DIFFERS
+        _VERIFIED[version] = matched
+
+    thread = None
+    if len(raw) >= _HASH_IN_THREAD_BYTES:
+        thread = threading.Thread(target=digest, name=f"sha256 {shard.name}", daemon=True)
+        thread.start()
+    else:
+        digest()
+    return raw, finish
+
+
+def _read_fixed(
+    shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter, raw: np.ndarray | None = None
+) -> list[dict] | None:
     """A fixed-layout shard as one block (``[]`` if every sample is corrupt), else ``None``.
 
-    A shard whose size is the manifest's is read in one piece; when every sample repeats the
-    first one's tar layout (:func:`_check_records`), the shard is a (count, stride) byte array
-    and each fixed-shape ``npy`` field one column range of it, decoded for all samples at once.
-    Other fields are decoded per sample, a corrupt sample skipped and counted. Anything else
-    (damage, pax headers, a missing field) returns ``None`` for the generic reader, which
-    handles and counts it.
+    A shard whose size is the manifest's is read in one piece (or given as ``raw``, its bytes);
+    when every sample repeats the first one's tar layout (:func:`_check_records`), the shard is
+    a (count, stride) byte array and each fixed-shape ``npy`` field one column range of it,
+    decoded for all samples at once. Other fields are decoded per sample, a corrupt sample
+    skipped and counted. Anything else (damage, pax headers, a missing field) returns ``None``
+    for the generic reader, which handles and counts it.
     """
     try:
-        if os.path.getsize(shard.path) != shard.bytes:
-            raise _NotFixed(f"size other than the manifest's {shard.bytes} bytes")
-        raw = np.fromfile(shard.path, dtype=np.uint8)  # (shard bytes,); faster than bytes from read()
+        if raw is None:
+            if os.path.getsize(shard.path) != shard.bytes:
+                raise _NotFixed(f"size other than the manifest's {shard.bytes} bytes")
+            raw = np.fromfile(shard.path, dtype=np.uint8)  # (shard bytes,)
         if len(raw) != shard.bytes:
             raise _NotFixed(f"size other than the manifest's {shard.bytes} bytes")
         members, stride = _first_record(raw)
@@ -394,43 +476,60 @@ def _read_fixed(shard: _Shard, fields: tuple[tuple[str, FieldInfo], ...], skippe
     return [{**block, **{name: _column(column, varying[name]) for name, column in values.items()}}]
 
 
-def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, failed: set[str]) -> Iterator[dict]:
+def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, data: bytes | None = None) -> Iterator[dict]:
     """The samples of one shard as raw member bytes, ``{"__key__", "__shard__", "u.npy": ...}``.
 
-    A tar error, a file size other than the manifest's, or fewer samples than the manifest
-    counts marks the shard damaged: the samples read before the damage are kept, the one in
-    progress only if it holds every member of the manifest's ``members`` (it may have been cut),
-    and the shortfall against the manifest count is added to ``skipped``.
+    Reads the file (or its bytes ``data``) member by member (:func:`~clipmath.datasets.shards.tar_members`),
+    resuming past damage at the next valid tar header. A shard is damaged when it cannot be
+    read, its size differs from the manifest's, tar parsing stopped early anywhere, or it holds
+    fewer samples than the manifest counts. A sample that was in progress where parsing stopped,
+    or began where it resumed, is kept only if it holds every member of the manifest's
+    ``members`` (its lost member may have been one of them); the shortfall against the manifest
+    count, the samples actually lost, is added to ``skipped`` and logged.
     """
-    delivered, sample, error, size = 0, None, None, -1
+    delivered, found, sample, suspect, damage = 0, 0, None, False, []
     try:
-        size = os.path.getsize(shard.path)
-        with open(shard.path, "rb") as handle:
-            for member in tar_file_iterator(handle):
-                key, _, suffix = member["fname"].partition(".")
-                if sample is not None and key != sample["__key__"]:
-                    yield sample
-                    delivered += 1
-                    sample = None
-                if sample is None:
-                    sample = {"__key__": key, "__shard__": shard.name}
-                sample[suffix] = member["data"]
-    except (tarfile.TarError, OSError) as err:
-        error = err
-    found = delivered + (sample is not None)
-    intact = error is None and size == shard.bytes and found == shard.count
-    if sample is not None and (intact or members <= sample.keys()):
+        if data is None:
+            with open(shard.path, "rb") as handle:
+                data = handle.read()
+        entries = tar_members(data)
+    except OSError as err:
+        entries, damage = iter(()), [str(err)]
+    next_suspect = False
+    for entry in entries:
+        if isinstance(entry, TarDamage):
+            resumed = "not resumed" if entry.resumed_at is None else f"resumed at byte {entry.resumed_at}"
+            damage.append(f"unreadable from byte {entry.offset} ({entry.reason}), {resumed}")
+            suspect = sample is not None
+            next_suspect = True
+            continue
+        name, content = entry
+        key, _, suffix = name.partition(".")
+        if sample is not None and key != sample["__key__"]:
+            if not suspect or members <= sample.keys():
+                yield sample
+                delivered += 1
+            sample = None
+        if sample is None:
+            sample, suspect, next_suspect = {"__key__": key, "__shard__": shard.name}, next_suspect, False
+            found += 1
+        sample[suffix] = content
+    size = -1 if data is None else len(data)
+    intact = not damage and size == shard.bytes and found == shard.count
+    if sample is not None and ((intact and not suspect) or members <= sample.keys()):
         yield sample
         delivered += 1
     if intact:
         return
-    lost = shard.count - delivered
-    skipped[shard.name] += max(lost, 0)
-    failed.add(shard.name)
-    if error is None:
-        error = f"{size} bytes, {found} samples; manifest says {shard.bytes}, {shard.count}"
+    lost = max(shard.count - delivered, 0)
+    if lost:
+        skipped[shard.name] += lost
+    if not damage:
+        damage = [f"{size} bytes, {found} samples; the manifest says {shard.bytes}, {shard.count}"]
     logger.warning(
-        "shard %s is damaged (%s): skipped %d samples after the first %d", shard.name, error, lost, delivered
+        "shard %s is damaged (%s): %d of its %d samples lost and counted as skipped, %d delivered",
+        shard.path, "; ".join(damage[:3]) + (f"; and {len(damage) - 3} more" if len(damage) > 3 else ""),
+        lost, shard.count, delivered,
     )
 
 
@@ -456,21 +555,71 @@ def _decode(
         yield sample
 
 
+def _drop_nonfinite(block: dict, shard: str, fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter) -> dict:
+    """``block`` without its samples whose ``npy`` fields hold NaN or Inf (corrupt: skipped, counted, logged).
+
+    Float arrays are checked after their conversion to float32, so a float64 value beyond its
+    range counts too. A whole column is checked at once; a field whose shape varies, per sample.
+    """
+    bad = None
+    for name, info in fields:
+        if info.ext != "npy":
+            continue
+        column = block[name]
+        if column.dtype == object:
+            finite = np.fromiter((np.isfinite(a).all() for a in column), dtype=bool, count=len(column))
+        else:
+            finite = np.isfinite(column.reshape(len(column), -1)).all(1)
+        if finite.all():
+            continue
+        keys = block["key"][~finite].tolist()
+        logger.warning(
+            "shard %s: %d samples hold NaN or Inf in field %r (%s%s); skipped as corrupt",
+            shard, len(keys), name, ", ".join(map(repr, keys[:5])), ", ..." if len(keys) > 5 else "",
+        )
+        bad = ~finite if bad is None else bad | ~finite
+    if bad is None:
+        return block
+    skipped[shard] += int(bad.sum())
+    return _select(block, ~bad)
+
+
 def _read_blocks(shards: Iterable[_Shard], plan: _Plan, skipped: Counter, failed: set[str]) -> Iterator[dict]:
-    """The decoded samples of ``shards`` as blocks: one per fixed-layout shard, small ones otherwise."""
+    """The decoded samples of ``shards`` as blocks: one per fixed-layout shard, small ones otherwise.
+
+    A shard that delivers no sample is added to ``failed``.
+    """
     varying = {name: _varies(info) for name, info in plan.fields} | {"key": False}
 
-    def generic(shard: _Shard) -> Iterator[dict]:
-        samples = _decode(_read_shard(shard, plan.members, skipped, failed), plan.fields, skipped)
+    def generic(shard: _Shard, data: bytes | None) -> Iterator[dict]:
+        samples = _decode(_read_shard(shard, plan.members, skipped, data), plan.fields, skipped)
         while chunk := list(itertools.islice(samples, _GENERIC_BLOCK)):
             yield {name: _column([sample[name] for sample in chunk], vary) for name, vary in varying.items()}
 
     for shard in shards:
-        blocks = _read_fixed(shard, plan.fields, skipped)
-        for block in generic(shard) if blocks is None else blocks:
-            if plan.transform is not None:
-                block[_SHARD] = np.full(_size(block), shard.name, dtype=object)
-            yield block
+        try:
+            raw, finish = _read_verified(shard, plan.verdicts)
+        except OSError:
+            raw, finish = None, _no_check  # the generic reader meets the error again, and reports and counts it
+        try:
+            blocks = None if raw is None else _read_fixed(shard, plan.fields, skipped, raw)
+            if blocks is None:
+                data, raw = (None if raw is None else raw.tobytes()), None
+                blocks = generic(shard, data)
+            raw = None  # a fixed-layout block owns its memory; the file's bytes may go (once hashed)
+            delivered = 0
+            for block in blocks:
+                block = _drop_nonfinite(block, shard.name, plan.fields, skipped)
+                if not _size(block):
+                    continue
+                delivered += _size(block)
+                if plan.transform is not None:
+                    block[_SHARD] = np.full(_size(block), shard.name, dtype=object)
+                yield block
+        finally:
+            finish()
+        if not delivered:
+            failed.add(shard.name)
 
 
 def _size(block: dict) -> int:
@@ -819,7 +968,11 @@ class _Workers:
             batch_size=None,
             num_workers=num_workers,
             collate_fn=_as_is,
-            worker_init_fn=_init_worker,
+            # The workers start in this thread: a parent-death signal fires when it ends, so it is
+            # armed only from the main thread (which ends with the process); else a watchdog.
+            worker_init_fn=functools.partial(
+                _init_worker, parent=os.getpid(), pdeathsig=threading.current_thread() is threading.main_thread()
+            ),
             persistent_workers=True,
         )
         self._iterator: Iterator[dict] | None = None
@@ -869,9 +1022,80 @@ def _check_function(name: str, function: Callable | None, num_workers: int) -> N
             ) from None
 
 
-def _init_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int, parent: int | None = None, pdeathsig: bool = True) -> None:
     # Workers only decode; one intra-op thread each keeps them from oversubscribing the cores.
     torch.set_num_threads(1)
+    if parent is not None:
+        _exit_with_parent(parent, pdeathsig)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_WATCHDOG_SECONDS = 0.5
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed process its parent has not reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:  # no /proc (not Linux): kill(pid, 0) has answered
+        return True
+
+
+def _exit_with_parent(parent: int, pdeathsig: bool) -> None:
+    """End this worker process when ``parent``, the process that started it, dies, even by SIGKILL.
+
+    Otherwise a worker outlives it forever: torch's worker loop looks at its parent only between
+    tasks, and then waits to flush its last results into a pipe whose read end its sibling
+    workers still hold open. On Linux the kernel sends this process SIGKILL when its parent
+    (exactly: the thread that forked it; ``pdeathsig`` says that was the main thread) ends
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere, or if that fails, a daemon thread polls
+    ``os.getppid()`` every 0.5 s, which changes when the parent dies (the orphan is adopted).
+    """
+    ppid = os.getppid()
+    armed = False
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    # A parent that died before the signal was armed has left this process adopted already. (With
+    # forkserver the direct parent is the fork server, which exits with the parent.)
+    if ppid != parent and not _alive(parent):
+        os._exit(1)
+    if armed:
+        return
+
+    def watch() -> None:
+        while os.getppid() == ppid:
+            time.sleep(_WATCHDOG_SECONDS)
+        os._exit(1)  # no cleanup: the results have nobody to go to
+
+    threading.Thread(target=watch, name="clipmath-parent-watchdog", daemon=True).start()
+
+
+def _warn_disagreements(path: Path) -> None:
+    """Log a warning for each cheap-to-see disagreement of a shard directory with its manifest.
+
+    A directory listing and a ``stat`` per shard (:func:`~clipmath.datasets.shards.check_shards`
+    without ``deep``): ``.tar`` files the manifest does not list (never streamed), listed shards
+    missing on disk and sizes other than the manifest's (read as far as they parse, their lost
+    samples skipped and counted). Checksums are checked as each shard is read.
+    """
+    problems = check_shards(path, deep=False)
+    if problems:
+        logger.warning(
+            "shard directory %s disagrees with its manifest (%d problems; `clipmath shards inspect %s` lists "
+            "them all): %s. Unlisted files are not streamed; the samples lost from listed shards are skipped and "
+            "counted.", path, len(problems), path, "; ".join(map(str, problems[:10])),
+        )
 
 
 def _as_is(item: dict) -> dict:
@@ -911,6 +1135,21 @@ class ShardStream:
     ``transform`` and ``collate`` must be picklable when ``num_workers > 0``: top-level
     functions, ``functools.partial`` of them, or instances of top-level classes (no lambdas or
     nested functions).
+
+    **Damaged data** is skipped, counted in :attr:`skipped` and logged (a warning naming the
+    shard and, for a sample, its key), never delivered and never a crash: a sample whose
+    member does not decode, or whose float arrays hold NaN or Inf (after conversion to
+    float32); a shard that is missing or unreadable (all its samples); a shard whose tar
+    structure is damaged (it is read past the damage, from the next valid tar header on, so
+    only the samples that lost a member count). Each shard's sha256 is compared with the
+    manifest's once per file version and process (once for all workers), on the bytes read
+    anyway; a mismatch is a warning, as changed bytes that still decode cannot be told from
+    good ones. At construction, a shard directory that disagrees with its manifest is a
+    warning (not a refusal): ``.tar`` files the manifest does not list are never streamed;
+    missing shards and sizes other than the manifest's lose samples, counted when read. A
+    training run that skips too many samples fails
+    (:attr:`clipmath.multimodal.trainer.TrainConfig.max_skipped_fraction`); ``clipmath shards
+    inspect`` lists every disagreement (:func:`~clipmath.datasets.shards.check_shards`).
 
     Args:
         path: shard directory written by :func:`~clipmath.datasets.shards.write_shards`.
@@ -988,8 +1227,10 @@ class ShardStream:
             raise ValueError("fields: 'key' is reserved for the batch's list of sample keys")
         stored_fields = tuple(dict.fromkeys(fields.values()))
         shards = tuple(
-            _Shard(s.name, str(self.path / s.name), s.count, s.bytes) for s in self.manifest.shards
+            _Shard(s.name, str(self.path / s.name), s.count, s.bytes, s.sha256, index)
+            for index, s in enumerate(self.manifest.shards)
         )
+        _warn_disagreements(self.path)
         if resampled:
             share, extra = divmod(samples_per_epoch, world_size)
             per_rank = [share + (r < extra) for r in range(world_size)]
@@ -1020,6 +1261,7 @@ class ShardStream:
             rank_samples=per_rank[rank] if resampled else None,
             transform=transform,
             collate=collate,
+            verdicts=torch.zeros((len(shards), 3), dtype=torch.int64).share_memory_() if num_workers else None,
         )
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -328,7 +328,7 @@ def run(config: MnistLabelsConfig, run_dir: Any) -> Headline:
         tag = name.replace("|", "_given_")
         result = train(model, loss_config.build(), stream, train_config, run_dir, tag=tag)
         results[name] = {"loss": dataclasses.asdict(loss_config), "steps": result.steps,
-                         "final_epoch_loss": result.epoch_losses[-1], "skipped": sum(stream.skipped.values()),
+                         "final_epoch_loss": result.epoch_losses[-1], "skipped": sum(result.skipped.values()),
                          **_evaluate(model, te_images, te_labels, pool_images, pool_labels, config, loss_config.metric)}
         logger.info("%s: test accuracy %.4f, ECE %.4f, distinct %.1f/%d", name, results[name]["accuracy"],
                     results[name]["ece"], results[name]["mean_distinct"], config.samples)
@@ -342,8 +342,7 @@ def run(config: MnistLabelsConfig, run_dir: Any) -> Headline:
     claims = _claims(results, config.samples)
     if is_main_process():
         run_dir.write_metrics({"runs": results, "claims": claims, "n_train": len(train_keep), "n_test": len(test_keep),
-                               "n_finetune_pool": len(pool_keep),
-                               "skipped_samples": stream.skipped})
+                               "n_finetune_pool": len(pool_keep)})
         _fig11(run_dir, results, te_images[shown])
         _fig12(run_dir, results, te_images, config.figure_label)
         run_dir.write_text("report.md", _report(config, results, claims, len(train_keep), len(pool_keep), len(test_keep)))

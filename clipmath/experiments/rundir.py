@@ -122,19 +122,62 @@ class RunDir:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.experiment = experiment
+        # Training run tag -> {shard: samples skipped as damaged or corrupt}, told by the trainer.
+        self.skipped: dict[str, dict[str, int]] = {}
+
+    def record_skipped(self, tag: str, skipped: dict[str, int]) -> None:
+        """Note what the training run ``tag`` skipped; ``metrics.json`` and ``report.md`` then say it.
+
+        Called by :func:`clipmath.multimodal.trainer.train` (also when a resume finds the run done).
+        """
+        self.skipped[tag] = dict(skipped)
+
+    def _skip_summary(self) -> dict:
+        return {
+            "total": sum(sum(counts.values()) for counts in self.skipped.values()),
+            "by_run": {tag: dict(sorted(counts.items())) for tag, counts in self.skipped.items()},
+        }
+
+    def _skip_report(self) -> str:
+        summary = self._skip_summary()
+        lines = ["", "## Skipped samples", ""]
+        if not summary["total"]:
+            lines.append(f"No sample was skipped as damaged or corrupt ({len(self.skipped)} training runs).")
+        else:
+            lines.append(
+                f"{summary['total']} samples were skipped as damaged or corrupt (counted in every epoch that read "
+                "them; `clipmath shards inspect` on the data lists what disagrees with its manifest):"
+            )
+            lines.append("")
+            rows = [(tag, name, count) for tag, counts in summary["by_run"].items() for name, count in counts.items()]
+            lines.append(markdown_table(["training run", "shard", "samples skipped"], rows).rstrip("\n"))
+        return "\n".join(lines) + "\n"
 
     def file(self, name: str) -> Path:
         """Path of a file inside the run directory."""
         return self.path / name
 
     def write_text(self, name: str, text: str) -> Path:
-        """Atomically write a text file into the run directory."""
+        """Atomically write a text file into the run directory.
+
+        ``report.md`` gets a closing "Skipped samples" section once a training run has recorded
+        its skips (:meth:`record_skipped`).
+        """
+        if name == "report.md" and self.skipped:
+            text = text.rstrip("\n") + "\n" + self._skip_report()
         path = self.file(name)
         atomic_write_bytes(path, text.encode())
         return path
 
     def write_metrics(self, metrics: dict) -> Path:
-        """Write the final figures to ``metrics.json``."""
+        """Write the final figures to ``metrics.json``.
+
+        Once a training run has recorded its skips (:meth:`record_skipped`), they are added as
+        ``"skipped_samples": {"total": n, "by_run": {tag: {shard: count}}}`` (unless the
+        experiment wrote that key itself).
+        """
+        if self.skipped and "skipped_samples" not in metrics:
+            metrics = {**metrics, "skipped_samples": self._skip_summary()}
         return self.write_text("metrics.json", json.dumps(to_jsonable(metrics), indent=2) + "\n")
 
     def log_step(self, record: dict) -> None:

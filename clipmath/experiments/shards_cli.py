@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from clipmath.datasets import build_source, gaussian_samples, read_manifest, sources, verify_shards, write_shards
+from clipmath.datasets import build_source, gaussian_samples, read_manifest, sources, write_shards
+from clipmath.datasets.shards import check_shards
 from clipmath.datasets.sources import source_parameters
 from clipmath.experiments.config import parse_override
 
@@ -42,7 +43,7 @@ def _cmd_write(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.dir)
-    status = verify_shards(args.dir)
+    problems = check_shards(args.dir)
     counts = [shard.count for shard in manifest.shards]
     size = sum(shard.bytes for shard in manifest.shards)
     print(f"shard directory: {Path(args.dir)} (format version {manifest.format_version})")
@@ -54,12 +55,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for name, info in manifest.fields.items():
         shape = "-" if info.shape is None else str(tuple(info.shape))
         print(f"  {name}: .{info.ext}, shape {shape}, {info.dtype}")
-    bad = {name: state for name, state in status.items() if state != "ok"}
-    print(f"checksums: {len(status) - len(bad)}/{len(status)} ok")
-    for name, state in bad.items():
-        print(f"  {name}: {state}")
+    unverified = {p.name for p in problems if p.kind in ("missing", "checksum")}
+    print(f"checksums: {len(counts) - len(unverified)}/{len(counts)} ok")
+    print(f"disagreements with the manifest: {len(problems) or 'none'}")
+    for problem in problems:
+        print(f"  {problem}")
     print(f"source: {json.dumps(manifest.source)}")
-    return 1 if bad else 0
+    return 1 if problems else 0
 
 
 def add_shards_parser(sub: argparse._SubParsersAction) -> None:
@@ -92,7 +94,8 @@ def add_shards_parser(sub: argparse._SubParsersAction) -> None:
 
     p_inspect = shards_sub.add_parser(
         "inspect",
-        help="print a shard directory's manifest summary and verify checksums (exit 1 on a bad shard)",
+        help="print a shard directory's manifest summary and every disagreement with it: shard files it does "
+        "not list, listed shards missing, sizes, checksums and sample counts other than it records (exit 1 if any)",
     )
     p_inspect.add_argument("dir", help="shard directory holding manifest.json")
     p_inspect.set_defaults(func=_cmd_inspect)

@@ -22,7 +22,8 @@ A batch source is anything with ``batches_per_epoch``, ``epoch(epoch, start_batc
 dicts of named fields ``{"u": ..., "v": ..., ...}`` (``b`` rows each, the per-rank batch):
 tensors of any dtype and shape (float or uint8 images (b, C, H, W), token ids, labels),
 dicts of tensors (an encoder that takes several fields, e.g. token ids and a mask), lists of
-strings; and, optionally, ``skipped`` (a dict of skipped corrupt samples). Its order must
+strings; and, optionally, ``skipped`` (a dict shard -> samples skipped so far as damaged or
+corrupt, cumulative over the source's life, as :attr:`clipmath.datasets.ShardStream.skipped`). Its order must
 depend only on its seed and ``(epoch, start_batch)``: that, plus the checkpointed model,
 optimizer, scheduler and generator states, makes a resumed run reproduce an uninterrupted one
 bit for bit on CPU. :class:`clipmath.datasets.ShardStream` streams shards; :class:`TensorStream`
@@ -76,6 +77,13 @@ class TrainConfig:
         threads: torch intra-op threads while training (restored afterwards), or None to leave
             torch's setting. Tiny models step faster on one thread, and on a shared machine
             OpenMP threads that spin while a sibling is descheduled can slow a run many times.
+        max_skipped_fraction: the run fails (ValueError naming the shards) at the end of an epoch
+            where the samples the batch source skipped as damaged or corrupt exceed this fraction
+            of the samples read so far (skipped plus trained on); 0 tolerates no damage, 1 any.
+            The default 0.01 lets isolated corrupt samples pass (bit rot hits one sample per
+            damaged member, and the stream reads past damaged tar headers), but not what
+            changes the data a result stands for: a lost or truncated shard (one of 100 shards
+            is already 1%), or shards written in source order (by class, say) losing a part.
     """
 
     epochs: int = 10
@@ -92,6 +100,7 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 0
     threads: int | None = None
+    max_skipped_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         checks = [
@@ -109,6 +118,13 @@ class TrainConfig:
             ("log_every", self.log_every >= 1, "an integer >= 1"),
             ("seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32)"),
             ("threads", self.threads is None or self.threads >= 1, "None or an integer >= 1"),
+            (
+                "max_skipped_fraction",
+                isinstance(self.max_skipped_fraction, (int, float))
+                and not isinstance(self.max_skipped_fraction, bool)
+                and 0 <= self.max_skipped_fraction <= 1,
+                "a fraction in [0, 1]",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -127,6 +143,9 @@ class TrainResult:
         data_seconds: wall time spent waiting for batches (this process, since its start or resume).
         compute_seconds: wall time spent in forward, backward and the optimizer step (same span).
         resumed_at: the step a resume started from, or None for an uninterrupted run.
+        skipped: shard -> samples the batch source skipped as damaged or corrupt while this run
+            read its epochs (each epoch's skips count again; kept across resumes), as of each
+            epoch's last batch.
     """
 
     steps: int
@@ -136,6 +155,7 @@ class TrainResult:
     data_seconds: float = 0.0
     compute_seconds: float = 0.0
     resumed_at: int | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def data_fraction(self) -> float:
@@ -301,6 +321,48 @@ def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
     return 1.0
 
 
+def _skips_since(now: dict[str, int], base: dict[str, int]) -> dict[str, int]:
+    """The skip counts added since ``base`` (both cumulative ``shard -> count`` dicts)."""
+    return {name: count - base.get(name, 0) for name, count in now.items() if count > base.get(name, 0)}
+
+
+def _add_skips(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    return {name: total.get(name, 0) + more.get(name, 0) for name in {**total, **more}}
+
+
+def _rows(batch: dict) -> int:
+    """Samples in a batch: its keys, else the leading length of ``u``."""
+    if "key" in batch:
+        return len(batch["key"])
+    u = batch["u"]
+    while isinstance(u, dict):
+        u = next(iter(u.values()))
+    return u.shape[0] if isinstance(u, Tensor) else len(u)
+
+
+def _check_skips(tag: str, skipped: dict[str, int], trained: int, config: TrainConfig, device: torch.device) -> None:
+    """Raise if the skipped samples exceed ``config.max_skipped_fraction`` of the samples read.
+
+    Under torch.distributed the counts of all ranks are summed first, so every rank decides alike.
+    """
+    counts = torch.tensor([sum(skipped.values()), trained], dtype=torch.float64)
+    if world_info()[1] > 1:
+        counts = counts.to(device)
+        torch.distributed.all_reduce(counts)
+    lost, read = (int(x) for x in counts.tolist())
+    read += lost
+    if not lost or lost <= config.max_skipped_fraction * read:
+        return
+    worst = sorted(skipped.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{name} ({count})" for name, count in worst[:10]) + (", ..." if len(worst) > 10 else "")
+    raise ValueError(
+        f"stream: {tag} skipped {lost} of the {read} samples it read as damaged or corrupt "
+        f"({lost / read:.2%} > train.max_skipped_fraction={config.max_skipped_fraction}); this rank's shards: "
+        f"{shown or 'none'}. Repair or rewrite them (`clipmath shards inspect DIR` lists every disagreement with "
+        "the manifest), or raise train.max_skipped_fraction"
+    )
+
+
 def _truncate_log(path: os.PathLike, tag: str, step: int) -> None:
     """Drop this run's records past ``step`` (and its final evaluation) from ``metrics.jsonl``.
 
@@ -347,6 +409,11 @@ def _train(
     ckpt_path = run_dir.file(f"checkpoints/{tag}.pt") if run_dir is not None else None
     ckpt = load_checkpoint(ckpt_path) if getattr(run_dir, "resuming", False) else None
     step, epoch, position = 0, 0, 0
+    # Skips of the finished epochs, and of this one up to its last batch fetched: an epoch reads
+    # the same samples again on a resume, so these survive one exactly. Samples trained on, for the fraction.
+    skipped_done: dict[str, int] = {}
+    skipped_epoch: dict[str, int] = {}
+    trained = 0
     epoch_losses: list[float] = []
     epoch_loss_sum, epoch_steps, last_loss = 0.0, 0, math.nan
     if ckpt is None:
@@ -366,9 +433,15 @@ def _train(
         step, epoch, position = ckpt["step"], ckpt["epoch"], ckpt["position"]
         epoch_losses = list(ckpt["epoch_losses"])
         epoch_loss_sum, epoch_steps, last_loss = ckpt["epoch_loss_sum"], ckpt["epoch_steps"], ckpt["last_loss"]
+        skipped_done, skipped_epoch = dict(ckpt.get("skipped", {})), dict(ckpt.get("skipped_epoch", {}))
+        trained = ckpt.get("trained", 0)
         logger.info("%s: resuming at step %d (epoch %d, batch %d)", tag, step, epoch, position)
         if ckpt["done"]:
-            return TrainResult(step, last_loss, epoch_losses, dict(ckpt["evaluation"]), resumed_at=step)
+            result = TrainResult(
+                step, last_loss, epoch_losses, dict(ckpt["evaluation"]), resumed_at=step, skipped=skipped_done
+            )
+            _record_skips(run_dir, tag, result.skipped)
+            return result
         if writes:
             _truncate_log(run_dir.file("metrics.jsonl"), tag, step)
     resumed_at = None if ckpt is None else step
@@ -389,6 +462,9 @@ def _train(
                 "epoch_loss_sum": epoch_loss_sum,
                 "epoch_steps": epoch_steps,
                 "last_loss": last_loss,
+                "skipped": skipped_done,
+                "skipped_epoch": skipped_epoch,
+                "trained": trained,
                 "rng": rng_state(),
                 "config": asdict(config),
                 # The model's own config, when it has one: a checkpoint alone rebuilds the model.
@@ -419,14 +495,19 @@ def _train(
     model.train()
     progress = tqdm(total=total_steps, initial=step, desc=tag, disable=rank != 0, leave=False)
     while epoch < config.epochs:
-        # A checkpoint taken after an epoch's last batch resumes at position == batches_per_epoch.
-        batches = stream.epoch(epoch, start_batch=position) if position < batches_per_epoch else iter(())
+        # A checkpoint taken after an epoch's last batch resumes at position == batches_per_epoch;
+        # a source that counts skips then reads the epoch to its end again, to count them.
+        skips_before = dict(getattr(stream, "skipped", {}))
+        counts = position < batches_per_epoch or hasattr(stream, "skipped")
+        batches = stream.epoch(epoch, start_batch=position) if counts else iter(())
         while True:
             started = time.perf_counter()
             batch = next(batches, None)
             fetched = time.perf_counter()
             if batch is None:
                 break
+            skipped_epoch = _skips_since(getattr(stream, "skipped", {}), skips_before)
+            trained += _rows(batch)
             batch = to_device(batch, device)
             extras = loss_inputs(loss_fn, batch)
             with autocast:
@@ -466,7 +547,7 @@ def _train(
                         "lr": scheduler.get_last_lr()[0],
                         "data_s": window_data,
                         "compute_s": window_compute,
-                        "skipped": sum(getattr(stream, "skipped", {}).values()),
+                        "skipped": sum(skipped_done.values()) + sum(skipped_epoch.values()),
                     }
                 )
                 window_data = window_compute = 0.0
@@ -476,16 +557,39 @@ def _train(
                 run_evaluation(final=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint(done=False, evaluation={})
+        # The epoch read to its end (a rank's surplus included): all of its skips.
+        skipped_epoch = _skips_since(getattr(stream, "skipped", {}), skips_before)
         if position != batches_per_epoch:
             logger.warning("%s: epoch %d gave %d batches, expected %d", tag, epoch, position, batches_per_epoch)
         epoch_losses.append(epoch_loss_sum / max(1, epoch_steps))
         epoch, position, epoch_loss_sum, epoch_steps = epoch + 1, 0, 0.0, 0
+        skipped_done, skipped_epoch = _add_skips(skipped_done, skipped_epoch), {}
+        _check_skips(tag, skipped_done, trained, config, device)
     progress.close()
     if step == 0:
-        raise ValueError(f"stream: {tag} learned from no data (every batch was skipped: {getattr(stream, 'skipped', {})})")
+        raise ValueError(
+            f"stream: {tag} learned from no data (every batch was skipped; shards: {skipped_done or 'none skipped'})"
+        )
+    if skipped_done:
+        total = sum(skipped_done.values())
+        logger.warning(
+            "%s: skipped %d damaged or corrupt samples of the %d read (%.3g%%, within "
+            "train.max_skipped_fraction=%g): %s",
+            tag, total, total + trained, 100 * total / (total + trained), config.max_skipped_fraction, skipped_done,
+        )
     evaluation = run_evaluation(final=True) if evaluate is not None else {}
     checkpoint(done=True, evaluation=evaluation)
-    return TrainResult(step, last_loss, epoch_losses, evaluation, data_seconds, compute_seconds, resumed_at)
+    result = TrainResult(
+        step, last_loss, epoch_losses, evaluation, data_seconds, compute_seconds, resumed_at, dict(skipped_done)
+    )
+    _record_skips(run_dir, tag, result.skipped)
+    return result
+
+
+def _record_skips(run_dir: Any, tag: str, skipped: dict[str, int]) -> None:
+    """Tell the run directory what this training run skipped (for its metrics.json and report.md)."""
+    if run_dir is not None and hasattr(run_dir, "record_skipped"):
+        run_dir.record_skipped(tag, skipped)
 
 
 def train(
@@ -525,7 +629,9 @@ def train(
 
     Raises:
         ValueError: for a stream without batches, a run that learned from no data (every batch
-            skipped), a batch that lacks a field the loss reads, or a checkpoint that does not fit.
+            skipped), a run whose stream skipped more than ``config.max_skipped_fraction`` of its
+            samples as damaged (naming the shards; checked after every epoch), a batch that lacks
+            a field the loss reads, or a checkpoint that does not fit.
         FloatingPointError: when a step's loss is NaN or infinite (never trained on silently).
     """
     threads = torch.get_num_threads()

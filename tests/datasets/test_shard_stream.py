@@ -4,6 +4,8 @@ import dataclasses
 import io
 import logging
 import math
+import os
+import re
 import tarfile
 from collections import Counter
 
@@ -249,7 +251,7 @@ def _plan(shard_dir, fields):
 
 def _generic_samples(plan, shard):
     skipped = Counter()
-    raw = stream_module._read_shard(shard, plan.members, skipped, set())
+    raw = stream_module._read_shard(shard, plan.members, skipped)
     return list(stream_module._decode(raw, plan.fields, skipped)), skipped
 
 
@@ -370,3 +372,182 @@ def test_workers_kept_between_epochs_give_the_batches_of_new_workers(shard_dir, 
     assert_same_batches(list(kept.epoch(0)), first)
     assert_same_batches(list(kept.epoch(1)), list(stream().epoch(1)))
     assert kept._workers is workers
+
+
+# Damaged data: NaN or Inf, flipped header bytes, checksums, disagreements with the manifest.
+
+
+def _messages(caplog):
+    return " ".join(record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("reader", ["fixed", "generic"])
+def test_nan_or_inf_in_the_data_is_a_corrupt_sample_skipped_counted_and_named(tmp_path, monkeypatch, caplog, reader):
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(12):
+        u, v = rng.standard_normal(3).astype(np.float32), rng.standard_normal(2)  # v float64
+        seq = np.ones((i % 3 + 1, 2), dtype=np.float32)  # a shape that varies: checked per sample
+        if i == 2:
+            u[1] = np.nan
+        if i == 5:
+            v[0] = np.inf
+        if i == 7:
+            v[1] = 1e300  # finite in float64, Inf in float32
+        if i == 9:
+            seq[0, 1] = -np.inf
+        samples.append({"__key__": f"s{i:02d}", "u": u, "v": v, "seq": seq})
+    write_shards(samples, tmp_path / "s", max_count=6)
+    if reader == "generic":
+        monkeypatch.setattr(stream_module, "_read_fixed", lambda *args: None)
+    stream = ShardStream(tmp_path / "s", batch_size=4, drop_last=False, fields=("u", "v", "seq"))
+    with caplog.at_level(logging.WARNING, logger="clipmath.datasets.stream"):
+        batches = list(stream.epoch(0))
+    assert sorted(keys_of(batches)) == [f"s{i:02d}" for i in range(12) if i not in (2, 5, 7, 9)]
+    assert all(torch.isfinite(batch[name]).all() for batch in batches for name in ("u", "v"))
+    assert stream.skipped == {"shard-000000.tar": 2, "shard-000001.tar": 2}
+    logged = _messages(caplog)
+    for key, shard, field in (("s02", 0, "u"), ("s05", 0, "v"), ("s07", 1, "v"), ("s09", 1, "seq")):
+        assert re.search(rf"shard-00000{shard}\.tar: 1 samples hold NaN or Inf in field '{field}' \('{key}'\)", logged)
+
+
+def _flip_header(path, member_name, start=0, count=8):
+    """XOR ``count`` bytes of the named member's tar header, from byte ``start`` of it."""
+    with tarfile.open(path) as tar:
+        offset = next(m.offset for m in tar.getmembers() if m.name == member_name)
+    data = bytearray(path.read_bytes())
+    for i in range(offset + start, offset + start + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(
+    ("member", "start"),
+    [
+        ("sample-0011.u.npy", 0),  # the name of a member inside a sample
+        ("sample-0011.caption.txt", 124),  # the size of a sample's first member
+        ("sample-0010.caption.txt", 148),  # the checksum of the shard's first header
+    ],
+)
+def test_eight_flipped_header_bytes_lose_only_that_sample(shard_dir, caplog, num_workers, member, start):
+    names = [shard.name for shard in read_manifest(shard_dir).shards]
+    _flip_header(shard_dir / names[2], member, start)
+    stream = ShardStream(shard_dir, batch_size=4, num_workers=num_workers, drop_last=False)
+    with caplog.at_level(logging.WARNING, logger="clipmath.datasets.stream"):
+        keys = keys_of(list(stream.epoch(0)))
+    lost = member.partition(".")[0]
+    assert sorted(keys) == [f"sample-{i:04d}" for i in range(N_SAMPLES) if f"sample-{i:04d}" != lost]
+    assert stream.skipped == {names[2]: 1}
+    if num_workers == 0:
+        logged = _messages(caplog)
+        assert f"{names[2]}: its sha256 differs from the manifest's" in logged
+        damaged = rf"{names[2]} is damaged \(unreadable from byte \d+ .*resumed at byte \d+\): 1 of its 5"
+        assert re.search(damaged, logged)
+
+
+def test_a_zeroed_header_and_garbage_between_members_are_read_past(shard_dir):
+    names = [shard.name for shard in read_manifest(shard_dir).shards]
+    path = shard_dir / names[3]
+    with tarfile.open(path) as tar:
+        offsets = {m.name: m.offset for m in tar.getmembers()}
+    data = bytearray(path.read_bytes())
+    at = offsets["sample-0016.caption.txt"]
+    data[at : at + 512] = bytes(512)  # tarfile takes a zero block for the end of the archive
+    at = offsets["sample-0018.v.npy"]
+    data[at : at + 1024] = np.random.default_rng(0).bytes(1024)  # the header and data of the last member
+    path.write_bytes(bytes(data))
+    stream = ShardStream(shard_dir, batch_size=4, drop_last=False)
+    keys = keys_of(list(stream.epoch(0)))
+    assert set(shard_keys(3)) - set(keys) == {"sample-0016", "sample-0018"}
+    assert stream.skipped == {names[3]: 2} and len(keys) == N_SAMPLES - 2
+
+
+@pytest.mark.parametrize("threaded", [False, True])  # hashed while decoding (large shards), or before
+def test_a_changed_value_that_still_decodes_is_caught_by_the_checksum_once_per_file_version(
+    shard_dir, monkeypatch, caplog, threaded
+):
+    monkeypatch.setattr(stream_module, "_HASH_IN_THREAD_BYTES", 0 if threaded else 1 << 40)
+    names = [shard.name for shard in read_manifest(shard_dir).shards]
+    path = shard_dir / names[4]
+    data = bytearray(path.read_bytes())
+    magic = data.index(b"\x93NUMPY")
+    data[magic + 128 + 2] ^= 0x01  # a low mantissa bit of the first float: decodes, finite
+    path.write_bytes(bytes(data))
+    hashed = Counter()
+    real = stream_module.hashlib.sha256
+
+    def counting(buffer):
+        hashed[len(buffer)] += 1
+        return real(buffer)
+
+    monkeypatch.setattr(stream_module.hashlib, "sha256", counting)
+    monkeypatch.setattr(stream_module, "_VERIFIED", {})
+    stream = ShardStream(shard_dir, batch_size=4, drop_last=False)
+    with caplog.at_level(logging.WARNING, logger="clipmath.datasets.stream"):
+        assert len(keys_of(list(stream.epoch(0)))) == N_SAMPLES
+        list(stream.epoch(1))
+    assert sum(hashed.values()) == len(names)  # each shard once, not once per epoch
+    assert _messages(caplog).count("sha256 differs") == 1 and names[4] in _messages(caplog)
+    assert stream.skipped == {}
+
+    path.write_bytes(bytes(data))  # a new file version (mtime): checked again
+    os.utime(path, ns=(1, 1))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="clipmath.datasets.stream"):
+        list(stream.epoch(2))
+    assert sum(hashed.values()) == len(names) + 1 and "sha256 differs" in _messages(caplog)
+
+
+def test_workers_hash_each_shard_once_and_share_the_verdicts(shard_dir):
+    names = [shard.name for shard in read_manifest(shard_dir).shards]
+    path = shard_dir / names[6]
+    data = bytearray(path.read_bytes())
+    data[data.index(b"\x93NUMPY") + 130] ^= 1
+    path.write_bytes(bytes(data))
+    stream = ShardStream(shard_dir, batch_size=4, num_workers=2, drop_last=False)
+    list(stream.epoch(0))
+    verdicts = stream._plan_args["verdicts"]
+    expected = [stream_module._DIFFERS if i == 6 else stream_module._MATCHED for i in range(len(names))]
+    assert verdicts[:, 0].tolist() == expected
+    assert verdicts[:, 1].tolist() == [(shard_dir / name).stat().st_size for name in names]
+
+
+def _edit_manifest(shard_dir, index, **changes):
+    manifest = read_manifest(shard_dir)
+    shards = list(manifest.shards)
+    shards[index] = dataclasses.replace(shards[index], **changes)
+    (shard_dir / MANIFEST_NAME).write_text(dataclasses.replace(manifest, shards=tuple(shards)).to_json())
+
+
+def _drop_from_manifest(shard_dir, index):
+    manifest = read_manifest(shard_dir)
+    shards = manifest.shards[:index] + manifest.shards[index + 1 :]
+    (shard_dir / MANIFEST_NAME).write_text(dataclasses.replace(manifest, shards=shards).to_json())
+
+
+@pytest.mark.parametrize("case", ["unlisted", "missing", "size", "count"])
+def test_every_disagreement_with_the_manifest_is_warned_naming_the_shard(shard_dir, caplog, case):
+    names = [shard.name for shard in read_manifest(shard_dir).shards]
+    path = shard_dir / names[5]
+    if case == "unlisted":  # a shard file the manifest lacks: its samples are not streamed
+        _drop_from_manifest(shard_dir, 5)
+        expected, skipped = N_SAMPLES - MAX_COUNT, {}
+        warned = rf"{names[5]}: unlisted: a shard file the manifest does not list"
+    elif case == "missing":
+        path.unlink()
+        expected, skipped = N_SAMPLES - MAX_COUNT, {names[5]: MAX_COUNT}
+        warned = rf"{names[5]}: missing: not on disk.*{names[5]} is damaged .*5 of its 5 samples lost"
+    elif case == "size":  # zeros appended: the samples all parse, the size and checksum differ
+        path.write_bytes(path.read_bytes() + bytes(10240))
+        expected, skipped = N_SAMPLES, {}
+        warned = rf"{names[5]}: size: {path.stat().st_size} bytes; the manifest says .*sha256 differs"
+    else:  # the manifest counts one sample more than the shard holds
+        _edit_manifest(shard_dir, 5, count=MAX_COUNT + 1)
+        expected, skipped = N_SAMPLES, {names[5]: 1}
+        warned = rf"{names[5]} is damaged \(\d+ bytes, 5 samples; the manifest says \d+, 6\): 1 of its 6 samples lost"
+    with caplog.at_level(logging.WARNING, logger="clipmath.datasets.stream"):
+        stream = ShardStream(shard_dir, batch_size=4, drop_last=False)
+        keys = keys_of(list(stream.epoch(0)))
+    assert len(keys) == expected and stream.skipped == skipped
+    assert re.search(warned, _messages(caplog))

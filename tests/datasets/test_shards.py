@@ -13,7 +13,7 @@ import pytest
 from shard_data import MAX_COUNT, N_SAMPLES, make_samples
 
 from clipmath.datasets import FieldInfo, ShardStream, read_manifest, verify_shards, write_shards
-from clipmath.datasets.shards import MANIFEST_NAME
+from clipmath.datasets.shards import MANIFEST_NAME, TarDamage, check_shards, tar_members
 
 
 def test_write_then_read_round_trips_every_sample_and_field_bitwise(shard_dir, samples):
@@ -171,3 +171,39 @@ def test_empty_samples_and_missing_manifest_are_errors(tmp_path):
         write_shards([], tmp_path / "s")
     with pytest.raises(ValueError, match="manifest.json"):
         read_manifest(tmp_path / "s")
+
+
+def test_tar_members_read_past_a_damaged_header_and_say_where(shard_dir):
+    path = shard_dir / read_manifest(shard_dir).shards[0].name
+    with tarfile.open(path) as tar:
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+        offsets = [m.offset for m in tar.getmembers()]
+    data = path.read_bytes()
+    assert list(tar_members(data)) == expected
+    damaged = bytearray(data)
+    damaged[offsets[6] + 20 : offsets[6] + 28] = bytes(b ^ 0xFF for b in damaged[offsets[6] + 20 : offsets[6] + 28])
+    read = list(tar_members(bytes(damaged)))
+    assert read == expected[:6] + [TarDamage(offsets[6], offsets[7], read[6].reason)] + expected[7:]
+    assert "checksum" in read[6].reason
+    # Cut inside the data of the last member: its header parsed, its data did not; nothing follows.
+    cut = data[: offsets[-1] + 600]
+    assert list(tar_members(cut))[:-1] == expected[:-1]
+    assert list(tar_members(cut))[-1].offset == offsets[-1] and list(tar_members(cut))[-1].resumed_at is None
+
+
+def test_check_shards_cheap_and_deep(shard_dir):
+    names = [shard.name for shard in read_manifest(shard_dir).shards]
+    assert check_shards(shard_dir) == []
+    data = bytearray((shard_dir / names[2]).read_bytes())
+    data[700] ^= 1
+    (shard_dir / names[2]).write_bytes(bytes(data))
+    (shard_dir / names[3]).write_bytes(b"")
+    (shard_dir / names[5]).unlink()
+    (shard_dir / "more.tar").write_bytes(b"")
+    cheap = [(p.name, p.kind) for p in check_shards(shard_dir, deep=False)]
+    assert cheap == [(names[3], "size"), (names[5], "missing"), ("more.tar", "unlisted")]
+    deep = [(p.name, p.kind) for p in check_shards(shard_dir)]
+    assert deep == [
+        (names[2], "checksum"), (names[3], "size"), (names[3], "checksum"), (names[3], "count"),
+        (names[5], "missing"), ("more.tar", "unlisted"),
+    ]

@@ -1,5 +1,7 @@
 """``clipmath shards write|inspect`` on tiny data."""
 
+import dataclasses
+
 import pytest
 
 from clipmath.datasets import ShardStream, read_manifest
@@ -37,7 +39,54 @@ def test_inspect_flags_a_modified_shard(tmp_path, capsys):
     capsys.readouterr()
     assert main(["shards", "inspect", str(out)]) == 1
     printed = capsys.readouterr().out
-    assert "checksums: 1/2 ok" in printed and "shard-000001.tar: mismatch" in printed
+    assert "checksums: 1/2 ok" in printed and "shard-000001.tar: checksum: sha256" in printed
+    assert "disagreements with the manifest: 1\n" in printed
+
+
+def test_inspect_reports_every_disagreement_with_the_manifest(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["shards", "write", "gaussian", "--out", str(out), "--n", "30", "--max-count", "5"]) == 0
+    manifest = read_manifest(out)
+    shards = list(manifest.shards)
+    (out / "shard-000001.tar").unlink()  # listed, missing
+    size = out / "shard-000002.tar"
+    size.write_bytes(size.read_bytes() + bytes(512))  # size (and so checksum) differ
+    shards[3] = dataclasses.replace(shards[3], count=4)  # the manifest counts 4, the shard holds 5
+    (out / "extra.tar").write_bytes((out / "shard-000004.tar").read_bytes())  # on disk, not listed
+    shards = shards[:5]  # shard-000005.tar: not listed any more
+    (out / "manifest.json").write_text(dataclasses.replace(manifest, shards=tuple(shards)).to_json())
+    (out / ".shard-000009.tar.tmp").write_bytes(b"a writer's temporary file is no shard")
+    capsys.readouterr()
+    assert main(["shards", "inspect", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert "disagreements with the manifest: 6\n" in printed
+    for line in (
+        "shard-000001.tar: missing: not on disk; the manifest lists 5 samples",
+        f"shard-000002.tar: size: {size.stat().st_size} bytes; the manifest says {size.stat().st_size - 512}",
+        "shard-000002.tar: checksum: sha256",
+        "shard-000003.tar: count: 5 samples found; the manifest says 4",
+        "extra.tar: unlisted: a shard file the manifest does not list",
+        "shard-000005.tar: unlisted:",
+    ):
+        assert "  " + line in printed
+    assert ".tmp" not in printed and "checksums: 3/5 ok" in printed
+
+
+def test_inspect_names_where_a_damaged_header_stops_parsing(tmp_path, capsys):
+    out = tmp_path / "g"
+    assert main(["shards", "write", "gaussian", "--out", str(out), "--n", "10", "--max-count", "10"]) == 0
+    shard = out / "shard-000000.tar"
+    data = bytearray(shard.read_bytes())
+    at = 3 * 2048  # sample 3's first header (two members of one header and one data block each)
+    data[at : at + 8] = bytes(b ^ 0xFF for b in data[at : at + 8])
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["shards", "inspect", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert (
+        "shard-000000.tar: count: 10 samples found, 1 of them lacking members; the manifest says 10; "
+        f"unreadable from byte {at} to {at + 1024}"
+    ) in printed
 
 
 def test_write_a_given_covariance(tmp_path):

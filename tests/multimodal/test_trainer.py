@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from clipmath.datasets import ShardStream, write_shards
 from clipmath.experiments.rundir import RunDir
 from clipmath.multimodal import losses
 from clipmath.multimodal.checkpoint import load_checkpoint
@@ -56,6 +57,10 @@ class _StopAfter:
         self.stream, self.limit, self.served = stream, limit, 0
         self.batches_per_epoch = stream.batches_per_epoch
 
+    @property
+    def skipped(self):
+        return getattr(self.stream, "skipped", {})
+
     def epoch(self, epoch, start_batch=0):
         for batch in self.stream.epoch(epoch, start_batch):
             if self.served == self.limit:
@@ -68,7 +73,8 @@ class _StopAfter:
     "field, value",
     [("epochs", 0), ("optimizer", "lbfgs"), ("lr", 0.0), ("weight_decay", -1.0), ("momentum", 1.0),
      ("schedule", "step"), ("warmup_steps", -1), ("grad_clip", 0.0), ("device", "tpu"),
-     ("checkpoint_every", -1), ("eval_every", -2), ("log_every", 0), ("seed", -1), ("threads", 0)],
+     ("checkpoint_every", -1), ("eval_every", -2), ("log_every", 0), ("seed", -1), ("threads", 0),
+     ("max_skipped_fraction", -0.1), ("max_skipped_fraction", 1.5), ("max_skipped_fraction", "0.1")],
 )
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"train.{field}="):
@@ -255,3 +261,116 @@ def test_stream_without_batches_is_refused():
 
     with pytest.raises(ValueError, match="batches_per_epoch=0"):
         train(_model(), _loss(), Empty(), TrainConfig(device="cpu"))
+
+
+# Damaged data: the skip counts, the fraction a run may skip, and resume.
+
+
+class _Skipping:
+    """A TensorStream whose reading skips ``per_batch(epoch, index)`` samples of ``bad.tar`` before each batch.
+
+    Like ShardStream, the counts are cumulative over the stream's life, and ``start_batch``
+    reads (and counts) the batches before it again.
+    """
+
+    def __init__(self, stream, per_batch):
+        self.stream, self.per_batch, self.skipped = stream, per_batch, {}
+        self.batches_per_epoch = stream.batches_per_epoch
+
+    def epoch(self, epoch, start_batch=0):
+        for index, batch in enumerate(self.stream.epoch(epoch)):
+            if self.per_batch(epoch, index):
+                self.skipped = {"bad.tar": self.skipped.get("bad.tar", 0) + self.per_batch(epoch, index)}
+            if index >= start_batch:
+                yield batch
+
+
+def test_a_run_that_skips_more_than_max_skipped_fraction_fails_naming_the_shards(data):
+    # 40-sample batches, one skipped before each: 1/41 = 2.4% of the samples read.
+    def stream(per_batch=lambda epoch, index: 1):
+        return _Skipping(TensorStream(*data, batch_size=40), per_batch)
+
+    config = TrainConfig(epochs=3, lr=0.01, device="cpu")
+    with pytest.raises(ValueError, match=r"skipped 6 of the 246 samples.*max_skipped_fraction=0\.01.*bad\.tar \(6\)"):
+        train(_model(), _loss(), stream(), config)  # after the first epoch
+    config = TrainConfig(epochs=3, lr=0.01, device="cpu", max_skipped_fraction=0.025)
+    result = train(_model(), _loss(), stream(), config)
+    assert result.skipped == {"bad.tar": 18} and result.steps == 18
+    strict = TrainConfig(epochs=2, lr=0.01, device="cpu", max_skipped_fraction=0.0)
+    assert train(_model(), _loss(), TensorStream(*data, batch_size=40), strict).skipped == {}
+    with pytest.raises(ValueError, match=r"skipped 1 of the 481 samples .*max_skipped_fraction=0\.0"):
+        train(_model(), _loss(), stream(lambda epoch, index: int((epoch, index) == (1, 2))), strict)
+
+
+def _shards(path, n=60, count=10):
+    gen = np.random.default_rng(0)
+    samples = [
+        {"__key__": f"s{i:03d}", "u": gen.standard_normal(N_U).astype(np.float32),
+         "v": gen.standard_normal(N_V).astype(np.float32)}
+        for i in range(n)
+    ]
+    write_shards(samples, path, max_count=count)
+    return sorted(p.name for p in path.glob("*.tar"))
+
+
+def test_a_run_on_all_damaged_shards_fails_naming_them(tmp_path):
+    names = _shards(tmp_path / "s")
+    for name in names:
+        (tmp_path / "s" / name).write_bytes(np.random.default_rng(1).bytes(2048))
+    stream = ShardStream(tmp_path / "s", batch_size=10)
+    with pytest.raises(ValueError, match=r"skipped 60 of the 60 samples .*shard-000000\.tar \(10\)"):
+        train(_model(), _loss(), stream, TrainConfig(epochs=2, lr=0.01, device="cpu"))
+    with pytest.raises(ValueError, match=r"learned from no data .*'shard-000005\.tar': 20"):
+        train(_model(), _loss(), stream, TrainConfig(epochs=2, lr=0.01, device="cpu", max_skipped_fraction=1.0))
+
+
+# 5 batches per epoch, a checkpoint every 2 steps: resumed mid-epoch 0, right at the end of epoch 1
+# (position == batches_per_epoch), and in epoch 2.
+@pytest.mark.parametrize("stop_after", [3, 10, 13])
+def test_skip_counts_survive_a_resume_and_reach_metrics_and_report(tmp_path, stop_after):
+    names = _shards(tmp_path / "s")
+    damaged = tmp_path / "s" / names[2]
+    data = bytearray(damaged.read_bytes())
+    data[1024 * 7 : 1024 * 7 + 8] = bytes(b ^ 0xFF for b in data[1024 * 7 : 1024 * 7 + 8])  # sample 3's u header
+    damaged.write_bytes(bytes(data))
+    config = TrainConfig(epochs=3, lr=0.01, checkpoint_every=2, log_every=1, device="cpu", max_skipped_fraction=0.05)
+
+    def stream():
+        return ShardStream(tmp_path / "s", batch_size=12, shuffle_buffer=20, drop_last=False)
+
+    full_dir = _run_dir(tmp_path, "full")
+    full = train(_model(), _loss(), stream(), config, full_dir)
+    assert full.skipped == {names[2]: 3}  # one sample in each of 3 epochs
+    run_dir = _run_dir(tmp_path, "cut")
+    with pytest.raises(_Interrupted):
+        train(_model(), _loss(), _StopAfter(stream(), stop_after), config, run_dir)
+    run_dir.resuming = True
+    resumed = train(_model(), _loss(), stream(), config, run_dir)
+    assert resumed.resumed_at == 2 * (stop_after // 2) and resumed.skipped == full.skipped
+    counts = lambda d: [(r["step"], r["skipped"]) for r in _records(d) if "loss" in r]
+    assert counts(run_dir) == counts(full_dir)
+    assert load_checkpoint(run_dir.file("checkpoints/train.pt"))["skipped"] == {names[2]: 3}
+    for d in (full_dir, run_dir):
+        d.write_metrics({"x": 1})
+        d.write_text("report.md", "# report\n")
+    assert json.loads(run_dir.file("metrics.json").read_text())["skipped_samples"] == {
+        "total": 3, "by_run": {"train": {names[2]: 3}}
+    }
+    assert run_dir.file("metrics.json").read_text() == full_dir.file("metrics.json").read_text()
+    report = run_dir.file("report.md").read_text()
+    assert report.startswith("# report\n") and "## Skipped samples" in report
+    assert f"| train | {names[2]} | 3 |" in report
+    again = _run_dir(tmp_path, "cut", resuming=True)  # a finished run resumed again reports the same
+    assert train(_model(), _loss(), stream(), config, again).skipped == full.skipped
+    assert again.skipped == {"train": {names[2]: 3}}
+
+
+def test_clean_runs_say_no_sample_was_skipped(data, tmp_path):
+    run_dir = _run_dir(tmp_path)
+    train(_model(), _loss(), TensorStream(*data, batch_size=40), TrainConfig(epochs=1, device="cpu"), run_dir)
+    run_dir.write_metrics({})
+    run_dir.write_text("report.md", "# r")
+    expected = {"skipped_samples": {"total": 0, "by_run": {"train": {}}}}
+    assert json.loads(run_dir.file("metrics.json").read_text()) == expected
+    report = run_dir.file("report.md").read_text()
+    assert report.endswith("No sample was skipped as damaged or corrupt (1 training runs).\n")
