@@ -875,7 +875,8 @@ def _run(config: GcaViewsConfig, run_dir: Any) -> Headline:
                                "n_test": len(test_keep), "n_classes": n_classes, "pool": len(pool_keep)})
         _figure_accuracy(run_dir, summary, config)
         _figure_plan(run_dir, summary, config)
-        _figure_views(run_dir, data["train_images"][:6], config, pool, pool_keep.tolist())
+        shown = torch.linspace(0, len(train_keep) - 1, 6).round().long()  # across the classes (sources sort by label)
+        _figure_views(run_dir, data["train_images"][shown], config, pool, pool_keep.tolist())
         run_dir.write_text("report.md", _report(config, summary, claims, results, baselines, len(train_keep),
                                                 len(test_keep)))
     rows = []

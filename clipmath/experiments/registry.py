@@ -18,6 +18,7 @@ _MODULES: dict[str, str] = {
     "gaussian-train": "gaussian_train",
     "gaussian-process": "gaussian_process",
     "mnist-labels": "mnist_labels",
+    "gca-views": "gca_views",
     "image-text": "image_text",
 }
 

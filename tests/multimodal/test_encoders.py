@@ -23,6 +23,18 @@ CASES = {
         lambda g: torch.randn(5, 10, 2, generator=g),
     ),
     "fixed": ({"kind": "one_hot", "n_classes": 4}, lambda g: torch.randint(0, 4, (5,), generator=g)),
+    "projected": (
+        {"backbone": {"name": "linear", "n_in": 4, "n_e": 6}, "wide": 8, "n_e": 3},
+        lambda g: torch.randn(5, 4, generator=g),
+    ),
+    "open_clip_vision": (
+        {"n_e": 3, "image_size": 8, "patch_size": 4, "width": 16, "layers": 1, "heads": 2},
+        lambda g: torch.rand(5, 3, 8, 8, generator=g),
+    ),
+    "open_clip_text": (
+        {"n_e": 3, "context_length": 6, "vocab_size": 50, "width": 16, "heads": 2, "layers": 1},
+        lambda g: torch.randint(0, 50, (5, 6), generator=g),
+    ),
 }
 
 
@@ -50,7 +62,7 @@ def test_output_shape_and_n_e(name, gen):
     encoder = _build(name)
     x = CASES[name][1](gen)
     z = encoder(x)
-    expected = {"linear": 3, "mlp": 3, "lenet": 10, "small_resnet": 7, "sequence_transformer": 6, "fixed": 4}[name]
+    expected = {"lenet": 10, "small_resnet": 7, "sequence_transformer": 6, "fixed": 4}.get(name, 3)
     assert isinstance(encoder.n_e, int) and encoder.n_e == expected
     assert z.shape == (5, expected) and z.dtype == torch.float32
     assert torch.isfinite(z).all()
