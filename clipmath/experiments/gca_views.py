@@ -24,13 +24,11 @@ the row softmax: at ε = 0.5 the cosine kernel :math:`e^{s}` lies in :math:`[e^{
 Sinkhorn barely moves it (§5.2), which the report measures (total variation between the two
 row-normalised plans on test embeddings).
 
-**Views.** :class:`TwoViews` runs in the stream's workers (:class:`~clipmath.datasets.ShardStream`)
-and draws every random number from the sample's generator, seeded by (seed, epoch, key):
-random resized crop, horizontal flip (off for digits), small rotation, translation and shear
-(composed into one bilinear warp), brightness and contrast jitter (and saturation and grey for
-colour images), Gaussian blur, random erasing, written with torch ops (torchvision's random
-transforms draw from the global generator). A sample's views are thus the same whatever the
-worker count, shuffle order or resume point.
+**Views** (:mod:`clipmath.experiments.gca_augment`): :class:`~clipmath.experiments.gca_augment.TwoViews`
+draws both views in the stream's workers from the sample's generator, seeded by (seed, epoch,
+key): random resized crop, flip (off for digits), small rotation, translation and shear,
+intensity jitter, blur, erasing. A sample's views are the same whatever the worker count,
+shuffle order or resume point.
 
 **Noise.** With probability ``p`` (drawn from the sample's generator) one of the two views, u or
 v at random, is replaced by a view of an unrelated image (``noise.kind = "replace"``: an image
@@ -67,7 +65,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -75,13 +72,21 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from clipmath.datasets import load_digits, stratified_split
+from clipmath.datasets import load_digits
 from clipmath.datasets.cifar import N_CLASSES as CIFAR_CLASSES
 from clipmath.datasets.cifar import load_cifar
-from clipmath.datasets.png import encode_png
 from clipmath.experiments.config import check_values
+from clipmath.experiments.gca_augment import AugmentConfig, TwoViews, clean_views
+from clipmath.experiments.gca_common import (
+    ProbeConfig,
+    image_samples,
+    plan_departure,
+    plan_mass,
+    stats,
+    subset,
+    verdict,
+)
 from clipmath.experiments.registry import Experiment, Headline
 from clipmath.experiments.rundir import markdown_table
 from clipmath.experiments.toolkit import (
@@ -95,10 +100,9 @@ from clipmath.experiments.toolkit import (
 )
 from clipmath.multimodal import losses
 from clipmath.multimodal.model import BimodalModel
-from clipmath.multimodal.ot import sinkhorn
 from clipmath.multimodal.probe import alignment, extract, linear_probe, uniformity
 from clipmath.multimodal.seeding import seed_everything
-from clipmath.multimodal.trainer import TrainConfig, to_device, train
+from clipmath.multimodal.trainer import TrainConfig, train
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +119,6 @@ PAPER_PARAMS = {
 }
 #: The batch field the stream reads; the transform turns it into the views ``u``, ``v`` and ``noisy``.
 BATCH_FIELDS = {"image": "image"}
-_KEY = re.compile(r"-(\d+)$")
 
 
 @dataclass
@@ -136,60 +139,6 @@ class DataConfig:
     n_train: int | None = 2000
     n_test: int | None = None
 
-
-@dataclass
-class AugmentConfig:
-    """The random view of one image (SimCLR-style, sized for 28x28 digits by default).
-
-    Attributes:
-        crop_scale: (min, max) area fraction of the random resized crop.
-        crop_ratio: (min, max) aspect ratio of the crop (log-uniform).
-        flip_p: probability of a horizontal flip (0 for digits, 0.5 for CIFAR).
-        rotation: rotation angle drawn from [-rotation, rotation] degrees.
-        translate: shift in each axis drawn from [-translate, translate] times the side.
-        shear: shear angle drawn from [-shear, shear] degrees.
-        jitter_p: probability of the intensity jitter.
-        brightness: brightness factor drawn from [1 - brightness, 1 + brightness].
-        contrast: contrast factor drawn from [1 - contrast, 1 + contrast].
-        saturation: saturation factor drawn from [1 - saturation, 1 + saturation] (colour only).
-        grayscale_p: probability of turning a colour view grey.
-        blur_p: probability of a 3x3 Gaussian blur.
-        blur_sigma: (min, max) of its standard deviation in pixels.
-        erase_p: probability of erasing a random rectangle.
-        erase_scale: (min, max) area fraction of the erased rectangle.
-    """
-
-    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
-    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 4.0 / 3.0])
-    flip_p: float = 0.0
-    rotation: float = 15.0
-    translate: float = 0.1
-    shear: float = 10.0
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    grayscale_p: float = 0.2
-    blur_p: float = 0.3
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 1.0])
-    erase_p: float = 0.3
-    erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.15])
-
-    def __post_init__(self) -> None:
-        pairs = (("crop_scale", self.crop_scale, 0, 1), ("crop_ratio", self.crop_ratio, 0, math.inf),
-                 ("blur_sigma", self.blur_sigma, 0, math.inf), ("erase_scale", self.erase_scale, 0, 1))
-        for name, value, low, high in pairs:
-            check_values((f"augment.{name}", value, len(value) == 2 and low < value[0] <= value[1] <= high,
-                          f"[min, max] with {low} < min <= max <= {high}"))
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p"):
-            value = getattr(self, name)
-            check_values((f"augment.{name}", value, 0 <= value <= 1, "a probability in [0, 1]"))
-        for name in ("brightness", "contrast", "saturation"):
-            value = getattr(self, name)
-            check_values((f"augment.{name}", value, 0 <= value < 1, "a number in [0, 1)"))
-        for name, high in (("rotation", 180), ("translate", 0.5), ("shear", 45)):
-            value = getattr(self, name)
-            check_values((f"augment.{name}", value, 0 <= value <= high, f"a number in [0, {high}]"))
 
 
 @dataclass
@@ -213,30 +162,6 @@ class NoiseConfig:
             ("noise.pool", self.pool, self.pool >= 2, "an integer >= 2"),
         )
 
-
-@dataclass
-class ProbeConfig:
-    """The frozen linear probe (:func:`clipmath.multimodal.probe.linear_probe`).
-
-    Attributes:
-        l2_grid: ridge penalties tried, chosen on a stratified part of the training features.
-        val_fraction: share of each training class held out to choose the penalty.
-        max_iter: L-BFGS iterations per fit.
-        baselines: also probe the raw pixels and the untrained encoder (the floors of the table).
-    """
-
-    l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
-    val_fraction: float = 0.2
-    max_iter: int = 500
-    baselines: bool = True
-
-    def __post_init__(self) -> None:
-        check_values(
-            ("probe.l2_grid", self.l2_grid, bool(self.l2_grid) and all(x > 0 for x in self.l2_grid),
-             "a non-empty list of penalties > 0"),
-            ("probe.val_fraction", self.val_fraction, 0 < self.val_fraction < 1, "a number in (0, 1)"),
-            ("probe.max_iter", self.max_iter, self.max_iter >= 1, "an integer >= 1"),
-        )
 
 
 def _default_encoder() -> EncoderConfig:
@@ -272,7 +197,7 @@ class GcaViewsConfig:
     """
 
     seed: int = 0
-    seeds: int = 2
+    seeds: int = 3
     data: DataConfig = field(default_factory=DataConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -360,258 +285,6 @@ def load_images(source: str, split: str) -> tuple[np.ndarray, np.ndarray, int]:
     return images, labels, CIFAR_CLASSES[(kind, "fine")]
 
 
-def image_samples(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, prefix: str = "img"):
-    """Shard samples ``{"__key__": f"{prefix}-{i:07d}", "image": PNG, "label": int}`` of (N, C, H, W) images.
-
-    The key carries the image's index i in ``images``, which :class:`TwoViews` reads to never
-    pair a sample with itself as "unrelated".
-    """
-    for i in indices.tolist():
-        pixels = images[i].transpose(1, 2, 0)
-        yield {"__key__": f"{prefix}-{i:07d}", "image": encode_png(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels),
-               "label": int(labels[i])}
-
-
-# --- the views -----------------------------------------------------------------------------------------
-
-#: Uniform numbers drawn per view: a fixed block, so a view's draws never depend on its branches.
-#: Layout: 0-19 crop tries (area, log-aspect) x 10, 20-21 crop position, 22 flip, 23 angle,
-#: 24-25 shift, 26 shear, 27 jitter?, 28-30 factors, 31-33 their order, 34 grey?, 35 blur?,
-#: 36 sigma, 37 erase?, 38-39 erased area and aspect, 40-41 its position.
-VIEW_DRAWS = 42
-_CROP_TRIES = 10
-#: ITU-R 601 luma weights, for saturation and grey.
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def _lerp(u: float, low: float, high: float) -> float:
-    return low + (high - low) * u
-
-
-def _box(draws: list[float], height: int, width: int, scale, ratio) -> tuple[int, int, int, int] | None:
-    """(top, left, h, w) of the first try that fits: area fraction in ``scale``, log-uniform aspect in ``ratio``.
-
-    ``draws`` holds two uniforms per try and two for the position, as torchvision's
-    ``RandomResizedCrop.get_params`` draws them (but from the sample's generator); None when no
-    try fits.
-    """
-    *tries, u_top, u_left = draws
-    for u_area, u_aspect in zip(tries[0::2], tries[1::2]):
-        target = height * width * _lerp(u_area, *scale)
-        aspect = math.exp(_lerp(u_aspect, math.log(ratio[0]), math.log(ratio[1])))
-        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return int(u_top * (height - h + 1)), int(u_left * (width - w + 1)), h, w
-    return None
-
-
-def _matmul(a: list[list[float]], b: list[list[float]]) -> list[list[float]]:
-    """The product of two 3x3 matrices (nested lists): cheaper than any array library at this size."""
-    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
-
-
-#: Normalised coordinates [x_n, y_n, 1] of the pixel centres, (H, W, 3), per (H, W).
-_BASE_GRIDS: dict[tuple[int, int], Tensor] = {}
-
-
-def _base_grid(height: int, width: int) -> Tensor:
-    if (height, width) not in _BASE_GRIDS:
-        ys = (2 * torch.arange(height, dtype=torch.float32) + 1) / height - 1
-        xs = (2 * torch.arange(width, dtype=torch.float32) + 1) / width - 1
-        y, x = torch.meshgrid(ys, xs, indexing="ij")
-        _BASE_GRIDS[(height, width)] = torch.stack([x, y, torch.ones_like(x)], dim=-1)
-    return _BASE_GRIDS[(height, width)]
-
-
-def _warp(x: Tensor, box: tuple[int, int, int, int], flip: bool, angle: float, shift: tuple[float, float],
-          shear: float) -> Tensor:
-    r"""Crop ``box``, resize it to the full image, flip, then rotate, shear and shift about the centre: one bilinear warp.
-
-    All five are affine, so they compose into one map of continuous pixel coordinates (origin
-    at the top-left corner, pixel centres at half-integers); the view samples the image at the
-    inverse map of every output pixel centre q (zeros outside) with one ``grid_sample``, instead
-    of a resize and then an affine resampling. The inverse, applied to q right to left: undo the
-    shift and the linear part :math:`L = RS` about the centre c, :math:`q \mapsto L^{-1}(q - c - t) + c`;
-    undo the flip; map the full image back onto the crop box. The angle and shear follow
-    torchvision's ``affine`` (positive turns the picture counter-clockwise on screen), and
-    away from the borders the warp equals torchvision's ``resized_crop`` then ``affine`` on
-    images that bilinear resampling reproduces exactly (tested).
-
-    Args:
-        x: (C, H, W) float image.
-        box: (top, left, h, w) of the crop.
-        flip: mirror left-right after the crop.
-        angle: rotation in degrees.
-        shift: (dx, dy) translation in pixels.
-        shear: horizontal shear angle in degrees.
-    """
-    channels, height, width = x.shape
-    top, left, h, w = box
-    cx, cy = width / 2.0, height / 2.0
-    theta, tan_phi = math.radians(angle), math.tan(math.radians(shear))
-    cos, sin = math.cos(theta), math.sin(theta)
-    # In these y-down coordinates a picture turning counter-clockwise on screen is the rotation
-    # R = [[cos, -sin], [sin, cos]], after the shear S = [[1, -tan], [0, 1]]; L^{-1} = S^{-1} R^{-1}.
-    inv = [[cos - tan_phi * sin, sin + tan_phi * cos], [-sin, cos]]
-    ox, oy = cx + shift[0], cy + shift[1]
-    undo_affine = [[inv[0][0], inv[0][1], cx - inv[0][0] * ox - inv[0][1] * oy],
-                   [inv[1][0], inv[1][1], cy - inv[1][0] * ox - inv[1][1] * oy], [0.0, 0.0, 1.0]]
-    undo_flip = [[-1.0, 0.0, width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]] if flip else None
-    undo_crop = [[w / width, 0.0, left], [0.0, h / height, top], [0.0, 0.0, 1.0]]
-    # grid_sample reads normalised coordinates, x_n = 2 X / W - 1 (align_corners=False).
-    to_norm = [[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0], [0.0, 0.0, 1.0]]
-    from_norm = [[width / 2.0, 0.0, width / 2.0], [0.0, height / 2.0, height / 2.0], [0.0, 0.0, 1.0]]
-    pixel = _matmul(undo_crop, _matmul(undo_flip, undo_affine) if flip else undo_affine)
-    theta_n = torch.tensor(_matmul(_matmul(to_norm, pixel), from_norm)[:2], dtype=torch.float32)
-    grid = (_base_grid(height, width) @ theta_n.T).to(x.dtype)
-    return F.grid_sample(x[None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-
-
-def _grey(x: Tensor) -> Tensor:
-    """(1, H, W) luma of a (3, H, W) image."""
-    return (x * x.new_tensor(_LUMA).view(3, 1, 1)).sum(0, keepdim=True)
-
-
-def _blur(x: Tensor, sigma: float) -> Tensor:
-    """3x3 Gaussian blur of standard deviation ``sigma`` pixels, edges reflected."""
-    k = torch.exp(-torch.tensor([1.0, 0.0, 1.0], dtype=x.dtype) / (2 * sigma * sigma))
-    k = k / k.sum()
-    kernel = (k[:, None] * k[None, :]).expand(x.shape[0], 1, 3, 3)
-    return F.conv2d(F.pad(x[None], (1, 1, 1, 1), mode="reflect"), kernel, groups=x.shape[0])[0]
-
-
-def augment_view(image: Tensor, config: AugmentConfig, generator: torch.Generator) -> Tensor:
-    """One random view of an image; its :data:`VIEW_DRAWS` uniforms drawn at once from ``generator``.
-
-    The steps, in order, as in the SimCLR recipe of the paper's runs (§6.3 of the digest), sized
-    for small images: random resized crop (area fraction ``crop_scale``, log-uniform aspect
-    ``crop_ratio``, resized back), horizontal flip, rotation, shear and translation (the five
-    composed into one bilinear warp, :func:`_warp`); with probability ``jitter_p`` brightness,
-    contrast (and saturation, colour only) factors applied in a random order; grey (colour only);
-    a 3x3 Gaussian blur; erasing a random rectangle (filled with 0). Written with torch ops so
-    that every random number comes from the sample's generator (torchvision's random transforms
-    draw from the global one).
-
-    Args:
-        image: (C, H, W) uint8 image, C = 1 or 3.
-        config: the augmentation parameters.
-        generator: the sample's generator.
-
-    Returns:
-        (C, H, W) uint8 view.
-    """
-    r = torch.rand(VIEW_DRAWS, generator=generator, dtype=torch.float64).tolist()
-    x = image.float() / 255.0
-    channels, height, width = x.shape
-    box = _box(r[: 2 * _CROP_TRIES + 2], height, width, config.crop_scale, config.crop_ratio)
-    if box is None:  # no try fits: the whole image (torchvision's fallback for a square image)
-        box = (0, 0, height, width)
-    shift = (_lerp(r[24], -1, 1) * config.translate * width, _lerp(r[25], -1, 1) * config.translate * height)
-    x = _warp(x, box, r[22] < config.flip_p, _lerp(r[23], -config.rotation, config.rotation), shift,
-              _lerp(r[26], -config.shear, config.shear))
-    if r[27] < config.jitter_p:
-        factors = [_lerp(r[28], 1 - config.brightness, 1 + config.brightness),
-                   _lerp(r[29], 1 - config.contrast, 1 + config.contrast),
-                   _lerp(r[30], 1 - config.saturation, 1 + config.saturation)]
-        for step in sorted(range(3), key=lambda i: r[31 + i]):
-            if step == 0:
-                x = x * factors[0]
-            elif step == 1:
-                mean = (_grey(x) if channels == 3 else x).mean()
-                x = (x - mean) * factors[1] + mean
-            elif channels == 3:
-                grey = _grey(x)
-                x = (x - grey) * factors[2] + grey
-            x = x.clamp(0, 1)
-    if channels == 3 and r[34] < config.grayscale_p:
-        x = _grey(x).expand(3, -1, -1)
-    if r[35] < config.blur_p:
-        x = _blur(x, _lerp(r[36], *config.blur_sigma))
-    if r[37] < config.erase_p:
-        erase = _box([r[38], r[39], r[40], r[41]], height, width, config.erase_scale, (0.3, 3.3))
-        if erase is not None:
-            top, left, h, w = erase
-            x = x.clone()
-            x[:, top : top + h, left : left + w] = 0.0
-    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
-
-
-def corrupt_view(image: Tensor, generator: torch.Generator) -> Tensor:
-    """A heavy corruption: a crop of 5-15 % of the area blown up to full size, then 40-60 % of it erased.
-
-    In the spirit of the paper's ``strong_crop`` and ``large_erase`` (§6.3 of the digest):
-    little of the image's content survives.
-
-    Args:
-        image: (C, H, W) uint8.
-        generator: the sample's generator (12 + 4 uniforms).
-
-    Returns:
-        (C, H, W) uint8.
-    """
-    r = torch.rand(2 * _CROP_TRIES + 2 + 4, generator=generator, dtype=torch.float64).tolist()
-    x = image.float() / 255.0
-    _, height, width = x.shape
-    box = _box(r[: 2 * _CROP_TRIES + 2], height, width, (0.05, 0.15), (0.75, 4.0 / 3.0))
-    x = _warp(x, box or (0, 0, height, width), False, 0.0, (0.0, 0.0), 0.0)
-    erase = _box(r[2 * _CROP_TRIES + 2 :], height, width, (0.4, 0.6), (0.5, 2.0))
-    if erase is not None:
-        top, left, h, w = erase
-        x[:, top : top + h, left : left + w] = 0.0
-    return (x.clamp(0, 1) * 255.0).round().to(torch.uint8)
-
-
-class TwoViews:
-    """The stream transform: two random views of a sample's image, one replaced with probability p.
-
-    Called in the stream's workers as ``transform(sample, generator)`` on ``{"image": uint8
-    (C, H, W), "key": str}``; returns ``{"u": view, "v": view, "noisy": int64 0 or 1}``. The
-    draws, all from ``generator``: three uniforms (whether the pair is noisy, which view, u or
-    v, is replaced, the pool image for ``replace``, redrawn in the rare case it is the sample's
-    own image), then the two views (:func:`augment_view`), then the corruption (``corrupt``).
-
-    Args:
-        augment: the view parameters.
-        noise_rate: p in [0, 1).
-        noise_kind: ``replace`` or ``corrupt``.
-        pool: (M, C, H, W) uint8 pool images for ``replace`` (None when p = 0 or ``corrupt``).
-        pool_index: (M,) the pool images' indices in the training set (the number in a key).
-    """
-
-    def __init__(self, augment: AugmentConfig, noise_rate: float = 0.0, noise_kind: str = "replace",
-                 pool: Tensor | None = None, pool_index: list[int] | None = None):
-        if not 0 <= noise_rate < 1:
-            raise ValueError(f"noise_rate={noise_rate!r}: expected a number in [0, 1)")
-        if noise_kind not in ("replace", "corrupt"):
-            raise ValueError(f"noise_kind={noise_kind!r}: expected 'replace' or 'corrupt'")
-        if noise_rate > 0 and noise_kind == "replace" and (pool is None or len(pool) < 2):
-            raise ValueError("pool: expected at least two images for noise_kind='replace' with noise_rate > 0")
-        self.augment, self.noise_rate, self.noise_kind = augment, noise_rate, noise_kind
-        self.pool = pool
-        self.pool_index = list(pool_index) if pool_index is not None else list(range(len(pool) if pool is not None else 0))
-
-    def __call__(self, sample: dict, generator: torch.Generator) -> dict:
-        image = sample["image"]
-        u_noisy, u_which, u_pick = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
-        noisy, replace_u = u_noisy < self.noise_rate, u_which < 0.5
-        views = [image, image]
-        if noisy and self.noise_kind == "replace":
-            own = _KEY.search(sample["key"])
-            own = int(own.group(1)) if own else -1
-            pick = int(u_pick * len(self.pool))
-            while self.pool_index[pick] == own:  # never the sample's own image (rare: redraw)
-                pick = int(torch.randint(0, len(self.pool), (), generator=generator))
-            views[0 if replace_u else 1] = self.pool[pick]
-        u, v = (augment_view(view, self.augment, generator) for view in views)
-        if noisy and self.noise_kind == "corrupt":
-            if replace_u:
-                u = corrupt_view(image, generator)
-            else:
-                v = corrupt_view(image, generator)
-        return {"u": u, "v": v, "noisy": torch.tensor(int(noisy), dtype=torch.int64)}
-
-    def __repr__(self) -> str:
-        return f"TwoViews(noise_rate={self.noise_rate}, noise_kind={self.noise_kind!r})"
 
 
 # --- measurements --------------------------------------------------------------------------------------
@@ -655,78 +328,6 @@ def _encoder_parts(model: BimodalModel):
     return encoder, features
 
 
-@torch.no_grad()
-def plan_departure(z_u: Tensor, z_v: Tensor, tau: float, n_iter: int = 10, batch_size: int = 256) -> float:
-    r"""Mean total variation between the row-normalised Sinkhorn plan and the row softmax.
-
-    On consecutive batches of B cross-view pairs, with logits :math:`\cos/\tau`:
-    :math:`\frac1{2B}\sum_i\sum_j |\tilde P_{ij} - \mathrm{softmax}_j(S_{i\cdot})|`, where
-    :math:`\tilde P` is the GCA-INCE plan after ``n_iter`` Sinkhorn iterations with each row scaled
-    to sum 1. 0 means GCA-INCE's rows are InfoNCE's (§5.2 of the digest: near 0 at ε = 0.5).
-
-    Args:
-        z_u: (N, n_e) embeddings of one view.
-        z_v: (N, n_e) embeddings of the other.
-        tau: ε.
-        n_iter: Sinkhorn iterations.
-        batch_size: B.
-    """
-    total, count = 0.0, 0
-    for start in range(0, len(z_u) - batch_size + 1, batch_size):
-        u = F.normalize(z_u[start : start + batch_size].double(), dim=1)
-        v = F.normalize(z_v[start : start + batch_size].double(), dim=1)
-        logits = u @ v.T / tau
-        zeros = logits.new_zeros(batch_size)
-        log_plan = sinkhorn(logits, log_a=zeros, log_b=zeros, max_iter=n_iter, tol=None).log_plan
-        rows = torch.softmax(log_plan, dim=1)
-        total += 0.5 * float((rows - torch.softmax(logits, dim=1)).abs().sum(1).mean())
-        count += 1
-    return total / max(count, 1)
-
-
-@torch.no_grad()
-def plan_mass(model: BimodalModel, loss_fn: torch.nn.Module, stream: Any, epoch: int, device: torch.device) -> dict:
-    r"""How a trained model's loss plan weighs noisy pairs against clean ones, over one epoch of batches.
-
-    Each batch's plan :math:`P` (the loss's ``LossOutput.plan``) is scaled to total mass B. Sums
-    over the epoch give, for noisy and clean pairs, the mean diagonal entry :math:`P_{ii}`, the
-    mean marginal mass :math:`\frac12((P\mathbb 1)_i + (P^\top\mathbb 1)_i)`, and the mean
-    diagonal of the row softmax of the same logits (InfoNCE's plan, the reference).
-
-    Returns:
-        ``{"noisy_fraction", "n_pairs", "diag_ratio", "softmax_diag_ratio", "marginal_ratio",
-        "diag_noisy", "diag_clean"}``; the ratios are noisy over clean (nan without noisy pairs).
-    """
-    model.eval()
-    sums = {key: 0.0 for key in ("diag_n", "diag_c", "soft_n", "soft_c", "marg_n", "marg_c")}
-    n_noisy = n_pairs = 0
-    for batch in stream.epoch(epoch):
-        batch = to_device(batch, device)
-        out = model(batch["u"], batch["v"])
-        result = loss_fn(out.z_u, out.z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias)
-        plan = result.plan.double()
-        plan = plan * (plan.shape[0] / plan.sum())
-        soft = torch.softmax(result.logits.double(), dim=1)
-        marginal = 0.5 * (plan.sum(1) + plan.sum(0))
-        noisy = batch["noisy"].bool()
-        for name, values in (("diag", plan.diagonal()), ("soft", soft.diagonal()), ("marg", marginal)):
-            sums[f"{name}_n"] += float(values[noisy].sum())
-            sums[f"{name}_c"] += float(values[~noisy].sum())
-        n_noisy += int(noisy.sum())
-        n_pairs += len(noisy)
-    n_clean = n_pairs - n_noisy
-
-    def ratio(name: str) -> float:
-        if not n_noisy or not n_clean:
-            return math.nan
-        return (sums[f"{name}_n"] / n_noisy) / (sums[f"{name}_c"] / n_clean)
-
-    return {
-        "noisy_fraction": n_noisy / max(n_pairs, 1), "n_pairs": n_pairs,
-        "diag_ratio": ratio("diag"), "softmax_diag_ratio": ratio("soft"), "marginal_ratio": ratio("marg"),
-        "diag_noisy": sums["diag_n"] / n_noisy if n_noisy else math.nan,
-        "diag_clean": sums["diag_c"] / n_clean if n_clean else math.nan,
-    }
 
 
 def _evaluate(model: BimodalModel, spec: RunSpec, data: dict, config: GcaViewsConfig) -> dict:
@@ -764,7 +365,7 @@ def _baselines(config: GcaViewsConfig, data: dict) -> dict:
     pixels = lambda images: images.flatten(1).double() / 255.0  # noqa: E731
     raw = linear_probe(pixels(data["train_images"]), data["train_labels"], pixels(data["test_images"]),
                        data["test_labels"], **probe_args)
-    out = {"raw pixels": _stats([raw["test_accuracy"]])}
+    out = {"raw pixels": stats([raw["test_accuracy"]])}
     untrained = []
     for seed in range(config.seed, config.seed + config.seeds):
         seed_everything(seed)
@@ -773,24 +374,10 @@ def _baselines(config: GcaViewsConfig, data: dict) -> dict:
         h_train, h_test = extract(features, data["train_images"]), extract(features, data["test_images"])
         untrained.append(linear_probe(h_train, data["train_labels"], h_test, data["test_labels"],
                                       **{**probe_args, "seed": seed})["test_accuracy"])
-    out["untrained encoder"] = _stats(untrained)
+    out["untrained encoder"] = stats(untrained)
     return out
 
 
-def _test_views(images: Tensor, augment: AugmentConfig, seed: int) -> tuple[Tensor, Tensor]:
-    """Two clean random views of each test image (for alignment), from generators seeded by (seed, i)."""
-    u, v = [], []
-    for i, image in enumerate(images):
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
-        u.append(augment_view(image, augment, generator))
-        v.append(augment_view(image, augment, generator))
-    return torch.stack(u), torch.stack(v)
-
-
-def _subset(labels: np.ndarray, size: int | None, seed: int) -> np.ndarray:
-    if size is None or size >= len(labels):
-        return np.arange(len(labels))
-    return stratified_split(labels, size / len(labels), seed=seed)[1]
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -813,8 +400,8 @@ def run(config: GcaViewsConfig, run_dir: Any) -> Headline:
 def _run(config: GcaViewsConfig, run_dir: Any) -> Headline:
     train_images, train_labels, n_classes = load_images(config.data.source, "train")
     test_images, test_labels, _ = load_images(config.data.source, "test")
-    train_keep = _subset(train_labels, config.data.n_train, config.seed)
-    test_keep = _subset(test_labels, config.data.n_test, config.seed + 1)
+    train_keep = subset(train_labels, config.data.n_train, config.seed)
+    test_keep = subset(test_labels, config.data.n_test, config.seed + 1)
     if config.noise.kind == "replace" and any(config.noise.rates) and config.noise.pool > len(train_keep):
         raise ValueError(f"noise.pool={config.noise.pool}: expected at most the {len(train_keep)} training images")
     description = {"name": "gca-views", "source": config.data.source, "split": "train", "n": len(train_keep),
@@ -827,7 +414,7 @@ def _run(config: GcaViewsConfig, run_dir: Any) -> Headline:
         "train_images": torch.from_numpy(train_images[train_keep].copy()),
         "train_labels": torch.from_numpy(train_labels[train_keep]),
         "test_images": test_tensor, "test_labels": torch.from_numpy(test_labels[test_keep]),
-        "test_views": _test_views(test_tensor, config.augment, config.seed), "n_classes": n_classes,
+        "test_views": clean_views(test_tensor, config.augment, config.seed), "n_classes": n_classes,
     }
     pool_rng = np.random.default_rng([config.seed, 7])
     pool_keep = np.sort(pool_rng.choice(train_keep, size=min(config.noise.pool, len(train_keep)), replace=False))
@@ -888,13 +475,6 @@ def _run(config: GcaViewsConfig, run_dir: Any) -> Headline:
     return Headline(rows)
 
 
-def _stats(values: list[float]) -> dict:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return {"mean": math.nan, "std": math.nan, "n": 0}
-    array = np.asarray(values, dtype=np.float64)
-    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0, "n": len(array)}
-
 
 def summarise(results: list[dict]) -> dict:
     """Mean ± std over seeds of every measured figure, by run label and noise rate."""
@@ -910,7 +490,7 @@ def summarise(results: list[dict]) -> dict:
             for p in rates:
                 values = [r.get(key, math.nan) for r in results if r["label"] == label and r["p"] == p]
                 if values:
-                    target[label][p] = _stats(values)
+                    target[label][p] = stats(values)
     summary["loss_of"] = {r["label"]: r["loss"] for r in results}
     summary["tau_of"] = {r["label"]: r["tau"] for r in results}
     return summary
@@ -924,17 +504,10 @@ def _compare(summary: dict, a: str, b: str, p: float, key: str = "probe") -> dic
     sa, sb = table[a][p], table[b][p]
     delta = sa["mean"] - sb["mean"]
     if min(sa["n"], sb["n"]) < 2:
-        return {"delta": delta, "se": math.nan, "verdict": _verdict(delta, math.nan)}
+        return {"delta": delta, "se": math.nan, "verdict": verdict(delta, math.nan)}
     se = math.sqrt(sa["std"] ** 2 / sa["n"] + sb["std"] ** 2 / sb["n"])
-    return {"delta": delta, "se": se, "verdict": _verdict(delta, se)}
+    return {"delta": delta, "se": se, "verdict": verdict(delta, se)}
 
-
-def _verdict(delta: float, se: float) -> str:
-    if math.isnan(se):
-        return "held in the mean (one seed: no s.e.)" if delta > 0 else "NOT held in the mean (one seed: no s.e.)"
-    if delta > 0:
-        return "held" if delta > 2 * se else "held in the mean, within 2 s.e."
-    return "NOT held (reversed beyond 2 s.e.)" if delta < -2 * se else "NOT held in the mean (within 2 s.e.)"
 
 
 def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
@@ -990,7 +563,7 @@ def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
             gain = c_high["delta"] - c_low["delta"]
             se = math.hypot(c_low["se"], c_high["se"])
             claims.append({"claim": f"the gain of {a} over {base} grows with noise (p={high:g} vs p={low:g})",
-                           "delta": gain, "se": se, "verdict": _verdict(gain, se),
+                           "delta": gain, "se": se, "verdict": verdict(gain, se),
                            "paper": (f"{paper_deltas[a][0]} → {paper_deltas[a][2]} (C10), "
                                      f"{paper_deltas[a][1]} → {paper_deltas[a][3]} (C100)"),
                            "measured": (f"Δ(p={low:g}) = {100 * c_low['delta']:+.2f}, "

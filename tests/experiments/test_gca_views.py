@@ -10,16 +10,8 @@ import torch
 
 from clipmath.datasets import ShardStream, write_shards
 from clipmath.experiments import cli
-from clipmath.experiments.gca_views import (
-    AugmentConfig,
-    TwoViews,
-    VIEW_DRAWS,
-    _verdict,
-    _warp,
-    augment_view,
-    image_samples,
-    plan_departure,
-)
+from clipmath.experiments.gca_augment import VIEW_DRAWS, AugmentConfig, TwoViews, _warp, augment_view
+from clipmath.experiments.gca_common import image_samples, plan_departure, verdict
 from clipmath.experiments.rundir import RunDir
 from clipmath.multimodal import encoders, losses
 from clipmath.multimodal.model import BimodalModel
@@ -285,11 +277,11 @@ def test_plan_departure_is_zero_for_a_doubly_stochastic_kernel_and_grows_as_tau_
 
 
 def test_verdicts_need_the_difference_beyond_twice_its_standard_error():
-    assert _verdict(0.03, 0.01) == "held"
-    assert _verdict(0.01, 0.01).startswith("held in the mean")
-    assert _verdict(-0.01, 0.01).startswith("NOT held in the mean")
-    assert _verdict(-0.03, 0.01).startswith("NOT held (reversed")
-    assert "one seed" in _verdict(0.01, math.nan)
+    assert verdict(0.03, 0.01) == "held"
+    assert verdict(0.01, 0.01).startswith("held in the mean")
+    assert verdict(-0.01, 0.01).startswith("NOT held in the mean")
+    assert verdict(-0.03, 0.01).startswith("NOT held (reversed")
+    assert "one seed" in verdict(0.01, math.nan)
 
 
 def test_the_projected_encoder_is_a_backbone_and_a_bias_free_projector():
