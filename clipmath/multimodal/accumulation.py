@@ -118,13 +118,18 @@ def micro_batch_bounds(batch_size: int, micro_batches: int) -> list[tuple[int, i
     return bounds
 
 
-def _loss_inputs(loss_fn: nn.Module, batch: dict) -> dict[str, Any]:
+def loss_inputs(loss_fn: nn.Module, batch: dict) -> dict[str, Any]:
+    """The batch fields the loss declares in ``reads``, by name (its extra keyword inputs).
+
+    Raises:
+        ValueError: naming a declared field the batch lacks, and the fields it has.
+    """
     reads = tuple(getattr(loss_fn, "reads", ()))
     missing = [name for name in reads if name not in batch]
     if missing:
         raise ValueError(
             f"batch: the loss {type(loss_fn).__name__} reads the fields {missing}, which the batch lacks; "
-            f"it has {sorted(batch)}"
+            f"it has {sorted(batch)} (add them in the stream's transform)"
         )
     return {name: batch[name] for name in reads}
 
@@ -203,7 +208,7 @@ def accumulated_step(
     if isinstance(micro_batches, bool) or not isinstance(micro_batches, int) or not 1 <= micro_batches <= size:
         raise ValueError(f"micro_batches={micro_batches!r}: expected an integer in [1, {size}] (the batch's rows)")
     autocast = autocast if autocast is not None else contextlib.nullcontext()
-    extras = _loss_inputs(loss_fn, batch)
+    extras = loss_inputs(loss_fn, batch)
     rank, world_size = world_info()
     bounds = micro_batch_bounds(size, micro_batches)
     pieces = list(zip(split_value(batch["u"], bounds), split_value(batch["v"], bounds)))
@@ -228,7 +233,7 @@ def accumulated_step(
     z_u, z_v = torch.cat(cache_u), torch.cat(cache_v)
     if world_size > 1:
         z_u, z_v = _gather(z_u), _gather(z_v)
-        extras = {name: _gather(value) for name, value in _check_gatherable(extras).items()}
+        extras = {name: _gather(value) for name, value in check_gatherable(extras).items()}
     z_u.requires_grad_(True)
     z_v.requires_grad_(True)
     scale_leaf = scale.clone().requires_grad_(True)
@@ -277,7 +282,12 @@ def _rows(grad: Tensor | None, local: slice, world_size: int) -> Tensor | None:
     return grad[local] * world_size if world_size > 1 else grad
 
 
-def _check_gatherable(extras: dict[str, Any]) -> dict[str, Tensor]:
+def check_gatherable(extras: dict[str, Any]) -> dict[str, Tensor]:
+    """``extras`` unchanged if every value is a tensor (what torch.distributed can gather).
+
+    Raises:
+        ValueError: naming a field the loss reads that is not a tensor.
+    """
     for name, value in extras.items():
         if not isinstance(value, Tensor):
             raise ValueError(

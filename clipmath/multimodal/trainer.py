@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from clipmath._atomic import atomic_open
+from clipmath.multimodal.accumulation import accumulated_step, batch_size_of, check_gatherable, loss_inputs
 from clipmath.multimodal.checkpoint import load_checkpoint, save_checkpoint
 from clipmath.multimodal.distributed import gather_with_grad, world_info
 from clipmath.multimodal.seeding import rng_state, seed_everything, set_rng_state
@@ -69,6 +70,13 @@ class TrainConfig:
         schedule: learning-rate factor after warmup: ``constant``, ``cosine`` (to 0) or ``linear`` (to 0).
         warmup_steps: steps of linear warmup from ``lr / warmup_steps`` to ``lr``.
         grad_clip: maximum global gradient norm, or None for no clipping.
+        micro_batches: m, the pieces each batch's forward and backward are split into (1: the
+            whole batch at once). With m > 1 the step is :func:`~clipmath.multimodal.accumulation.accumulated_step`'s
+            feature cache: every negative of the whole (global) batch is kept and the gradient is
+            the one-batch gradient up to round-off, while the encoders' activations are those of
+            ``b / m`` rows (``b`` the per-rank batch, which m must divide); it costs one more forward.
+        precision: ``auto`` (bf16 autocast on CUDA, float32 on CPU), ``fp32``, or ``bf16``
+            (``torch.autocast`` to bfloat16 on either device; the losses compute in float32).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         checkpoint_every: steps between checkpoints (0: only the final one).
         eval_every: steps between calls of the evaluation hook (0: only at the end).
@@ -94,6 +102,8 @@ class TrainConfig:
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = 0
     grad_clip: float | None = None
+    micro_batches: int = 1
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = 0
     eval_every: int = 0
@@ -112,6 +122,13 @@ class TrainConfig:
             ("schedule", self.schedule in ("constant", "cosine", "linear"), "one of 'constant', 'cosine', 'linear'"),
             ("warmup_steps", self.warmup_steps >= 0, "an integer >= 0"),
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or a positive float"),
+            (
+                "micro_batches",
+                isinstance(self.micro_batches, int) and not isinstance(self.micro_batches, bool)
+                and self.micro_batches >= 1,
+                "an integer >= 1",
+            ),
+            ("precision", self.precision in ("auto", "fp32", "bf16"), "one of 'auto', 'fp32', 'bf16'"),
             ("device", self.device in ("auto", "cpu", "cuda"), "one of 'auto', 'cpu', 'cuda'"),
             ("checkpoint_every", self.checkpoint_every >= 0, "an integer >= 0"),
             ("eval_every", self.eval_every >= 0, "an integer >= 0"),
@@ -277,31 +294,9 @@ def to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
-def loss_inputs(loss_fn: nn.Module, batch: dict) -> dict[str, Any]:
-    """The batch fields the loss declares in ``reads``, by name (its extra keyword inputs).
-
-    Raises:
-        ValueError: naming a declared field the batch lacks, and the fields it has.
-    """
-    reads = tuple(getattr(loss_fn, "reads", ()))
-    missing = [name for name in reads if name not in batch]
-    if missing:
-        raise ValueError(
-            f"batch: the loss {type(loss_fn).__name__} reads the fields {missing}, which the batch lacks; "
-            f"it has {sorted(batch)} (add them in the stream's transform)"
-        )
-    return {name: batch[name] for name in reads}
-
-
 def _gather_inputs(extras: dict[str, Any]) -> dict[str, Any]:
     """Each rank's loss inputs gathered along dim 0 in rank order, as the embeddings are."""
-    for name, value in extras.items():
-        if not isinstance(value, Tensor):
-            raise ValueError(
-                f"batch[{name!r}]: a {type(value).__name__}; under torch.distributed a field the loss reads "
-                "must be a tensor so that it can be gathered"
-            )
-    return {name: gather_with_grad(value) for name, value in extras.items()}
+    return {name: gather_with_grad(value) for name, value in check_gatherable(extras).items()}
 
 
 def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -319,6 +314,47 @@ def lr_factor(step: int, total_steps: int, config: TrainConfig) -> float:
     if config.schedule == "linear":
         return 1.0 - progress
     return 1.0
+
+
+def _forward_backward(
+    net: nn.Module,
+    loss_fn: nn.Module,
+    batch: dict,
+    micro_batches: int,
+    autocast: contextlib.AbstractContextManager,
+    world_size: int,
+) -> tuple[Tensor, Tensor]:
+    """Forward and backward of one batch, adding the gradient of its loss to the (zeroed) ``.grad``.
+
+    With ``micro_batches`` m = 1 the batch goes through ``net`` at once (the embeddings and the
+    fields the loss reads gathered across ranks with gradient); with m > 1 through
+    :func:`~clipmath.multimodal.accumulation.accumulated_step`, whose gradient is the same up to
+    round-off. Clipping, the optimizer step and the temperature clamp stay with the caller.
+
+    Returns:
+        The batch's loss and the logit scale ``log(1/tau)`` it used, both detached scalars.
+
+    Raises:
+        ValueError: when m does not divide the batch's rows, or the batch lacks a field the loss reads.
+    """
+    if micro_batches > 1:
+        rows = batch_size_of(batch["u"])
+        if rows % micro_batches:
+            raise ValueError(
+                f"train.micro_batches={micro_batches}: expected a divisor of the batch's {rows} rows (per rank), "
+                "so that every micro-batch has the same size"
+            )
+        out = accumulated_step(net, loss_fn, batch, micro_batches, autocast=autocast)
+        return out.loss, out.logit_scale
+    extras = loss_inputs(loss_fn, batch)
+    with autocast:
+        out = net(batch["u"], batch["v"])
+        z_u, z_v = out.z_u, out.z_v
+        if world_size > 1:
+            z_u, z_v, extras = gather_with_grad(z_u), gather_with_grad(z_v), _gather_inputs(extras)
+        loss = loss_fn(z_u, z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias, **extras).loss
+    loss.backward()
+    return loss.detach(), out.logit_scale.detach()
 
 
 def _skips_since(now: dict[str, int], base: dict[str, int]) -> dict[str, int]:
@@ -487,9 +523,8 @@ def _train(
     net = model
     if world_size > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     data_seconds = compute_seconds = 0.0
     window_data = window_compute = 0.0  # since the last record
     model.train()
@@ -509,15 +544,8 @@ def _train(
             skipped_epoch = _skips_since(getattr(stream, "skipped", {}), skips_before)
             trained += _rows(batch)
             batch = to_device(batch, device)
-            extras = loss_inputs(loss_fn, batch)
-            with autocast:
-                out = net(batch["u"], batch["v"])
-                z_u, z_v = out.z_u, out.z_v
-                if world_size > 1:
-                    z_u, z_v, extras = gather_with_grad(z_u), gather_with_grad(z_v), _gather_inputs(extras)
-                loss = loss_fn(z_u, z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias, **extras).loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logit_scale = _forward_backward(net, loss_fn, batch, config.micro_batches, autocast, world_size)
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
@@ -543,7 +571,7 @@ def _train(
                         "step": step,
                         "epoch": epoch,
                         "loss": last_loss,
-                        "logit_scale": float(out.logit_scale.detach()),
+                        "logit_scale": float(logit_scale),
                         "lr": scheduler.get_last_lr()[0],
                         "data_s": window_data,
                         "compute_s": window_compute,
