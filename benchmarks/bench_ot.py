@@ -24,10 +24,8 @@ from typing import Callable
 
 import ot as pot
 import torch
-from torch.profiler import ProfilerActivity, profile
-from torch.profiler._memory_profiler import Action
 
-from common import compare, cuda_peak_bytes, print_table
+from common import compare, cpu_peak_bytes, cuda_peak_bytes, print_table, single_thread
 from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.ot import sinkhorn
 
@@ -98,19 +96,7 @@ def bench_gca_ince(device: str) -> list[tuple[str, float, float, str]]:
 
 def peak_memory(run: Callable[[], None], device: str) -> int:
     """Peak bytes allocated by ``run`` beyond what was allocated before it."""
-    if device.startswith("cuda"):
-        return cuda_peak_bytes(run)
-    options = {"profile_memory": True, "record_shapes": True, "with_stack": True}
-    with profile(activities=[ProfilerActivity.CPU], **options) as prof:
-        run()
-    current = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            current += size
-            peak = max(peak, current)
-        elif action == Action.DESTROY:
-            current -= size
-    return peak
+    return cuda_peak_bytes(run) if device.startswith("cuda") else cpu_peak_bytes(run)
 
 
 def bench_memory(device: str) -> list[tuple[str, float, float]]:
@@ -125,15 +111,12 @@ def bench_memory(device: str) -> list[tuple[str, float, float]]:
 
 def main(device: str = "cpu") -> list[tuple[str, float, float, str]]:
     """Run the three comparisons on ``device`` and print their tables; returns the timing rows."""
-    threads = torch.get_num_threads()
-    if device == "cpu":
-        # On a shared 2-core machine a second intra-op thread waits at every op for a core that
-        # another process holds: repeat times varied tenfold. One thread each keeps the ratio honest.
-        torch.set_num_threads(1)
-    try:
+    if device != "cpu":
         return _run(device)
-    finally:
-        torch.set_num_threads(threads)
+    # On a shared 2-core machine a second intra-op thread waits at every op for a core that
+    # another process holds: repeat times varied tenfold. One thread each keeps the ratio honest.
+    with single_thread():
+        return _run(device)
 
 
 def _run(device: str) -> list[tuple[str, float, float, str]]:

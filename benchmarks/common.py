@@ -7,9 +7,11 @@ alike, and prints the ratio clipmath / anchor.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 
 def sync(device: str = "cpu") -> None:
@@ -45,6 +47,57 @@ def compare(
             sync(device)
             sink.append(time.perf_counter() - start)
     return statistics.median(t_ours), statistics.median(t_anchor)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread (on a shared machine a second thread waits at every op)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send the process's native stderr (file descriptor 2) to /dev/null inside the block.
+
+    The torch profiler's C++ side (kineto) writes ``profiler_start``/``profiler_stop`` lines to
+    descriptor 2, below Python's ``sys.stderr``; they would interleave with the tables.
+    Python exceptions still reach the terminal: they are printed after the block.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def cpu_peak_bytes(run: Callable[[], object]) -> int:
+    """Peak bytes of the tensors allocated while ``run`` executes on the CPU, from the torch profiler."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action
+
+    options = {"profile_memory": True, "record_shapes": True, "with_stack": True}
+    with quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], **options) as prof:
+        run()
+    with quiet_native_stderr():
+        timeline = prof._memory_profile().timeline
+    current = peak = 0
+    for _, action, _, size in timeline:
+        if action == Action.CREATE:
+            current += size
+            peak = max(peak, current)
+        elif action == Action.DESTROY:
+            current -= size
+    return peak
 
 
 def cuda_peak_bytes(run: Callable[[], object]) -> int:

@@ -12,10 +12,14 @@ the exponent of the tilting :math:`\rho(u, v) \propto \exp(\mathrm{sim}(g_u(u), 
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from clipmath.multimodal import similarity
+from clipmath.multimodal.checks import PendingChecks
 
 
 def check_scale(logit_scale: Tensor, logit_bias: Tensor | None) -> None:
@@ -28,14 +32,24 @@ def check_scale(logit_scale: Tensor, logit_bias: Tensor | None) -> None:
     Raises:
         ValueError: naming the argument when it is not a finite one-element tensor.
     """
+    check_scale_shape(logit_scale, logit_bias)
+    for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
+        if value is not None and not torch.isfinite(value).all():
+            raise ValueError(f"{name}={value.item()}: expected a finite value")
+
+
+def check_scale_shape(logit_scale: Tensor, logit_bias: Tensor | None) -> None:
+    r"""The part of :func:`check_scale` that reads no value: one-element tensors (the bias may be None).
+
+    Raises:
+        ValueError: naming the argument when it is not a one-element tensor.
+    """
     for name, value in (("logit_scale", logit_scale), ("logit_bias", logit_bias)):
         if value is None and name == "logit_bias":
             continue
         if not isinstance(value, Tensor) or value.numel() != 1:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"{name}={shape}: expected a scalar (one-element) tensor")
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name}={value.item()}: expected a finite value")
 
 
 def overflow_error(logit_scale: Tensor, dtype: torch.dtype, detail: str) -> ValueError:
@@ -54,15 +68,22 @@ def overflow_error(logit_scale: Tensor, dtype: torch.dtype, detail: str) -> Valu
     )
 
 
-def check_logits(logits: Tensor, logit_scale: Tensor) -> None:
-    r"""Raise when the logits are too large for the sums every loss forms over them.
+def logit_limit(logits: Tensor) -> float:
+    r"""The largest :math:`|S|` a loss over ``logits`` can sum in their dtype: finfo.max / (2 B_u B_v).
 
     A loss over (B_u, B_v) logits :math:`S` adds at most :math:`B_u B_v` terms of size
     :math:`\max|S|` (e.g. SigLIP's softplus sum) and its log-sum-exps subtract two logits, so it
-    stays finite in the dtype while :math:`\max|S| \le \text{finfo.max} / (2 B_u B_v)`; beyond
-    that it would be inf or NaN (in float32 with cosine logits and B = 256, from a logit_scale of
-    about 76: e.g. 100, the scale passed in place of its log). One min-max pass over the logits,
-    no temporary, and one device sync.
+    stays finite in the dtype while :math:`\max|S|` is at most this; beyond it the loss would be
+    inf or NaN (in float32 with cosine logits and B = 256, from a logit_scale of about 76: e.g.
+    100, the scale passed in place of its log).
+    """
+    return torch.finfo(logits.dtype).max / (2 * logits.numel())
+
+
+def check_logits(logits: Tensor, logit_scale: Tensor) -> None:
+    r"""Raise when the logits are too large for the sums every loss forms over them (see :func:`logit_limit`).
+
+    One min-max pass over the logits, no temporary, and one device sync.
 
     Args:
         logits: (B_u, B_v) logits.
@@ -72,11 +93,72 @@ def check_logits(logits: Tensor, logit_scale: Tensor) -> None:
         ValueError: naming ``logit_scale`` and its value (see :func:`overflow_error`), also for
             NaN logits, which finite embeddings give only when ``exp(logit_scale)`` overflowed.
     """
-    limit = torch.finfo(logits.dtype).max / (2 * logits.numel())
-    low, high = torch.aminmax(logits.detach())
-    largest = torch.maximum(high, -low).item()
+    largest = _largest_abs(logits).item()
+    limit = logit_limit(logits)
     if not largest <= limit:
         raise overflow_error(logit_scale, logits.dtype, f"largest |logit| {largest:.3g} > {limit:.3g}")
+
+
+def defer_input_checks(
+    checks: PendingChecks,
+    value: Tensor,
+    limit: float,
+    detail: Callable[[float], str],
+    z_u: Tensor,
+    z_v: Tensor,
+    logit_scale: Tensor,
+    logit_bias: Tensor | None,
+) -> None:
+    r"""Queue the value checks of a loss's inputs on one number the loss computed from all of them.
+
+    ``value`` is the largest :math:`|S|` of the logits (or a loss that never keeps them): it is
+    NaN or infinite whenever an embedding, the scale or the bias is, since each enters every
+    logit. So one number (and ``logit_scale`` itself, whose :math:`-\infty` gives zero logits)
+    stands for every finiteness check; only when it fails are the inputs examined, one by one,
+    in the order :func:`~clipmath.multimodal.similarity.check_pair` then :func:`check_scale`
+    would have raised, before the overflow is blamed on ``logit_scale``.
+
+    Args:
+        checks: where to queue the check (resolved by the caller).
+        value: scalar tensor, the quantity whose magnitude ``limit`` bounds (NaN fails).
+        limit: the largest acceptable magnitude.
+        detail: what overflowed, from the value, for :func:`overflow_error`.
+        z_u, z_v: the embeddings, examined on failure.
+        logit_scale: scalar tensor :math:`\log(1/\tau)`, checked to be finite.
+        logit_bias: scalar tensor or None, examined on failure.
+    """
+    dtype = value.dtype
+
+    def error(values: list[float]) -> Exception | None:
+        largest, scale = values
+        if abs(largest) <= limit and math.isfinite(scale):
+            return None
+        try:
+            for name, z in (("z_u", z_u), ("z_v", z_v)):
+                similarity.check_finite(name, z)
+            check_scale(logit_scale, logit_bias)
+        except ValueError as err:
+            return err
+        return overflow_error(logit_scale, dtype, detail(largest))
+
+    checks.add(torch.stack([value.detach().reshape(()).to(dtype), logit_scale.detach().reshape(()).to(dtype)]), error)
+
+
+def defer_logit_checks(
+    checks: PendingChecks, logits: Tensor, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None
+) -> None:
+    """Queue every value check of a loss's inputs and of their logits (:func:`defer_input_checks`, :func:`check_logits`)."""
+    limit = logit_limit(logits)
+    defer_input_checks(
+        checks, _largest_abs(logits), limit, lambda largest: f"largest |logit| {largest:.3g} > {limit:.3g}",
+        z_u, z_v, logit_scale, logit_bias,
+    )
+
+
+def _largest_abs(logits: Tensor) -> Tensor:
+    """max |S| in one min-max pass (NaN if any logit is NaN)."""
+    low, high = torch.aminmax(logits.detach())
+    return torch.maximum(high, -low)
 
 
 def no_autocast(like: Tensor) -> torch.autocast:

@@ -177,9 +177,13 @@ class BimodalModel(nn.Module):
 
         Returns:
             :class:`BimodalOutput` with (B, n_e) embeddings, the clamped scale and the bias.
+
+        Raises:
+            ValueError: for embeddings of the wrong shape. Their values are checked once, by the
+                loss that takes them (one device sync per step).
         """
         z_u, z_v = self.encode_u(u), self.encode_v(v)
-        similarity.check_pair(z_u, z_v, same_batch=True)
+        similarity.check_pair_shapes(z_u, z_v, same_batch=True)
         return BimodalOutput(z_u, z_v, self.clamped_logit_scale(), self.logit_bias)
 
     def scores(self, z_u: Tensor, z_v: Tensor) -> Tensor:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from clipmath.multimodal.checks import PendingChecks
 
 GRAD_MODES = ("unrolled", "envelope")
 
@@ -44,7 +46,9 @@ class SinkhornResult:
             primal optimum at convergence, and its gradient with respect to the cost is the plan.
         n_iter: iterations run (one iteration = one row step and one column step).
         converged: whether the error met ``tol``; None when run without a tolerance.
-        marginal_error: the last measured error, the largest over the batch (see :func:`sinkhorn`).
+        marginal_error: the last measured error, the largest over the batch (see :func:`sinkhorn`);
+            a float read from the device when first asked for (so a run with ``tol=None`` never
+            waits for it unless it is read).
     """
 
     plan: Tensor
@@ -54,7 +58,12 @@ class SinkhornResult:
     value: Tensor
     n_iter: int
     converged: bool | None
-    marginal_error: float
+    error: Tensor = field(repr=False)
+
+    @property
+    def marginal_error(self) -> float:
+        """The last measured error as a float (see the class attributes)."""
+        return self.error.item()
 
 
 def sinkhorn(
@@ -72,6 +81,7 @@ def sinkhorn(
     check_every: int = 10,
     grad: str = "unrolled",
     init: Tensor | None = None,
+    checks: PendingChecks | None = None,
 ) -> SinkhornResult:
     r"""Entropic (un)balanced optimal transport by log-domain Sinkhorn iterations.
 
@@ -143,6 +153,10 @@ def sinkhorn(
         grad: ``"unrolled"`` or ``"envelope"``.
         init: (..., m) or (m,) warm start for the column potential :math:`g` (e.g. a previous
             result's ``g``); the first row step computes :math:`f` from it.
+        checks: None (default) checks the values of the inputs before iterating and the
+            potentials after, two host syncs; a loss's :class:`~clipmath.multimodal.checks.PendingChecks`
+            takes those checks instead, to resolve them with its own (with ``tol=None`` the
+            solver then never waits for the device).
 
     Returns:
         :class:`SinkhornResult`, in float32 (float64 for float64 input) even under autocast.
@@ -161,19 +175,22 @@ def sinkhorn(
         >>> result.plan.shape, torch.allclose(result.plan.sum(-2), torch.full((2, 4), 0.25), atol=1e-5)
         (torch.Size([2, 5, 4]), True)
     """
-    log_k = _log_kernel(log_kernel, cost)
+    pending = PendingChecks() if checks is None else checks
+    log_k = _log_kernel(log_kernel, cost, pending)
     n, m = log_k.shape[-2:]
-    eps = _positive_scalar("epsilon", epsilon, log_k)
+    eps = _positive_scalar("epsilon", epsilon, log_k, pending)
     if cost is not None:
         log_k = -log_k / eps
-    rho_u, rho_v = _rhos(rho, rho_u, rho_v, log_k)
-    log_a = _log_masses("log_a", log_a, n, log_k)
-    log_b = _log_masses("log_b", log_b, m, log_k)
+    rho_u, rho_v = _rhos(rho, rho_u, rho_v, log_k, pending)
+    log_a = _log_masses("log_a", log_a, n, log_k, pending)
+    log_b = _log_masses("log_b", log_b, m, log_k, pending)
     _check_loop(max_iter, tol, check_every, grad)
     balanced = rho_u is None and rho_v is None
     if balanced:
-        _check_equal_mass(log_a, log_b)
-    log_v = log_k.new_zeros(m) if init is None else _log_masses("init", init, m, log_k) / eps
+        _check_equal_mass(log_a, log_b, pending)
+    log_v = log_k.new_zeros(m) if init is None else _log_masses("init", init, m, log_k, pending) / eps
+    if checks is None:
+        pending.resolve()
     # The dampening exponent of the unbalanced step; 1 makes it the balanced projection.
     lam_u = 1.0 if rho_u is None else rho_u / (rho_u + eps)
     lam_v = 1.0 if rho_v is None else rho_v / (rho_v + eps)
@@ -190,8 +207,9 @@ def sinkhorn(
             log_u, log_v, n_iter, error = _iterate(
                 log_k, log_a, log_b, lam_u, lam_v, log_v, max_iter, tol, check_every, balanced
             )
-        if not bool(torch.isfinite(log_u).all() & torch.isfinite(log_v).all()):
-            raise ValueError("log_kernel: a row or column has no finite entry (a zero kernel row or column)")
+        pending.add(torch.isfinite(log_u).all() & torch.isfinite(log_v).all(), _empty_line_error)
+        if checks is None:
+            pending.resolve()
         log_plan = log_k + log_u.unsqueeze(-1)
         log_plan = log_plan + log_v.unsqueeze(-2)
         plan = log_plan.exp()
@@ -202,15 +220,22 @@ def sinkhorn(
             - eps * plan.sum(dim=(-2, -1))
         )
 
-    converged = None if tol is None else error <= tol
+    converged = None if tol is None else error.item() <= tol
     if converged is False and tol > 0:
         warnings.warn(
-            f"sinkhorn: error {error:.3g} > tol={tol:g} after max_iter={max_iter} iterations; "
+            f"sinkhorn: error {error.item():.3g} > tol={tol:g} after max_iter={max_iter} iterations; "
             "raise max_iter or epsilon",
             SinkhornConvergenceWarning,
             stacklevel=2,
         )
     return SinkhornResult(plan, log_plan, f, g, value, n_iter, converged, error)
+
+
+def _empty_line_error(values: list[float]) -> ValueError | None:
+    """The error of non-finite potentials: a row or column of the kernel without a finite entry."""
+    if values[0]:
+        return None
+    return ValueError("log_kernel: a row or column has no finite entry (a zero kernel row or column)")
 
 
 def _iterate(
@@ -224,8 +249,11 @@ def _iterate(
     tol: float | None,
     check_every: int,
     balanced: bool,
-) -> tuple[Tensor, Tensor, int, float]:
-    """The Sinkhorn loop of :func:`sinkhorn`: (log u, log v, iterations run, last error)."""
+) -> tuple[Tensor, Tensor, int, Tensor]:
+    """The Sinkhorn loop of :func:`sinkhorn`: (log u, log v, iterations run, last error as a scalar tensor).
+
+    The error is read on the host only to decide whether to stop (``tol > 0``).
+    """
     n, m = log_k.shape[-2:]
     batch = torch.broadcast_shapes(log_k.shape[:-2], log_a.shape[:-1], log_b.shape[:-1], log_v.shape[:-1])
     # One preallocated buffer serves every logsumexp: no (..., n, m) allocation per step. Its
@@ -235,7 +263,7 @@ def _iterate(
     log_v = log_v.expand(*batch, m)
     b = log_b.exp() if balanced else None
     log_u = log_k.new_zeros(n)
-    error = math.inf
+    error = log_k.new_full((), math.inf)
     for it in range(1, max_iter + 1):
         measure = it == max_iter or (tol is not None and it % check_every == 0)
         log_u_prev, log_v_prev = log_u, log_v
@@ -245,7 +273,7 @@ def _iterate(
         log_ktu = _logsumexp(log_k, log_u.unsqueeze(-1), -2, buffer)
         if measure and balanced:
             # Column marginal of the plan after the row step, P^T 1 = v * K^T u.
-            error = (torch.exp(log_v + log_ktu) - b).norm(dim=-1).max().item()
+            error = (torch.exp(log_v + log_ktu) - b).norm(dim=-1).max()
         # Column step, v = (b / K^T u)^lam_v.
         log_v = lam_v * (log_b - log_ktu)
         if measure and not balanced:
@@ -254,8 +282,8 @@ def _iterate(
             d_u, d_v = log_u - log_u_prev, log_v - log_v_prev
             top = d_u.amax(-1) + d_v.amax(-1)
             bottom = d_u.amin(-1) + d_v.amin(-1)
-            error = torch.maximum(top.abs(), bottom.abs()).max().item()
-        if measure and tol and error <= tol:
+            error = torch.maximum(top.abs(), bottom.abs()).max()
+        if measure and tol and error.item() <= tol:
             break
     return log_u, log_v, it, error
 
@@ -308,8 +336,8 @@ def _marginal_dual(potential: Tensor, log_mass: Tensor, rho: float | Tensor | No
     return -rho * (mass * torch.expm1(-potential / rho)).sum(-1)
 
 
-def _log_kernel(log_kernel: Tensor | None, cost: Tensor | None) -> Tensor:
-    """The validated (..., n, m) input in float32 or float64 (the cost, not yet divided by epsilon)."""
+def _log_kernel(log_kernel: Tensor | None, cost: Tensor | None, checks: PendingChecks) -> Tensor:
+    """The (..., n, m) input in float32 or float64 (the cost, not yet divided by epsilon), its values checked on ``checks``."""
     if (log_kernel is None) == (cost is None):
         raise ValueError("log_kernel, cost: give exactly one of the two")
     name, x = ("log_kernel", log_kernel) if cost is None else ("cost", cost)
@@ -317,35 +345,52 @@ def _log_kernel(log_kernel: Tensor | None, cost: Tensor | None) -> Tensor:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"{name}={shape}: expected a tensor of shape (..., n, m) with n, m >= 1")
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    bad = "+inf" if cost is None else "-inf"
+
+    def error(values: list[float]) -> ValueError | None:
+        peak = values[0]
+        if math.isnan(peak):
+            return ValueError(f"{name}: contains NaN")
+        if peak == math.inf:
+            return ValueError(f"{name}: contains {bad}; expected a finite upper bound")
+        return None
+
     # One reduction finds both failures: max propagates NaN, and +inf (log K) / -inf (C) is the peak.
-    peak = (x if cost is None else -x).max().item()
-    if math.isnan(peak):
-        raise ValueError(f"{name}: contains NaN")
-    if peak == math.inf:
-        bad = "+inf" if cost is None else "-inf"
-        raise ValueError(f"{name}: contains {bad}; expected a finite upper bound")
+    checks.add((x if cost is None else -x).max(), error)
     return x
 
 
-def _positive_scalar(name: str, value: float | Tensor, like: Tensor, alternative: str = "") -> float | Tensor:
-    """A finite positive float, or a one-element tensor of ``like``'s dtype (kept differentiable).
+def _positive_scalar(
+    name: str, value: float | Tensor, like: Tensor, checks: PendingChecks, alternative: str = ""
+) -> float | Tensor:
+    """A finite positive float, or a one-element tensor of ``like``'s dtype (kept differentiable, its value checked on ``checks``).
 
     ``alternative`` ends the error's "expected" clause (e.g. ``", or None for ..."``).
     """
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name}={tuple(value.shape)}: expected a scalar (one-element) tensor")
-        scalar = value.item()
-        value = value.to(like.dtype).reshape(())
-    else:
-        scalar = value
-    if isinstance(scalar, bool) or not isinstance(scalar, (int, float)) or not 0 < scalar < math.inf:
-        raise ValueError(f"{name}={scalar!r}: expected a finite number > 0{alternative}")
-    return value if isinstance(value, Tensor) else float(value)
+
+    def error(scalar: float | list[float]) -> ValueError | None:
+        scalar = scalar[0] if isinstance(scalar, list) else scalar
+        if isinstance(scalar, bool) or not isinstance(scalar, (int, float)) or not 0 < scalar < math.inf:
+            return ValueError(f"{name}={scalar!r}: expected a finite number > 0{alternative}")
+        return None
+
+    if not isinstance(value, Tensor):
+        found = error(value)
+        if found is not None:
+            raise found
+        return float(value)
+    if value.numel() != 1:
+        raise ValueError(f"{name}={tuple(value.shape)}: expected a scalar (one-element) tensor")
+    checks.add(value, error)
+    return value.to(like.dtype).reshape(())
 
 
 def _rhos(
-    rho: float | Tensor | None, rho_u: float | Tensor | None, rho_v: float | Tensor | None, like: Tensor
+    rho: float | Tensor | None,
+    rho_u: float | Tensor | None,
+    rho_v: float | Tensor | None,
+    like: Tensor,
+    checks: PendingChecks,
 ) -> tuple[float | Tensor | None, float | Tensor | None]:
     """The marginal penalties (rho_u, rho_v), each None (balanced side) or as :func:`_positive_scalar`."""
     if rho is not None and (rho_u is not None or rho_v is not None):
@@ -354,15 +399,15 @@ def _rhos(
         )
     balanced = ", or None for a balanced marginal"
     if rho is not None:
-        return (_positive_scalar("rho", rho, like, balanced),) * 2
+        return (_positive_scalar("rho", rho, like, checks, balanced),) * 2
     return tuple(
-        None if value is None else _positive_scalar(name, value, like, balanced)
+        None if value is None else _positive_scalar(name, value, like, checks, balanced)
         for name, value in (("rho_u", rho_u), ("rho_v", rho_v))
     )
 
 
-def _log_masses(name: str, log_w: Tensor | None, size: int, like: Tensor) -> Tensor:
-    """Validated log masses (..., size) in ``like``'s dtype; uniform 1/size when None."""
+def _log_masses(name: str, log_w: Tensor | None, size: int, like: Tensor, checks: PendingChecks) -> Tensor:
+    """Log masses (..., size) in ``like``'s dtype, their values checked on ``checks``; uniform 1/size when None."""
     if log_w is None:
         return like.new_full((size,), -math.log(size))
     if not isinstance(log_w, Tensor) or log_w.dim() < 1 or log_w.shape[-1] != size:
@@ -376,19 +421,27 @@ def _log_masses(name: str, log_w: Tensor | None, size: int, like: Tensor) -> Ten
             f"kernel's {tuple(like.shape[:-2])}"
         ) from None
     log_w = log_w.to(like.dtype)
-    if not bool(torch.isfinite(log_w).all()):
-        raise ValueError(f"{name}: contains NaN or Inf; expected finite values")
+
+    def error(values: list[float]) -> ValueError | None:
+        return None if values[0] else ValueError(f"{name}: contains NaN or Inf; expected finite values")
+
+    checks.add(torch.isfinite(log_w).all(), error)
     return log_w
 
 
-def _check_equal_mass(log_a: Tensor, log_b: Tensor) -> None:
-    """Balanced OT needs sum(a) = sum(b) (to float32 round-off) for every batch item."""
-    gap = (torch.logsumexp(log_a, -1) - torch.logsumexp(log_b, -1)).abs().max().item()
-    if gap > 1e-4:
-        raise ValueError(
+def _check_equal_mass(log_a: Tensor, log_b: Tensor, checks: PendingChecks) -> None:
+    """Balanced OT needs sum(a) = sum(b) (to float32 round-off) for every batch item (checked on ``checks``)."""
+
+    def error(values: list[float]) -> ValueError | None:
+        gap = values[0]
+        if not gap > 1e-4:
+            return None
+        return ValueError(
             f"log_b: total mass differs from log_a's by a factor exp({gap:.3g}); balanced OT needs "
             "equal masses (or pass rho for unbalanced OT)"
         )
+
+    checks.add((torch.logsumexp(log_a, -1) - torch.logsumexp(log_b, -1)).abs().max(), error)
 
 
 def _check_loop(max_iter: int, tol: float | None, check_every: int, grad: str) -> None:

@@ -140,7 +140,7 @@ def _lift_v(z: Tensor) -> Tensor:
 
 
 def check_pair(z_u: Tensor, z_v: Tensor, *, same_batch: bool = False) -> None:
-    """Validate two embedding batches at a loss or metric boundary.
+    """Validate two embedding batches at a metric boundary: shapes (:func:`check_pair_shapes`) and values.
 
     Args:
         z_u: (B_u, n_e) embeddings of modality u.
@@ -150,6 +150,26 @@ def check_pair(z_u: Tensor, z_v: Tensor, *, same_batch: bool = False) -> None:
     Raises:
         ValueError: naming the argument for a wrong rank, mismatched sizes, or non-finite values.
     """
+    check_pair_shapes(z_u, z_v, same_batch=same_batch)
+    for name, z in (("z_u", z_u), ("z_v", z_v)):
+        check_finite(name, z)
+
+
+def check_pair_shapes(z_u: Tensor, z_v: Tensor, *, same_batch: bool = False) -> None:
+    """Validate the types and shapes of two embedding batches; reads no value, so never waits for the device.
+
+    The losses check the values once, with their logits (see
+    :meth:`clipmath.multimodal.losses.PairLoss.pending_logits`).
+
+    Args:
+        z_u: (B_u, n_e) embeddings of modality u.
+        z_v: (B_v, n_e) embeddings of modality v.
+        same_batch: require B_u == B_v (paired batches).
+
+    Raises:
+        ValueError: naming the argument for a non-tensor, a wrong rank, an empty batch or
+            mismatched sizes.
+    """
     for name, z in (("z_u", z_u), ("z_v", z_v)):
         if not isinstance(z, Tensor):
             raise ValueError(f"{name}: expected a torch.Tensor, got {type(z).__name__}")
@@ -157,9 +177,13 @@ def check_pair(z_u: Tensor, z_v: Tensor, *, same_batch: bool = False) -> None:
             raise ValueError(f"{name}: expected shape (B, n_e), got {tuple(z.shape)}")
         if z.shape[0] == 0:
             raise ValueError(f"{name}: empty batch, shape {tuple(z.shape)}")
-        if not torch.isfinite(z).all():
-            raise ValueError(f"{name}: contains NaN or Inf")
     if z_u.shape[1] != z_v.shape[1]:
         raise ValueError(f"z_u and z_v: embedding dimensions differ ({z_u.shape[1]} vs {z_v.shape[1]})")
     if same_batch and z_u.shape[0] != z_v.shape[0]:
         raise ValueError(f"z_u and z_v: paired batches must have equal size, got {z_u.shape[0]} and {z_v.shape[0]}")
+
+
+def check_finite(name: str, z: Tensor) -> None:
+    """Raise ``ValueError`` naming ``name`` when the tensor ``z`` holds NaN or Inf (one device sync)."""
+    if not torch.isfinite(z).all():
+        raise ValueError(f"{name}: contains NaN or Inf")

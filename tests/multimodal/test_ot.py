@@ -7,6 +7,7 @@ import ot as pot
 import pytest
 import torch
 
+from clipmath.multimodal.checks import PendingChecks, count_host_syncs
 from clipmath.multimodal.ot import SinkhornConvergenceWarning, sinkhorn
 
 

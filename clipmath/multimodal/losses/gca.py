@@ -43,6 +43,7 @@ import math
 import torch
 from torch import Tensor
 
+from clipmath.multimodal.checks import PendingChecks, check_or_defer
 from clipmath.multimodal.logits import no_autocast
 from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
@@ -75,7 +76,14 @@ def generalized_kl(log_plan: Tensor, plan: Tensor, target: Tensor | None = None)
     return (torch.special.xlogy(target, target) - target * log_plan - target + plan).sum() / batch
 
 
-def robust_term(log_kv: Tensor, neg_log_u: Tensor, target: Tensor | None, lam: float, q: float) -> Tensor:
+def robust_term(
+    log_kv: Tensor,
+    neg_log_u: Tensor,
+    target: Tensor | None,
+    lam: float,
+    q: float,
+    checks: PendingChecks | None = None,
+) -> Tensor:
     r"""The RINCE-type (:math:`W_1`) term of §4.3 and §11.5 of Chen et al. (2024).
 
     .. math::
@@ -92,6 +100,8 @@ def robust_term(log_kv: Tensor, neg_log_u: Tensor, target: Tensor | None, lam: f
         target: (B, m) non-negative :math:`P_{tgt}`, or None for the identity.
         lam: :math:`\lambda > 0`.
         q: :math:`q \in (0, 1]`.
+        checks: where to queue the overflow check, resolved by the caller with the step's other
+            checks (one sync); None checks now.
 
     Returns:
         Scalar term.
@@ -107,13 +117,19 @@ def robust_term(log_kv: Tensor, neg_log_u: Tensor, target: Tensor | None, lam: f
     else:
         log_pos = torch.logsumexp(log_kv + target.log(), dim=-1)
         log_norm = math.log(lam) + target.sum(-1).log() + neg_log_u
-    top = q * torch.maximum(log_pos.max(), log_norm.max()).item()
     limit = math.log(torch.finfo(log_kv.dtype).max / log_kv.shape[0])
-    if top > limit:
-        raise ValueError(
-            f"logits: the RINCE terms exp(q * .) overflow {log_kv.dtype} (q times the largest log-term "
+    dtype = log_kv.dtype
+
+    def error(values: list[float]) -> Exception | None:
+        top = q * values[0]
+        if not top > limit:
+            return None
+        return ValueError(
+            f"logits: the RINCE terms exp(q * .) overflow {dtype} (q times the largest log-term "
             f"is {top:.1f} > {limit:.1f}); lower logit_scale (a larger tau) or q"
         )
+
+    check_or_defer(checks, torch.maximum(log_pos.max(), log_norm.max()), error)
     return ((q * log_norm).exp() - (q * log_pos).exp()).mean() / q
 
 
@@ -143,7 +159,12 @@ def ince_loss(logits: Tensor, target: Tensor | None = None) -> LossOutput:
 
 
 def gca_ince_loss(
-    logits: Tensor, target: Tensor | None = None, *, n_iter: int = 10, grad: str = "unrolled"
+    logits: Tensor,
+    target: Tensor | None = None,
+    *,
+    n_iter: int = 10,
+    grad: str = "unrolled",
+    checks: PendingChecks | None = None,
 ) -> LossOutput:
     r"""GCA-INCE, :math:`\mathrm{KL}(P_{tgt}\,\|\,P^{(2T)})`, Sinkhorn plan (§4.2 of Chen et al. (2024)).
 
@@ -163,19 +184,26 @@ def gca_ince_loss(
         target: (B, B) :math:`P_{tgt}`, or None for the identity.
         n_iter: :math:`T \ge 1`, Sinkhorn iterations.
         grad: ``"unrolled"`` (as the official code) or ``"envelope"``.
+        checks: where to queue the value checks, resolved by the caller with the step's other
+            checks (one sync); None checks now.
 
     Returns:
         :class:`LossOutput` with the loss, the logits, :math:`P^{(2T)}` and ``n_iter``.
     """
     _check_hyperparameters(n_iter=n_iter, grad=grad)
     ones = logits.new_zeros(logits.shape[0])
-    result = sinkhorn(logits, log_a=ones, log_b=ones, max_iter=n_iter, tol=None, grad=grad)
+    result = sinkhorn(logits, log_a=ones, log_b=ones, max_iter=n_iter, tol=None, grad=grad, checks=checks)
     loss = generalized_kl(result.log_plan, result.plan, target)
     return LossOutput(loss, logits, result.plan, result.n_iter, result.converged)
 
 
 def rince_loss(
-    logits: Tensor, target: Tensor | None = None, *, lam: float = 0.01, q: float = 0.6
+    logits: Tensor,
+    target: Tensor | None = None,
+    *,
+    lam: float = 0.01,
+    q: float = 0.6,
+    checks: PendingChecks | None = None,
 ) -> LossOutput:
     r"""RINCE (Chuang et al. 2022; §2 of Chen et al. (2024)).
 
@@ -194,12 +222,14 @@ def rince_loss(
         target: (B, B) :math:`P_{tgt}`, or None for the identity.
         lam: :math:`\lambda > 0`, weight of the normaliser.
         q: :math:`q \in (0, 1]`.
+        checks: where to queue the value checks, resolved by the caller with the step's other
+            checks (one sync); None checks now.
 
     Returns:
         :class:`LossOutput` with the loss, the logits and the row-softmax plan.
     """
     _check_hyperparameters(lam=lam, q=q)
-    loss, plan = _robust_row_loss(logits, target, lam, q)
+    loss, plan = _robust_row_loss(logits, target, lam, q, checks)
     return LossOutput(loss, logits, plan)
 
 
@@ -211,6 +241,7 @@ def gca_rince_loss(
     lam: float = 0.01,
     q: float = 0.6,
     grad: str = "unrolled",
+    checks: PendingChecks | None = None,
 ) -> LossOutput:
     r"""GCA-RINCE, RINCE on :math:`K\mathrm{diag}(v^{(T-1)})` (§4.3, §11.5 of Chen et al. (2024)).
 
@@ -232,18 +263,20 @@ def gca_rince_loss(
         lam: :math:`\lambda > 0`.
         q: :math:`q \in (0, 1]`.
         grad: ``"unrolled"`` or ``"envelope"`` for the :math:`T-1` Sinkhorn iterations.
+        checks: where to queue the value checks, resolved by the caller with the step's other
+            checks (one sync); None checks now.
 
     Returns:
         :class:`LossOutput` with the loss, the logits, :math:`P^{(2T-1)}` and ``n_iter``.
     """
     _check_hyperparameters(n_iter=n_iter, lam=lam, q=q, grad=grad)
     if n_iter == 1:
-        loss, plan = _robust_row_loss(logits, target, lam, q)
+        loss, plan = _robust_row_loss(logits, target, lam, q, checks)
     else:
         ones = logits.new_zeros(logits.shape[0])
         # With epsilon = 1 the potential g is log v^(T-1) itself.
-        result = sinkhorn(logits, log_a=ones, log_b=ones, max_iter=n_iter - 1, tol=None, grad=grad)
-        loss, plan = _robust_row_loss(logits + result.g, target, lam, q)
+        result = sinkhorn(logits, log_a=ones, log_b=ones, max_iter=n_iter - 1, tol=None, grad=grad, checks=checks)
+        loss, plan = _robust_row_loss(logits + result.g, target, lam, q, checks)
     return LossOutput(loss, logits, plan, n_iter)
 
 
@@ -259,6 +292,7 @@ def gca_uot_loss(
     w_kl: float = 1.0,
     w_rince: float = 0.2,
     grad: str = "unrolled",
+    checks: PendingChecks | None = None,
 ) -> LossOutput:
     r"""GCA-UOT: KL and RINCE-type terms on the unbalanced plan (§4.5, §11.4-11.5 of Chen et al. (2024)).
 
@@ -291,6 +325,8 @@ def gca_uot_loss(
         w_kl: weight of the KL term, >= 0.
         w_rince: weight of the RINCE-type term, >= 0 (not both zero).
         grad: ``"unrolled"`` or ``"envelope"``.
+        checks: where to queue the value checks, resolved by the caller with the step's other
+            checks (one sync); None checks now.
 
     Returns:
         :class:`LossOutput` with the loss, the logits, the UOT plan and ``n_iter``.
@@ -298,7 +334,15 @@ def gca_uot_loss(
     _check_hyperparameters(n_iter=n_iter, rho=rho, lam=lam, q=q, weights=(w_kl, w_rince), grad=grad)
     log_mass = logits.new_full((logits.shape[0],), -math.log(logits.shape[0]))
     result = sinkhorn(
-        logits, epsilon=epsilon, log_a=log_mass, log_b=log_mass, rho=rho, max_iter=n_iter, tol=None, grad=grad
+        logits,
+        epsilon=epsilon,
+        log_a=log_mass,
+        log_b=log_mass,
+        rho=rho,
+        max_iter=n_iter,
+        tol=None,
+        grad=grad,
+        checks=checks,
     )
     loss = logits.new_zeros(())
     if w_kl:
@@ -306,7 +350,7 @@ def gca_uot_loss(
         loss = loss + w_kl * generalized_kl(log_rows, log_rows.exp(), target)
     if w_rince:
         log_kv = logits + result.g / epsilon
-        loss = loss + w_rince * robust_term(log_kv, -result.f / epsilon, target, lam, q)
+        loss = loss + w_rince * robust_term(log_kv, -result.f / epsilon, target, lam, q, checks)
     return LossOutput(loss, logits, result.plan, result.n_iter, result.converged)
 
 
@@ -316,10 +360,12 @@ def _row_step(log_kv: Tensor) -> tuple[Tensor, Tensor]:
     return log_kv - neg_log_u.unsqueeze(-1), neg_log_u
 
 
-def _robust_row_loss(log_kv: Tensor, target: Tensor | None, lam: float, q: float) -> tuple[Tensor, Tensor]:
+def _robust_row_loss(
+    log_kv: Tensor, target: Tensor | None, lam: float, q: float, checks: PendingChecks | None
+) -> tuple[Tensor, Tensor]:
     """RINCE-type term after one row step of ``log_kv`` (a = 1): (loss, plan)."""
     log_plan, neg_log_u = _row_step(log_kv)
-    return robust_term(log_kv, neg_log_u, target, lam, q), log_plan.exp()
+    return robust_term(log_kv, neg_log_u, target, lam, q, checks), log_plan.exp()
 
 
 def _check_hyperparameters(**values) -> None:
@@ -412,13 +458,17 @@ class _GcaLoss(PairLoss):
             ValueError: for bad embeddings, scale or bias, a missing or unexpected id input, or
                 ids whose length is not B.
         """
-        logits = self.logits(z_u, z_v, logit_scale, logit_bias)
+        logits, checks = self.pending_logits(z_u, z_v, logit_scale, logit_bias)
         target = self._target_plan(logits, domain_ids, class_ids)
         with no_autocast(logits):
-            return self.gca_loss(logits, target, logit_scale)
+            output = self.gca_loss(logits, target, logit_scale, checks)
+        checks.resolve()
+        return output
 
-    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor) -> LossOutput:
-        """The loss of (B, B) float logits and a (B, B) target (None: identity)."""
+    def gca_loss(
+        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
+    ) -> LossOutput:
+        """The loss of (B, B) float logits and a (B, B) target (None: identity), its value checks queued on ``checks``."""
         raise NotImplementedError
 
     def _target_plan(
@@ -461,7 +511,10 @@ class InceLoss(_GcaLoss):
         beta: cross-domain weight (``target="domain"`` only).
     """
 
-    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor) -> LossOutput:
+    def gca_loss(
+        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
+    ) -> LossOutput:
+        """:func:`ince_loss` of the logits."""
         return ince_loss(logits, target)
 
 
@@ -483,8 +536,11 @@ class GcaInceLoss(_GcaLoss):
         _check_hyperparameters(n_iter=n_iter, grad=grad)
         self.n_iter, self.grad = n_iter, grad
 
-    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor) -> LossOutput:
-        return gca_ince_loss(logits, target, n_iter=self.n_iter, grad=self.grad)
+    def gca_loss(
+        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
+    ) -> LossOutput:
+        """:func:`gca_ince_loss` of the logits."""
+        return gca_ince_loss(logits, target, n_iter=self.n_iter, grad=self.grad, checks=checks)
 
 
 @register("rince")
@@ -505,8 +561,11 @@ class RinceLoss(_GcaLoss):
         _check_hyperparameters(lam=lam, q=q)
         self.lam, self.q = lam, q
 
-    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor) -> LossOutput:
-        return rince_loss(logits, target, lam=self.lam, q=self.q)
+    def gca_loss(
+        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
+    ) -> LossOutput:
+        """:func:`rince_loss` of the logits."""
+        return rince_loss(logits, target, lam=self.lam, q=self.q, checks=checks)
 
 
 @register("gca_rince")
@@ -539,8 +598,13 @@ class GcaRinceLoss(_GcaLoss):
         _check_hyperparameters(n_iter=n_iter, lam=lam, q=q, grad=grad)
         self.n_iter, self.lam, self.q, self.grad = n_iter, lam, q, grad
 
-    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor) -> LossOutput:
-        return gca_rince_loss(logits, target, n_iter=self.n_iter, lam=self.lam, q=self.q, grad=self.grad)
+    def gca_loss(
+        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
+    ) -> LossOutput:
+        """:func:`gca_rince_loss` of the logits."""
+        return gca_rince_loss(
+            logits, target, n_iter=self.n_iter, lam=self.lam, q=self.q, grad=self.grad, checks=checks
+        )
 
 
 @register("gca_uot")
@@ -581,7 +645,10 @@ class GcaUotLoss(_GcaLoss):
         self.n_iter, self.rho, self.lam, self.q, self.grad = n_iter, rho, lam, q, grad
         self.w_kl, self.w_rince = w_kl, w_rince
 
-    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor) -> LossOutput:
+    def gca_loss(
+        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
+    ) -> LossOutput:
+        r""":func:`gca_uot_loss` of the logits, :math:`\varepsilon = e^{-\text{logit\_scale}}`."""
         epsilon = torch.exp(-logit_scale.to(logits.dtype).reshape(()))
         return gca_uot_loss(
             logits,
@@ -594,4 +661,5 @@ class GcaUotLoss(_GcaLoss):
             w_kl=self.w_kl,
             w_rince=self.w_rince,
             grad=self.grad,
+            checks=checks,
         )

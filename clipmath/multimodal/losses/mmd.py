@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from clipmath.multimodal.checks import PendingChecks, check_or_defer
 from clipmath.multimodal.logits import no_autocast
 from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
@@ -196,16 +197,22 @@ class _KernelLoss(PairLoss):
         self._gram = make_gram(kernel, bandwidth, degree, offset)
         self.kernel = kernel
 
-    def data(self, name: str, x: Tensor | None, like: Tensor) -> Tensor:
-        """Check the modality data ``x`` (B, ...) and flatten it to (B, d) in the dtype of ``like``."""
+    def data(self, name: str, x: Tensor | None, like: Tensor, checks: PendingChecks | None = None) -> Tensor:
+        """Check the modality data ``x`` (B, ...) and flatten it to (B, d) in the dtype of ``like``.
+
+        The shape is checked now; the values (finite) on ``checks`` when given, else now.
+        """
         if x is None:
             raise ValueError(f"{name}: required by the MMD losses (kernels act on the raw {name} data)")
         if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] != like.shape[0]:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name}={shape}: expected a tensor with batch size {like.shape[0]} first")
         x = x.reshape(x.shape[0], -1).to(device=like.device, dtype=like.dtype)
-        if not torch.isfinite(x).all():
-            raise ValueError(f"{name}: contains NaN or Inf")
+
+        def error(values: list[float]) -> ValueError | None:
+            return None if values[0] else ValueError(f"{name}: contains NaN or Inf")
+
+        check_or_defer(checks, torch.isfinite(x).all(), error)
         return x
 
     def loss_from_grams(self, logits: Tensor, gram_u: Tensor, gram_v: Tensor) -> Tensor:
@@ -238,11 +245,13 @@ class _KernelLoss(PairLoss):
         Raises:
             ValueError: for bad embeddings, or ``u``/``v`` missing, mis-sized or non-finite.
         """
-        logits = self.logits(z_u, z_v, logit_scale, logit_bias)
+        logits, checks = self.pending_logits(z_u, z_v, logit_scale, logit_bias)
         with no_autocast(logits):
-            gram_u = self._gram(self.data("u", u, logits))
-            gram_v = self._gram(self.data("v", v, logits))
-            return LossOutput(self.loss_from_grams(logits, gram_u, gram_v), logits)
+            gram_u = self._gram(self.data("u", u, logits, checks))
+            gram_v = self._gram(self.data("v", v, logits, checks))
+            loss = self.loss_from_grams(logits, gram_u, gram_v)
+        checks.resolve()
+        return LossOutput(loss, logits)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, kernel={self.kernel!r}"

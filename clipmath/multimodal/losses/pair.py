@@ -3,6 +3,11 @@ r"""The public base of the bimodal loss modules: :class:`PairLoss`.
 A new loss subclasses it, implements :meth:`PairLoss.loss_from_logits` (or overrides
 ``forward`` for extra batch inputs, declaring them in ``reads``) and registers itself with
 :func:`clipmath.multimodal.losses.register`.
+
+Validation happens once, here, at the loss's boundary: the shapes when the logits are formed
+and every value check of the step (finite embeddings, scale and bias, logits that fit their
+dtype, and whatever the loss adds) together, with one host synchronisation
+(:class:`~clipmath.multimodal.checks.PendingChecks`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from clipmath.multimodal import similarity
-from clipmath.multimodal.logits import check_logits, check_scale, no_autocast, scaled_logits
+from clipmath.multimodal.checks import PendingChecks
+from clipmath.multimodal.logits import check_scale_shape, defer_logit_checks, no_autocast, scaled_logits
 from clipmath.multimodal.losses.base import LossOutput
 
 
@@ -18,7 +24,8 @@ class PairLoss(nn.Module):
     r"""Base of the bimodal loss modules: holds the metric and forms validated logits.
 
     A subclass whose loss depends on the logits alone implements :meth:`loss_from_logits`;
-    one with extra keyword inputs overrides :meth:`forward` and calls :meth:`logits`.
+    one with extra keyword inputs overrides :meth:`forward` and calls :meth:`logits` (or
+    :meth:`pending_logits`, to add its own value checks to the same single sync).
 
     Attributes:
         reads: the batch fields the loss takes as extra keyword inputs of ``forward`` (none by
@@ -54,11 +61,28 @@ class PairLoss(nn.Module):
             ValueError: naming the argument for bad shapes, unpaired batches, NaN or Inf, and
                 naming ``logit_scale`` for logits that overflow (see :func:`check_logits`).
         """
-        similarity.check_pair(z_u, z_v, same_batch=True)
-        check_scale(logit_scale, logit_bias)
-        logits = scaled_logits(self._sim, z_u, z_v, logit_scale, logit_bias)
-        check_logits(logits, logit_scale)
+        logits, checks = self.pending_logits(z_u, z_v, logit_scale, logit_bias)
+        checks.resolve()
         return logits
+
+    def pending_logits(
+        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None
+    ) -> tuple[Tensor, PendingChecks]:
+        r"""The (B, B) logits of :meth:`logits`, with their value checks queued rather than run.
+
+        The shapes are checked now (no sync). The caller adds its own value checks and calls
+        ``checks.resolve()`` once, before returning the loss, which raises the errors
+        :meth:`logits` would have raised, in the same order.
+
+        Raises:
+            ValueError: naming the argument for bad shapes or unpaired batches.
+        """
+        similarity.check_pair_shapes(z_u, z_v, same_batch=True)
+        check_scale_shape(logit_scale, logit_bias)
+        logits = scaled_logits(self._sim, z_u, z_v, logit_scale, logit_bias)
+        checks = PendingChecks()
+        defer_logit_checks(checks, logits, z_u, z_v, logit_scale, logit_bias)
+        return logits, checks
 
     def loss_from_logits(self, logits: Tensor) -> Tensor:
         """The scalar loss of (B, B) logits; implemented by losses without extra inputs."""
@@ -78,9 +102,11 @@ class PairLoss(nn.Module):
         Returns:
             :class:`LossOutput` with the scalar loss and the (B, B) logits.
         """
-        logits = self.logits(z_u, z_v, logit_scale, logit_bias)
+        logits, checks = self.pending_logits(z_u, z_v, logit_scale, logit_bias)
         with no_autocast(logits):
-            return LossOutput(self.loss_from_logits(logits), logits)
+            loss = self.loss_from_logits(logits)
+        checks.resolve()
+        return LossOutput(loss, logits)
 
     def extra_repr(self) -> str:
         return f"metric={self.metric!r}"
