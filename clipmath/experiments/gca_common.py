@@ -170,3 +170,31 @@ def verdict(delta: float, se: float) -> str:
         return "held" if delta > 2 * se else "held in the mean, within 2 s.e."
     return "NOT held (reversed beyond 2 s.e.)" if delta < -2 * se else "NOT held in the mean (within 2 s.e.)"
 
+
+
+@torch.no_grad()
+def encoder_outputs(model: BimodalModel, images: Tensor, chunk: int = 512) -> tuple[Tensor, Tensor]:
+    """(h, z) of images through the model's u encoder in eval mode, on the CPU.
+
+    h is the backbone features of the ``projected`` encoder (what a linear probe reads) and z
+    its projection; for any other encoder both are its output.
+
+    Args:
+        model: the trained model (both views share ``g_u``).
+        images: (N, C, H, W) uint8 images, un-augmented.
+        chunk: images per forward pass.
+
+    Returns:
+        ((N, n_features), (N, n_e)) float tensors.
+    """
+    model.eval()
+    encoder = model.g_u
+    device = next(model.parameters()).device
+    projected = hasattr(encoder, "projector")  # the ``projected`` encoder; any other: h = z = its output
+    features, projections = [], []
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(device)
+        h = encoder.features(x) if projected else encoder(x)
+        features.append(h.cpu())
+        projections.append((encoder.projector(h) if projected else h).cpu())
+    return torch.cat(features), torch.cat(projections)

@@ -19,6 +19,7 @@ _MODULES: dict[str, str] = {
     "gaussian-process": "gaussian_process",
     "mnist-labels": "mnist_labels",
     "gca-views": "gca_views",
+    "gca-domains": "gca_domains",
     "image-text": "image_text",
 }
 
