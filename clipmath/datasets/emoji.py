@@ -107,7 +107,7 @@ NATIVE_SIZE = 72
 EMOJI_TEST_FRACTION = 0.2
 EMOJI_SPLIT_SEED = 0
 
-_SPLITS = ("train", "test", "all")
+_SPLITS = ("train", "test", "all", "fit", "validation")
 _VARIATION_SELECTOR = 0xFE0F
 # "<tone> skin tone" as it appears in a cleaned CLDR name, once per person in the emoji.
 _SKIN_TONE = re.compile(r"(?:^|[ ,:]+)(?:medium-light|medium-dark|medium|light|dark) skin tone")
@@ -468,8 +468,11 @@ def emoji_entries(
     """The entries of one split of :func:`emoji_catalog`, by :func:`emoji_split`.
 
     Args:
-        split: ``"train"``, ``"test"`` or ``"all"``.
-        test_fraction: the split's test share, in (0, 1).
+        split: ``"train"``, ``"test"``, ``"all"``, or ``"fit"`` and ``"validation"``: the train
+            split split again by base-name group (:func:`emoji_split` of the train entries with
+            the same ``test_fraction`` and seed ``seed + 1``), so that settings can be chosen on
+            held-out names without looking at the test set.
+        test_fraction: the split's test share (and the validation share of train), in (0, 1).
         seed: the split's seed, int >= 0; it also draws the ``limit`` subset.
         limit: keep this many entries of the split, drawn at random (seeded) and kept in
             code-point order, e.g. a small real set for tests; ``None`` keeps all.
@@ -486,7 +489,9 @@ def emoji_entries(
     check_int("limit", limit, 1, optional=True)
     catalog = emoji_catalog()
     train, test = emoji_split(catalog, test_fraction, seed=seed)
-    index = {"train": train, "test": test, "all": np.arange(len(catalog))}[split]
+    fit, validation = emoji_split([catalog[i] for i in train.tolist()], test_fraction, seed=seed + 1)
+    index = {"train": train, "test": test, "all": np.arange(len(catalog)), "fit": train[fit],
+             "validation": train[validation]}[split]
     if limit is not None and limit < len(index):
         index = np.sort(np.random.default_rng([seed, limit]).choice(index, size=limit, replace=False))
     return tuple(catalog[i] for i in index.tolist())
@@ -546,7 +551,7 @@ def emoji_samples(
          "group": entry.group}                                    -> {key}.group.txt
 
     Args:
-        split: ``"train"``, ``"test"`` or ``"all"``.
+        split: ``"train"``, ``"test"``, ``"all"``, ``"fit"`` or ``"validation"`` (:func:`emoji_entries`).
         styles: which of :data:`EMOJI_STYLES`, in this order per emoji.
         size: image side in pixels, 1 to 1024 (72 is the packages' own).
         test_fraction, seed, limit: as :func:`emoji_entries`.

