@@ -20,6 +20,7 @@ _MODULES: dict[str, str] = {
     "mnist-labels": "mnist_labels",
     "gca-views": "gca_views",
     "gca-domains": "gca_domains",
+    "gca-bimodal": "gca_bimodal",
     "image-text": "image_text",
 }
 
