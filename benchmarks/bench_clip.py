@@ -17,8 +17,9 @@ import sys
 import torch
 from open_clip.loss import ClipLoss as OpenClipLoss
 
-from common import compare, print_table
 from clipmath.multimodal import losses, similarity
+
+from common import compare, print_table
 
 B, N_E = 4096, 512
 
@@ -48,7 +49,7 @@ def main(device: str = "cpu") -> list[tuple[str, float, float, str]]:
     rows = []
     for metric in ("cosine", "inner"):
         ours_loss = losses.build("clip", metric=metric)
-        ours = _step(lambda z_u, z_v, s: ours_loss(z_u, z_v, logit_scale=s).loss, inputs)
+        ours = _step(lambda z_u, z_v, s, ours_loss=ours_loss: ours_loss(z_u, z_v, logit_scale=s).loss, inputs)
         t_ours, t_anchor = compare(ours, anchor, repeat=7, warmup=2, device=device)
         rows.append((f"clip fwd+bwd B={B} n_e={N_E} {metric} ({device})", t_ours, t_anchor, "<= 1.1"))
     print_table("clip vs open_clip ClipLoss", rows)

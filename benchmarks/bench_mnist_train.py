@@ -51,12 +51,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import compare, print_table, sync
 
 from clipmath.datasets import ShardStream, load_digits, mnist_samples, write_shards
 from clipmath.multimodal import encoders, losses
 from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.trainer import TrainConfig, TrainResult, train
+
+from common import compare, print_table, sync
 
 FULL_SOURCE = "idx:/work/shared/data/mnist"
 BATCHES = (128, 512)
@@ -123,19 +124,27 @@ def main(device: str = "cpu", full: bool = False) -> None:
         folder = Path(tmp) / "mnist"
         start = time.perf_counter()
         manifest = write_shards(mnist_samples(images, labels), folder, max_count=SHARD_SAMPLES)
-        print(f"wrote {n} digits ({source}) as PNG in {len(manifest.shards)} shards: {time.perf_counter() - start:.1f} s")
+        print(
+            f"wrote {n} digits ({source}) as PNG in {len(manifest.shards)} shards: {time.perf_counter() - start:.1f} s"
+        )
         for batch in BATCHES:
             for workers in WORKERS:
                 stream = ShardStream(
-                    folder, batch_size=batch, seed=SEED, num_workers=workers,
+                    folder,
+                    batch_size=batch,
+                    seed=SEED,
+                    num_workers=workers,
                     fields={"u": "image", "v": "label"},
                 )
                 samples = epochs * stream.batches_per_epoch * batch
                 results: list[TrainResult] = []
                 t_ours, t_anchor = compare(
-                    lambda: results.append(_ours(stream, epochs, device)),
-                    lambda: _anchor(x, y, batch, epochs, device),
-                    repeat=REPEAT, warmup=WARMUP, device=device,
+                    # Bound now: the loop rebinds (and finally deletes) these names.
+                    lambda results=results, stream=stream: results.append(_ours(stream, epochs, device)),
+                    lambda batch=batch: _anchor(x, y, batch, epochs, device),
+                    repeat=REPEAT,
+                    warmup=WARMUP,
+                    device=device,
                 )
                 case = f"B={batch}, {workers} workers, {epochs} epochs of {n}"
                 # Rates, so the printed ratio is ours / anchor in samples/s (>= 0.9 wanted).
@@ -144,7 +153,9 @@ def main(device: str = "cpu", full: bool = False) -> None:
                 waits.append((case, fractions[len(fractions) // 2], _read_rate(stream), samples / t_anchor))
                 del stream  # its DataLoader workers stop with it, before the next case
     print_table(f"LeNet on labelled MNIST, Section 6.2 ({device}, 1 thread)", rows, unit="samples/s")
-    print("\n| case | waiting for data (clipmath) | samples/s read (stream alone) | samples/s trained (anchor) | goal |")
+    print(
+        "\n| case | waiting for data (clipmath) | samples/s read (stream alone) | samples/s trained (anchor) | goal |"
+    )
     print("|---|---|---|---|---|")
     for case, wait, read, consumed in waits:
         print(f"| {case} | {wait:.1%} | {read:.0f} | {consumed:.0f} | waiting < 10 % |")

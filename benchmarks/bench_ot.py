@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import ot as pot
 import torch
 
-from common import compare, cpu_peak_bytes, cuda_peak_bytes, print_table, single_thread
 from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.ot import sinkhorn
+
+from common import compare, cpu_peak_bytes, cuda_peak_bytes, print_table, single_thread
 
 N_OT, EPSILON, TOL, CHECK_EVERY = 2048, 0.02, 1e-6, 10
 B, N_E = 4096, 512
@@ -45,14 +46,10 @@ def bench_sinkhorn(device: str) -> list[tuple[str, float, float, str]]:
     counts = {}
 
     def ours() -> None:
-        counts["ours"] = sinkhorn(
-            cost=cost, epsilon=EPSILON, tol=TOL, max_iter=5000, check_every=CHECK_EVERY
-        ).n_iter
+        counts["ours"] = sinkhorn(cost=cost, epsilon=EPSILON, tol=TOL, max_iter=5000, check_every=CHECK_EVERY).n_iter
 
     def anchor() -> None:
-        _, log = pot.bregman.sinkhorn_log(
-            marginal, marginal, cost, EPSILON, numItermax=5000, stopThr=TOL, log=True
-        )
+        _, log = pot.bregman.sinkhorn_log(marginal, marginal, cost, EPSILON, numItermax=5000, stopThr=TOL, log=True)
         counts["pot"] = log["niter"] + 1  # POT reports the 0-based index of its last iteration
 
     t_ours, t_anchor = compare(ours, anchor, repeat=5, warmup=1, device=device)

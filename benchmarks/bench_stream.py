@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 import torch
-from common import print_table
 
 from clipmath.datasets import GaussianProcessSource, ShardStream, gaussian_samples, write_shards
+
+from common import print_table
 
 N_SAMPLES = 200_000
 N_SHARDS = 8
@@ -74,14 +75,16 @@ def main() -> None:
             t_ours, t_anchor = statistics.median(ours), statistics.median(anchor)
             label = f"{num_workers} workers" + (", noise transform" if transform else "")
             print(
-                f"{label}: {count / t_ours:,.0f} samples/s from shards, "
-                f"{count / t_anchor:,.0f} samples/s from memory"
+                f"{label}: {count / t_ours:,.0f} samples/s from shards, {count / t_anchor:,.0f} samples/s from memory"
             )
-            rows.append((
-                f"epoch of {N_SAMPLES // 1000}k GP pairs, B={BATCH}, {label}",
-                t_ours, t_anchor,
-                "per-sample Python: informative" if transform else "stream well above 175k pairs/s",
-            ))
+            rows.append(
+                (
+                    f"epoch of {N_SAMPLES // 1000}k GP pairs, B={BATCH}, {label}",
+                    t_ours,
+                    t_anchor,
+                    "per-sample Python: informative" if transform else "stream well above 175k pairs/s",
+                )
+            )
     print_table("ShardStream vs in-memory batches (one epoch)", rows)
 
 

@@ -22,9 +22,10 @@ import sys
 
 import torch
 
-from common import compare, cuda_peak_bytes, print_table
 from clipmath.multimodal import losses
 from clipmath.multimodal.tiled import tiled_clip_loss
+
+from common import compare, cuda_peak_bytes, print_table
 
 GIB = 1024**3
 DENSE_SIZES = (4096, 8192, 16384)
@@ -85,7 +86,9 @@ def main(device: str = "cpu") -> None:
     inputs = _inputs(4096, 512, device)
     rows = []
     for tile_size in (1024, 2048, 4096):
-        ours, anchor = compare(_step("tiled", inputs, tile_size), _step("dense", inputs), repeat=5, warmup=1, device=device)
+        ours, anchor = compare(
+            _step("tiled", inputs, tile_size), _step("dense", inputs), repeat=5, warmup=1, device=device
+        )
         rows.append((f"fwd+bwd B=4096 n_e=512, tile {tile_size}", ours, anchor, "<= 1.5"))
     print_table(f"tiled vs dense CLIP loss, seconds ({device})", rows)
 
@@ -96,7 +99,9 @@ def main(device: str = "cpu") -> None:
         buffers = dense / (B * B * 4)
         rows.append((f"B={B} n_e={n_e} (dense = {buffers:.1f} B^2 float32 buffers)", tiled / GIB, dense / GIB, ""))
     tiled = _peak_in_subprocess("tiled", BIG_B, n_e, device)
-    rows.append((f"B={BIG_B} n_e={n_e} (dense extrapolated)", tiled / GIB, buffers * BIG_B * BIG_B * 4 / GIB, "< 3 GiB"))
+    rows.append(
+        (f"B={BIG_B} n_e={n_e} (dense extrapolated)", tiled / GIB, buffers * BIG_B * BIG_B * 4 / GIB, "< 3 GiB")
+    )
     print_table(f"peak memory ({device})", rows, unit="GiB")
 
 

@@ -24,12 +24,13 @@ from collections.abc import Callable
 
 import torch
 
-from common import compare, single_thread
 from clipmath.multimodal import encoders, losses, similarity
 from clipmath.multimodal.checks import count_host_syncs
 from clipmath.multimodal.logits import scaled_logits
 from clipmath.multimodal.losses.clip import clip_loss
 from clipmath.multimodal.model import BimodalModel
+
+from common import compare, single_thread
 
 B, N_IN, N_E, T = 256, 32, 64, 10
 STEPS = 10

@@ -15,7 +15,7 @@ HERE = Path(__file__).parent
 
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(HERE))
-    available = sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
+    available = sorted(p.stem[len("bench_") :] for p in HERE.glob("bench_*.py"))
     chosen = argv or available
     for name in chosen:
         if name not in available:

@@ -25,6 +25,4 @@ def check_name(kind: str, name: Any) -> None:
         ValueError: naming ``kind`` and the offending value.
     """
     if not isinstance(name, str) or not name or "." in name or "/" in name or name.startswith("_"):
-        raise ValueError(
-            f"{kind}={name!r}: expected a non-empty string without '.', '/' or a leading '_'"
-        )
+        raise ValueError(f"{kind}={name!r}: expected a non-empty string without '.', '/' or a leading '_'")

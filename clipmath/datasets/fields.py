@@ -8,8 +8,8 @@ names carry no dots, so webdataset splits every member name at its first dot int
 
 * ``np.ndarray`` of a real numeric dtype -> ``npy``; read back as a ``torch.float32`` tensor
   of the same shape;
-* ``PIL.Image.Image`` (mode L, LA, RGB or RGBA) -> ``png`` (unfiltered, :mod:`.png`); PNG or JPEG ``bytes`` -> ``png`` or
-  ``jpg`` as they are; read back as a ``torch.uint8`` tensor (C, H, W) of the stored pixel
+* ``PIL.Image.Image`` (mode L, LA, RGB or RGBA) -> ``png`` (unfiltered, :mod:`.png`); PNG or JPEG ``bytes`` ->
+  ``png`` or ``jpg`` as they are; read back as a ``torch.uint8`` tensor (C, H, W) of the stored pixel
   values (C = 1 for grayscale). Images stay uint8 through the stream's worker queues, 4 times
   fewer bytes than float32; models convert them (e.g. ``image.float() / 255``) themselves;
 * ``int`` (or NumPy integer) -> ``cls``; read back as a ``torch.int64`` scalar tensor;

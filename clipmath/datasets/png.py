@@ -43,8 +43,10 @@ def encode_png(pixels: np.ndarray, compress_level: int = 6) -> bytes:
         ValueError: for another dtype or shape.
     """
     if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim not in (2, 3):
-        raise ValueError(f"pixels: expected a uint8 array (H, W) or (H, W, C), got {getattr(pixels, 'dtype', type(pixels))} "
-                         f"{getattr(pixels, 'shape', '')}")
+        raise ValueError(
+            f"pixels: expected a uint8 array (H, W) or (H, W, C), got {getattr(pixels, 'dtype', type(pixels))} "
+            f"{getattr(pixels, 'shape', '')}"
+        )
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     height, width, channels = pixels.shape
@@ -53,7 +55,12 @@ def encode_png(pixels: np.ndarray, compress_level: int = 6) -> bytes:
     rows = np.zeros((height, 1 + width * channels), dtype=np.uint8)  # column 0: filter type 0
     rows[:, 1:] = pixels.reshape(height, width * channels)
     header = _IHDR.pack(width, height, 8, _COLOUR_TYPE[channels], 0, 0, 0)
-    return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level)) + _chunk(b"IEND", b"")
+    return (
+        SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(rows.tobytes(), compress_level))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -136,7 +143,9 @@ def decode_png_batch(members: list[bytes]) -> np.ndarray | None:
         length = int.from_bytes(data[33:37], "big")
         end = 41 + length
         if (
-            data[:33] != head or data[37:41] != b"IDAT" or data[end + 4 :] != _IEND
+            data[:33] != head
+            or data[37:41] != b"IDAT"
+            or data[end + 4 :] != _IEND
             or int.from_bytes(data[end : end + 4], "big") != zlib.crc32(data[37:end])
         ):
             return None

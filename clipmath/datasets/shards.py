@@ -26,9 +26,10 @@ import logging
 import math
 import os
 import tarfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any
 
 import webdataset as wds
 
@@ -149,9 +150,7 @@ def _merge_fields(key: str, infos: dict[str, FieldInfo], seen: dict[str, FieldIn
     vary in shape if its number of axes stays the same, and the axes that vary become ``None``.
     """
     if infos.keys() != seen.keys():
-        raise ValueError(
-            f"sample {key!r}: fields {sorted(infos)} differ from the first sample's {sorted(seen)}"
-        )
+        raise ValueError(f"sample {key!r}: fields {sorted(infos)} differ from the first sample's {sorted(seen)}")
     merged = {}
     for name, info in infos.items():
         before = seen[name]
@@ -168,7 +167,7 @@ def _merge_fields(key: str, infos: dict[str, FieldInfo], seen: dict[str, FieldIn
                 "with the same number of axes"
             )
         if info.shape != before.shape:
-            shape = tuple(a if a == b else None for a, b in zip(info.shape, before.shape))
+            shape = tuple(a if a == b else None for a, b in zip(info.shape, before.shape, strict=True))
             before = dataclasses.replace(before, shape=shape)
         merged[name] = before
     return merged
@@ -284,16 +283,13 @@ def write_shards(
             previous_key = key
             size = _member_bytes(members)
             if sink.is_open and (
-                sink.count == max_count
-                or (max_bytes is not None and _tar_bytes(sink.payload + size) > max_bytes)
+                sink.count == max_count or (max_bytes is not None and _tar_bytes(sink.payload + size) > max_bytes)
             ):
                 sink.close()
             if not sink.is_open:
                 sink.open()
                 if max_bytes is not None and _tar_bytes(size) > max_bytes:
-                    logger.warning(
-                        "sample %r alone takes %d bytes > max_bytes=%d", key, _tar_bytes(size), max_bytes
-                    )
+                    logger.warning("sample %r alone takes %d bytes > max_bytes=%d", key, _tar_bytes(size), max_bytes)
             sink.write(key, members)
         if fields is None:
             raise ValueError("samples: empty; expected at least one sample")
@@ -325,9 +321,7 @@ def read_manifest(shard_dir: str | os.PathLike) -> Manifest:
         )
     data = json.loads(path.read_text())
     if data.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version={data.get('format_version')!r}; expected {FORMAT_VERSION}"
-        )
+        raise ValueError(f"{path}: format_version={data.get('format_version')!r}; expected {FORMAT_VERSION}")
     fields = {
         name: FieldInfo(info["ext"], None if info["shape"] is None else tuple(info["shape"]), info["dtype"])
         for name, info in data["fields"].items()

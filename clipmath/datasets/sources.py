@@ -1,10 +1,10 @@
-"""Named data sources for ``clipmath shards write``: ``sources()`` and ``build_source(name, **params)``.
+r"""Named data sources for ``clipmath shards write``: ``sources()`` and ``build_source(name, **params)``.
 
 Every source has ``.sample(n, seed) -> (u (n, n_u), v (n, n_v))``, so
 :func:`~clipmath.datasets.gaussian.gaussian_samples` turns any of them into shard samples.
 
 * ``gaussian``: a :class:`~clipmath.theory.gaussian.GaussianPair`. Parameters, one of
-    - none: the 2-D example of Section 5.4, :math:`\\mathcal C = [[1.5, 1], [1, 1.5]]`, n_u = n_v = 1;
+    - none: the 2-D example of Section 5.4, :math:`\mathcal C = [[1.5, 1], [1, 1.5]]`, n_u = n_v = 1;
     - ``cov`` (nested lists, the joint covariance) and ``n_u`` (the dimension of u in it);
     - ``n_u``, ``n_v`` and optionally ``cov_seed`` (default 0): a random well-conditioned
       covariance (:func:`~clipmath.theory.gaussian.random_gaussian_pair`).
@@ -15,7 +15,8 @@ Every source has ``.sample(n, seed) -> (u (n, n_u), v (n, n_v))``, so
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from clipmath.datasets.gaussian import PairSampler
 from clipmath.datasets.gaussian_process import GaussianProcessSource
@@ -30,9 +31,7 @@ def _gaussian(
 ) -> GaussianPair:
     if cov is not None:
         if n_v is not None or cov_seed is not None:
-            raise ValueError(
-                "gaussian source: with cov give only n_u; n_v and cov_seed are for a random covariance"
-            )
+            raise ValueError("gaussian source: with cov give only n_u; n_v and cov_seed are for a random covariance")
         if n_u is None:
             raise ValueError("gaussian source: n_u=None: expected the dimension of u in cov")
         return GaussianPair.from_joint(cov, n_u)

@@ -53,9 +53,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -301,7 +302,7 @@ def _decode_value(name: str, info: FieldInfo, data: bytes) -> Any:
     if info.ext in ("npy", "png", "jpg"):
         shape = tuple(value.shape)
         if len(shape) != len(info.shape) or any(
-            want is not None and got != want for got, want in zip(shape, info.shape)
+            want is not None and got != want for got, want in zip(shape, info.shape, strict=True)
         ):
             raise ValueError(f"field {name!r} has shape {shape}, manifest says {info.shape}")
     return value
@@ -393,7 +394,9 @@ def _read_verified(shard: _Shard, verdicts: torch.Tensor | None) -> tuple[np.nda
                 "shard %s: its sha256 differs from the manifest's, so the file changed after it was written "
                 "(%d bytes, the manifest says %d); reading what is readable, samples that fail to parse or "
                 "decode are skipped and counted, but changed values that still decode cannot be detected",
-                shard.path, stat.st_size, shard.bytes,
+                shard.path,
+                stat.st_size,
+                shard.bytes,
             )
         if verdicts is not None:
             verdicts[shard.index, 1:] = torch.tensor(version[1:])
@@ -436,7 +439,7 @@ def _read_fixed(
             raise _NotFixed("bytes after the last record are not the zero end of the archive")
         view = raw[:end].reshape(shard.count, stride)
         sizes, keys = _check_records(view, members)
-        found = {member.suffix: (member.offset + _BLOCK, size) for member, size in zip(members, sizes)}
+        found = {member.suffix: (member.offset + _BLOCK, size) for member, size in zip(members, sizes, strict=True)}
         block, per_sample = {"key": np.fromiter(keys, dtype=object, count=len(keys))}, []
         for name, info in fields:
             if f".{name}.{info.ext}" not in found:
@@ -528,14 +531,15 @@ def _read_shard(shard: _Shard, members: frozenset[str], skipped: Counter, data: 
         damage = [f"{size} bytes, {found} samples; the manifest says {shard.bytes}, {shard.count}"]
     logger.warning(
         "shard %s is damaged (%s): %d of its %d samples lost and counted as skipped, %d delivered",
-        shard.path, "; ".join(damage[:3]) + (f"; and {len(damage) - 3} more" if len(damage) > 3 else ""),
-        lost, shard.count, delivered,
+        shard.path,
+        "; ".join(damage[:3]) + (f"; and {len(damage) - 3} more" if len(damage) > 3 else ""),
+        lost,
+        shard.count,
+        delivered,
     )
 
 
-def _decode(
-    samples: Iterable[dict], fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter
-) -> Iterator[dict]:
+def _decode(samples: Iterable[dict], fields: tuple[tuple[str, FieldInfo], ...], skipped: Counter) -> Iterator[dict]:
     """Decode the requested fields; skip (and count) samples whose bytes do not decode."""
     for raw in samples:
         key, shard = raw["__key__"], raw["__shard__"]
@@ -575,7 +579,11 @@ def _drop_nonfinite(block: dict, shard: str, fields: tuple[tuple[str, FieldInfo]
         keys = block["key"][~finite].tolist()
         logger.warning(
             "shard %s: %d samples hold NaN or Inf in field %r (%s%s); skipped as corrupt",
-            shard, len(keys), name, ", ".join(map(repr, keys[:5])), ", ..." if len(keys) > 5 else "",
+            shard,
+            len(keys),
+            name,
+            ", ".join(map(repr, keys[:5])),
+            ", ..." if len(keys) > 5 else "",
         )
         bad = ~finite if bad is None else bad | ~finite
     if bad is None:
@@ -768,7 +776,7 @@ def _samples(block: dict) -> list[dict]:
             columns[name] = torch.from_numpy(column).unbind(0)
         else:
             columns[name] = [torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in column.tolist()]
-    return [dict(zip(columns, row)) for row in zip(*columns.values())]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def _transformed(block: dict, plan: _Plan) -> list[dict]:
@@ -783,7 +791,7 @@ def _transformed(block: dict, plan: _Plan) -> list[dict]:
     if plan.transform is None:
         return samples
     results = []
-    for sample, shard in zip(samples, shards):
+    for sample, shard in zip(samples, shards, strict=True):
         key = sample["key"]
         generator = torch.Generator().manual_seed(_sample_seed(plan.seed, plan.epoch, key))
         try:
@@ -828,9 +836,7 @@ def _collate(samples: list[dict], collate: Callable[[list[dict]], dict] | None) 
                 f"transform: sample {sample['key']!r} has fields {sorted(sample)}, but sample "
                 f"{keys[0]!r} has {sorted(names)}; expected the same fields from every sample"
             )
-    return {
-        name: keys if name == "key" else _stack_or_list([sample[name] for sample in samples]) for name in names
-    }
+    return {name: keys if name == "key" else _stack_or_list([sample[name] for sample in samples]) for name in names}
 
 
 @dataclass(frozen=True)
@@ -1094,7 +1100,11 @@ def _warn_disagreements(path: Path) -> None:
         logger.warning(
             "shard directory %s disagrees with its manifest (%d problems; `clipmath shards inspect %s` lists "
             "them all): %s. Unlisted files are not streamed; the samples lost from listed shards are skipped and "
-            "counted.", path, len(problems), path, "; ".join(map(str, problems[:10])),
+            "counted.",
+            path,
+            len(problems),
+            path,
+            "; ".join(map(str, problems[:10])),
         )
 
 
@@ -1214,15 +1224,17 @@ class ShardStream:
         given = fields
         if isinstance(fields, (list, tuple)):
             fields = {name: name for name in fields} if len(set(fields)) == len(fields) else None
-        if not isinstance(fields, dict) or not fields or not all(isinstance(n, str) for n in (*fields, *fields.values())):
+        if (
+            not isinstance(fields, dict)
+            or not fields
+            or not all(isinstance(n, str) for n in (*fields, *fields.values()))
+        ):
             raise ValueError(
                 f"fields={given!r}: expected a non-empty tuple of distinct field names or a mapping of names to fields"
             )
         for stored in fields.values():
             if stored not in self.manifest.fields:
-                raise ValueError(
-                    f"fields: {stored!r} is not in the shards; they hold {sorted(self.manifest.fields)}"
-                )
+                raise ValueError(f"fields: {stored!r} is not in the shards; they hold {sorted(self.manifest.fields)}")
         if "key" in fields:
             raise ValueError("fields: 'key' is reserved for the batch's list of sample keys")
         stored_fields = tuple(dict.fromkeys(fields.values()))
@@ -1236,14 +1248,14 @@ class ShardStream:
             per_rank = [share + (r < extra) for r in range(world_size)]
         else:
             if len(shards) < world_size:
-                raise ValueError(
-                    f"world_size={world_size}: more ranks than the {len(shards)} shards in {self.path}"
-                )
+                raise ValueError(f"world_size={world_size}: more ranks than the {len(shards)} shards in {self.path}")
             per_rank = [sum(s.count for s in shards[r::world_size]) for r in range(world_size)]
             if len(shards[rank::world_size]) < num_workers:
                 logger.warning(
                     "num_workers=%d exceeds the %d shards of rank %d; some workers stay idle",
-                    num_workers, len(shards[rank::world_size]), rank,
+                    num_workers,
+                    len(shards[rank::world_size]),
+                    rank,
                 )
         self._per_rank = per_rank
         self._per_sample = transform is not None or collate is not None
@@ -1301,9 +1313,7 @@ class ShardStream:
         check_int("epoch", epoch, 0)
         check_int("start_batch", start_batch, 0)
         if start_batch > self.batches_per_epoch:
-            raise ValueError(
-                f"start_batch={start_batch}: expected at most batches_per_epoch={self.batches_per_epoch}"
-            )
+            raise ValueError(f"start_batch={start_batch}: expected at most batches_per_epoch={self.batches_per_epoch}")
         return self._iterate(epoch, start_batch)
 
     def _iterate(self, epoch: int, start_batch: int) -> Iterator[dict]:

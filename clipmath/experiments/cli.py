@@ -87,7 +87,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.set or args.seed is not None or args.preset != "quick" or args.out is not None or args.overwrite:
             raise ValueError(
-                "--resume continues a run with its saved config and folder; drop --preset/--set/--seed/--out/--overwrite"
+                "--resume continues a run with its saved config and folder; "
+                "drop --preset/--set/--seed/--out/--overwrite"
             )
         resume_dir = Path(args.resume)
         config = _resumed_config(exp, resume_dir)
@@ -128,16 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("name", help="experiment name (see `clipmath list`)")
     p_run.add_argument("--preset", default="quick", help="preset: quick (default, minutes on CPU) or paper")
     p_run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config value, e.g. --set train.lr=1e-3 (repeatable)",
     )
     p_run.add_argument("--seed", type=int, default=None, help="seed for Python, NumPy, torch and data")
     p_run.add_argument(
-        "--out", default=None,
+        "--out",
+        default=None,
         help="run directory (default runs/<experiment>-<time>); must be missing or empty unless --overwrite",
     )
     p_run.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="empty the run directory --out if it holds an earlier run (a folder with config.yaml)",
     )
     p_run.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")

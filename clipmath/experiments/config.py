@@ -104,7 +104,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise ConfigError(f"config key {key!r}: expected {len(args)} items, got {value!r}")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         item = args[0] if args else Any
         items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -166,9 +166,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     for name in data:
         if name not in fields:
             key = f"{prefix}.{name}" if prefix else name
-            raise ConfigError(
-                f"unknown config key {key!r}; {cls.__name__} has: {', '.join(sorted(fields))}"
-            )
+            raise ConfigError(f"unknown config key {key!r}; {cls.__name__} has: {', '.join(sorted(fields))}")
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name

@@ -1,7 +1,7 @@
-"""``mnist-labels``: labelled MNIST, Section 6.2 of Baptista, Stuart & Tran (2025), Figs. 11-12.
+r"""``mnist-labels``: labelled MNIST, Section 6.2 of Baptista, Stuart & Tran (2025), Figs. 11-12.
 
-Data: images :math:`u \\in [0, 1]^{28\\times28}` (stored as uint8 PNG in shards) and labels
-:math:`v \\in \\{0, \\dots, 9\\}`. Model: :math:`g_u` = LeNet with 10 outputs, :math:`g_v(v) = e_v`
+Data: images :math:`u \in [0, 1]^{28\times28}` (stored as uint8 PNG in shards) and labels
+:math:`v \in \{0, \dots, 9\}`. Model: :math:`g_u` = LeNet with 10 outputs, :math:`g_v(v) = e_v`
 (one-hot, a fixed map), so :math:`n_e = 10`; unnormalised encoders and the inner-product tilting
 (eq. 25) with τ = 1, so the score of (u, k) is the k-th LeNet output.
 
@@ -20,12 +20,12 @@ loss.params.target=class``): the stream also delivers ``class_ids`` (the labels)
 Measured, for each loss, on the held-out test set:
 
 - the crossmodal classifier (Algorithm 2): accuracy, expected calibration error (15 equal-width
-  confidence bins), mean confidence; Fig. 11 (label probabilities :math:`\\nu_{v|u}` of three test
+  confidence bins), mean confidence; Fig. 11 (label probabilities :math:`\nu_{v|u}` of three test
   images);
 - crossmodal generation: 16 draws with replacement from the empirical conditional
-  :math:`\\nu^N_{u|v=k} = \\sum_i w_i(k)\\delta_{u^i}` over the test images (eq. 28),
-  :math:`w_i \\propto \\exp(g_u(u^i)_k)`; Fig. 12 shows those for k = 7. For every label: the
-  number of distinct images among the 16 draws, the effective sample size :math:`1/\\sum_i w_i^2`,
+  :math:`\nu^N_{u|v=k} = \sum_i w_i(k)\delta_{u^i}` over the test images (eq. 28),
+  :math:`w_i \propto \exp(g_u(u^i)_k)`; Fig. 12 shows those for k = 7. For every label: the
+  number of distinct images among the 16 draws, the effective sample size :math:`1/\sum_i w_i^2`,
   the entropy of w (nats), and the fraction of draws whose true label is k; averaged over labels;
 - fine-tuning (eqs. 32-35, with the argmax of (35)): :math:`g_u` frozen, label embeddings G and
   prior logits F learned on small labelled subsets of the training set; accuracy before and after.
@@ -157,7 +157,7 @@ BATCH_FIELDS = {"u": "image", "v": "label", "class_ids": "label"}
 
 
 def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """ECE of a classifier: :math:`\\sum_b \\frac{n_b}{N}|\\mathrm{acc}_b - \\mathrm{conf}_b|`.
+    r"""ECE of a classifier: :math:`\sum_b \frac{n_b}{N}|\mathrm{acc}_b - \mathrm{conf}_b|`.
 
     Args:
         probabilities: (N, K) predicted class probabilities.
@@ -174,15 +174,22 @@ def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
     for b in range(bins):
         members = index == b
         if members.any():
-            total += members.sum().item() * abs(correct[members].mean().item() - confidence[members].double().mean().item())
+            total += members.sum().item() * abs(
+                correct[members].mean().item() - confidence[members].double().mean().item()
+            )
     return total / len(labels)
 
 
 def generation_statistics(
-    label_emb: torch.Tensor, bank_emb: torch.Tensor, bank_labels: torch.Tensor, logit_scale: float, n: int,
-    generator: torch.Generator, metric: str,
+    label_emb: torch.Tensor,
+    bank_emb: torch.Tensor,
+    bank_labels: torch.Tensor,
+    logit_scale: float,
+    n: int,
+    generator: torch.Generator,
+    metric: str,
 ) -> tuple[list[dict], torch.Tensor]:
-    """Draws from :math:`\\nu^N_{u|v=k}` (eq. 28) over a bank of images, for every label k.
+    r"""Draws from :math:`\nu^N_{u|v=k}` (eq. 28) over a bank of images, for every label k.
 
     Args:
         label_emb: (K, n_e) label embeddings :math:`g_v(e_k)`.
@@ -202,12 +209,14 @@ def generation_statistics(
     stats = []
     for k in range(label_emb.shape[0]):
         w = weights[k]
-        stats.append({
-            "distinct": len(torch.unique(draws[k])),
-            "ess": float(1.0 / (w * w).sum()),
-            "entropy": float(-torch.special.xlogy(w, w).sum()),
-            "label_fraction": float((bank_labels[draws[k]] == k).double().mean()),
-        })
+        stats.append(
+            {
+                "distinct": len(torch.unique(draws[k])),
+                "ess": float(1.0 / (w * w).sum()),
+                "entropy": float(-torch.special.xlogy(w, w).sum()),
+                "label_fraction": float((bank_labels[draws[k]] == k).double().mean()),
+            }
+        )
     return stats, draws
 
 
@@ -304,14 +313,27 @@ def run(config: MnistLabelsConfig, run_dir: Any) -> Headline:
     pool_keep = train_keep
     if config.finetune.holdout:
         if config.finetune.holdout >= len(train_keep):
-            raise ValueError(f"finetune.holdout={config.finetune.holdout}: expected fewer than the {len(train_keep)} training images")
-        rest, held = stratified_split(train_labels[train_keep], config.finetune.holdout / len(train_keep), seed=config.seed + 2)
+            raise ValueError(
+                f"finetune.holdout={config.finetune.holdout}: expected fewer than the {len(train_keep)} training images"
+            )
+        rest, held = stratified_split(
+            train_labels[train_keep], config.finetune.holdout / len(train_keep), seed=config.seed + 2
+        )
         train_keep, pool_keep = train_keep[rest], train_keep[held]
-    description = {"name": "mnist", "source": config.data.source, "split": "train", "n": len(train_keep),
-                   "seed": config.seed}
+    description = {
+        "name": "mnist",
+        "source": config.data.source,
+        "split": "train",
+        "n": len(train_keep),
+        "seed": config.seed,
+    }
     folder = shards_folder(run_dir, config.stream, description, f"mnist-N{len(train_keep)}")
-    cached_shards(folder, description, lambda: mnist_samples(train_images, train_labels, indices=train_keep),
-                  math.ceil(len(train_keep) / config.stream.n_shards))
+    cached_shards(
+        folder,
+        description,
+        lambda: mnist_samples(train_images, train_labels, indices=train_keep),
+        math.ceil(len(train_keep) / config.stream.n_shards),
+    )
     stream = shard_stream(folder, config.batch_size, config.stream, config.seed, fields=BATCH_FIELDS)
     as_tensor = lambda images: torch.from_numpy(images[:, None].copy())  # noqa: E731  (N, 1, 28, 28) uint8
     pool_images, pool_labels = as_tensor(train_images[pool_keep]), torch.from_numpy(train_labels[pool_keep])
@@ -322,35 +344,64 @@ def run(config: MnistLabelsConfig, run_dir: Any) -> Headline:
     for name, loss_config in runs:
         seed_everything(config.seed)
         model = BimodalModel(
-            config.g_u.build(), encoders.build("fixed", kind="one_hot", n_classes=N_CLASSES),
-            metric=loss_config.metric, tau=config.tau, learn_tau=config.learn_tau,
+            config.g_u.build(),
+            encoders.build("fixed", kind="one_hot", n_classes=N_CLASSES),
+            metric=loss_config.metric,
+            tau=config.tau,
+            learn_tau=config.learn_tau,
         )
         tag = name.replace("|", "_given_")
         result = train(model, loss_config.build(), stream, train_config, run_dir, tag=tag)
-        results[name] = {"loss": dataclasses.asdict(loss_config), "steps": result.steps,
-                         "final_epoch_loss": result.epoch_losses[-1], "skipped": sum(result.skipped.values()),
-                         **_evaluate(model, te_images, te_labels, pool_images, pool_labels, config, loss_config.metric)}
-        logger.info("%s: test accuracy %.4f, ECE %.4f, distinct %.1f/%d", name, results[name]["accuracy"],
-                    results[name]["ece"], results[name]["mean_distinct"], config.samples)
+        results[name] = {
+            "loss": dataclasses.asdict(loss_config),
+            "steps": result.steps,
+            "final_epoch_loss": result.epoch_losses[-1],
+            "skipped": sum(result.skipped.values()),
+            **_evaluate(model, te_images, te_labels, pool_images, pool_labels, config, loss_config.metric),
+        }
+        logger.info(
+            "%s: test accuracy %.4f, ECE %.4f, distinct %.1f/%d",
+            name,
+            results[name]["accuracy"],
+            results[name]["ece"],
+            results[name]["mean_distinct"],
+            config.samples,
+        )
     # Fig. 11 shows the three test images whose label probabilities are the most uncertain, by
     # the entropy of nu(v|u) averaged over the losses (the paper shows images with confusions).
     probabilities = [r.pop("probabilities") for r in results.values()]
     entropy = torch.stack([-torch.special.xlogy(p, p).sum(1) for p in probabilities]).mean(0)
     shown = torch.argsort(entropy, descending=True)[:3]
-    for r, p in zip(results.values(), probabilities):
+    for r, p in zip(results.values(), probabilities, strict=True):
         r["figure11_images"], r["probabilities"] = shown.tolist(), p[shown].tolist()
     claims = _claims(results, config.samples)
     if is_main_process():
-        run_dir.write_metrics({"runs": results, "claims": claims, "n_train": len(train_keep), "n_test": len(test_keep),
-                               "n_finetune_pool": len(pool_keep)})
+        run_dir.write_metrics(
+            {
+                "runs": results,
+                "claims": claims,
+                "n_train": len(train_keep),
+                "n_test": len(test_keep),
+                "n_finetune_pool": len(pool_keep),
+            }
+        )
         _fig11(run_dir, results, te_images[shown])
         _fig12(run_dir, results, te_images, config.figure_label)
-        run_dir.write_text("report.md", _report(config, results, claims, len(train_keep), len(pool_keep), len(test_keep)))
+        run_dir.write_text(
+            "report.md", _report(config, results, claims, len(train_keep), len(pool_keep), len(test_keep))
+        )
     rows = []
     for name, r in results.items():
-        rows += [(f"{name}: test accuracy", r["accuracy"], "", "Algorithm 2"),
-                 (f"{name}: ECE", r["ece"], "", "15 bins"),
-                 (f"{name}: distinct images in {config.samples} draws (mean over labels)", r["mean_distinct"], "", "Fig. 12")]
+        rows += [
+            (f"{name}: test accuracy", r["accuracy"], "", "Algorithm 2"),
+            (f"{name}: ECE", r["ece"], "", "15 bins"),
+            (
+                f"{name}: distinct images in {config.samples} draws (mean over labels)",
+                r["mean_distinct"],
+                "",
+                "Fig. 12",
+            ),
+        ]
     rows += [(claim["claim"], "held" if claim["held"] else "NOT held", "", "paper, Section 6.2") for claim in claims]
     return Headline(rows)
 
@@ -366,13 +417,22 @@ def _claims(results: dict[str, dict], samples: int) -> list[dict]:
     # Diverse: most draws distinct (more than half of them) and still of the conditioning label.
     diverse = all(r["mean_distinct"] > samples / 2 and r["mean_label_fraction"] >= 0.9 for r in (image, both))
     return [
-        {"claim": "label|image is the most accurate classifier", "held": bool(sharpest),
-         "measured": {n: results[n]["accuracy"] for n in names}},
-        {"claim": "label|image collapses as a generator (fewest distinct images)", "held": bool(collapses),
-         "measured": {n: results[n]["mean_distinct"] for n in names}},
-        {"claim": f"image|label and two-sided generate diverse samples (> {samples // 2} of {samples} distinct, "
-                  ">= 90 % of the conditioning label)", "held": bool(diverse),
-         "measured": {n: (results[n]["mean_distinct"], results[n]["mean_label_fraction"]) for n in names[1:]}},
+        {
+            "claim": "label|image is the most accurate classifier",
+            "held": bool(sharpest),
+            "measured": {n: results[n]["accuracy"] for n in names},
+        },
+        {
+            "claim": "label|image collapses as a generator (fewest distinct images)",
+            "held": bool(collapses),
+            "measured": {n: results[n]["mean_distinct"] for n in names},
+        },
+        {
+            "claim": f"image|label and two-sided generate diverse samples (> {samples // 2} of {samples} distinct, "
+            ">= 90 % of the conditioning label)",
+            "held": bool(diverse),
+            "measured": {n: (results[n]["mean_distinct"], results[n]["mean_label_fraction"]) for n in names[1:]},
+        },
     ]
 
 
@@ -404,7 +464,7 @@ def _fig12(run_dir: Any, results: dict, images: torch.Tensor, label: int) -> Non
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.4), squeeze=False)
-    for ax, (name, r) in zip(axes[0], results.items()):
+    for ax, (name, r) in zip(axes[0], results.items(), strict=True):
         draws = r["figure_draws"]
         side = math.ceil(math.sqrt(len(draws)))
         grid = np.ones((side * 29, side * 29))
@@ -418,15 +478,21 @@ def _fig12(run_dir: Any, results: dict, images: torch.Tensor, label: int) -> Non
     run_dir.save_figure(fig, "fig12_samples")
 
 
-def _report(config: MnistLabelsConfig, results: dict, claims: list[dict], n_train: int, n_pool: int, n_test: int) -> str:
+def _report(
+    config: MnistLabelsConfig, results: dict, claims: list[dict], n_train: int, n_pool: int, n_test: int
+) -> str:
     columns = ["accuracy", "ece", "mean_confidence", "mean_distinct", "mean_ess", "mean_entropy", "mean_label_fraction"]
     tune = [f"finetuned_{v}_accuracy_M{m}" for m in config.finetune.sizes for v in ("F", "GF")]
-    pool = (f"{n_pool} training images held out of contrastive training" if config.finetune.holdout
-            else "the training images themselves")
+    pool = (
+        f"{n_pool} training images held out of contrastive training"
+        if config.finetune.holdout
+        else "the training images themselves"
+    )
     lines = [
         "# mnist-labels: labelled MNIST (Section 6.2 of Baptista, Stuart & Tran (2025))\n",
         f"Data: {config.data.source}, {n_train} training and {n_test} test images. g_u = {config.g_u.name} "
-        f"({config.g_u.params}), g_v = one-hot labels, τ = {config.tau} ({'learned' if config.learn_tau else 'fixed'}); "
+        f"({config.g_u.params}), g_v = one-hot labels, "
+        f"τ = {config.tau} ({'learned' if config.learn_tau else 'fixed'}); "
         f"batch {config.batch_size}, {config.train.optimizer} lr {config.train.lr}, {config.train.epochs} epochs.\n",
         "Classifier (Algorithm 2) on the test set: accuracy, expected calibration error (15 bins), mean "
         "confidence. Generation: for each label k, "
@@ -437,14 +503,24 @@ def _report(config: MnistLabelsConfig, results: dict, claims: list[dict], n_trai
         "\n## Fine-tuning (eqs. 32-35, with the argmax of (35))\n",
         f"g_u frozen; on M labelled images drawn from {pool}, the prior logits F alone, or the label "
         "embeddings G with F, minimise L_fine (eq. 34) by L-BFGS; test accuracy before (zero-shot) and after.\n",
-        markdown_table(["loss", "zero-shot accuracy"] + [f"M = {next(iter(results.values()))[f'finetune_M{m}_used']}, {v}"
-                                                         for m in config.finetune.sizes for v in ("F", "G+F")],
-                       [[name, r["accuracy"]] + [r[c] for c in tune] for name, r in results.items()]),
+        markdown_table(
+            ["loss", "zero-shot accuracy"]
+            + [
+                f"M = {next(iter(results.values()))[f'finetune_M{m}_used']}, {v}"
+                for m in config.finetune.sizes
+                for v in ("F", "G+F")
+            ],
+            [[name, r["accuracy"]] + [r[c] for c in tune] for name, r in results.items()],
+        ),
         "\n## The paper's claims (qualitative in the paper; judged here on the figures above)\n",
     ]
     if claims:
-        lines.append(markdown_table(["claim", "held", "measured"],
-                                    [[c["claim"], "held" if c["held"] else "NOT held", c["measured"]] for c in claims]))
+        lines.append(
+            markdown_table(
+                ["claim", "held", "measured"],
+                [[c["claim"], "held" if c["held"] else "NOT held", c["measured"]] for c in claims],
+            )
+        )
     else:
         lines.append("Not judged: they compare the three directions, and this run did not train all three.")
     lines += ["\n![Fig. 11](fig11_label_probabilities.png)\n", "![Fig. 12](fig12_samples.png)\n"]
@@ -453,7 +529,9 @@ def _report(config: MnistLabelsConfig, results: dict, claims: list[dict], n_trai
 
 EXPERIMENT = Experiment(
     name="mnist-labels",
-    summary="LeNet images vs one-hot labels (Section 6.2): classifier accuracy and ECE, generation diversity, fine-tuning",
+    summary=(
+        "LeNet images vs one-hot labels (Section 6.2): classifier accuracy and ECE, generation diversity, fine-tuning"
+    ),
     config_type=MnistLabelsConfig,
     run=run,
 )

@@ -72,23 +72,24 @@ def add_shards_parser(sub: argparse._SubParsersAction) -> None:
     p_write = shards_sub.add_parser(
         "write",
         help="draw samples from a named source and write shards plus manifest.json",
-        description="Sources and their --set parameters:\n" + "\n".join(
-            f"  {name}: {', '.join(source_parameters(name))}" for name in sources()
-        ) + "\n\ngaussian with no parameters is the 2-D example of Section 5.4; see "
+        description="Sources and their --set parameters:\n"
+        + "\n".join(f"  {name}: {', '.join(source_parameters(name))}" for name in sources())
+        + "\n\ngaussian with no parameters is the 2-D example of Section 5.4; see "
         "clipmath.datasets.sources for the meaning of each parameter.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p_write.add_argument("source", choices=sources(), help="source name")
     p_write.add_argument("--out", required=True, help="new directory for the shards")
     p_write.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="source parameter, YAML value, e.g. --set sigma=0.1 or --set cov=[[2,1],[1,2]] (repeatable)",
     )
     p_write.add_argument("--n", type=int, default=10000, help="number of samples (default 10000)")
     p_write.add_argument("--max-count", type=int, default=10000, help="most samples per shard (default 10000)")
-    p_write.add_argument(
-        "--max-bytes", type=int, default=None, help="most bytes per shard file (default: no limit)"
-    )
+    p_write.add_argument("--max-bytes", type=int, default=None, help="most bytes per shard file (default: no limit)")
     p_write.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p_write.set_defaults(func=_cmd_write)
 

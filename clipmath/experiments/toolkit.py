@@ -20,9 +20,10 @@ import hashlib
 import json
 import math
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -196,8 +197,15 @@ def shard_stream(
     if batch_size % world_size:
         raise ValueError(f"batch_size={batch_size}: expected a multiple of the world size {world_size}")
     return ShardStream(
-        folder, batch_size=batch_size // world_size, seed=seed, shuffle_buffer=config.shuffle_buffer,
-        num_workers=config.num_workers, rank=rank, world_size=world_size, fields=fields, transform=transform,
+        folder,
+        batch_size=batch_size // world_size,
+        seed=seed,
+        shuffle_buffer=config.shuffle_buffer,
+        num_workers=config.num_workers,
+        rank=rank,
+        world_size=world_size,
+        fields=fields,
+        transform=transform,
     )
 
 
@@ -235,8 +243,11 @@ def linear_model(n_u: int, n_v: int, n_e: int, metric: str, seed: int) -> Bimoda
     """Unnormalised linear encoders (eq. 38 of Baptista et al. (2025)) with fixed τ = 1, seeded."""
     seed_everything(seed)
     return BimodalModel(
-        encoders.build("linear", n_in=n_u, n_e=n_e), encoders.build("linear", n_in=n_v, n_e=n_e),
-        metric=metric, tau=1.0, learn_tau=False,
+        encoders.build("linear", n_in=n_u, n_e=n_e),
+        encoders.build("linear", n_in=n_v, n_e=n_e),
+        metric=metric,
+        tau=1.0,
+        learn_tau=False,
     )
 
 
@@ -247,7 +258,7 @@ def linear_weights(model: BimodalModel) -> tuple[np.ndarray, np.ndarray]:
 
 def log_log_slope(n: list[int], err: list[float]) -> float:
     """Least-squares slope of log(err) against log(n) (nan with fewer than two positive points)."""
-    pairs = [(a, b) for a, b in zip(n, err) if b > 0 and math.isfinite(b)]
+    pairs = [(a, b) for a, b in zip(n, err, strict=True) if b > 0 and math.isfinite(b)]
     if len(pairs) < 2:
         return math.nan
     x, y = np.log([a for a, _ in pairs]), np.log([b for _, b in pairs])

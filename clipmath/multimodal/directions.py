@@ -18,9 +18,7 @@ DIRECTIONS: dict[str, tuple[float, float]] = {
 }
 
 
-def resolve_weights(
-    direction: str | None, weights: tuple[float, float] | None
-) -> tuple[float, float]:
+def resolve_weights(direction: str | None, weights: tuple[float, float] | None) -> tuple[float, float]:
     r"""The weights :math:`(\lambda_u, \lambda_v)` from a direction name or an explicit pair.
 
     Args:
@@ -35,9 +33,7 @@ def resolve_weights(
         ValueError: when both are given, the direction is unknown, or the weights are invalid.
     """
     if direction is not None and weights is not None:
-        raise ValueError(
-            f"direction={direction!r} and weights={weights!r}: give one of the two, not both"
-        )
+        raise ValueError(f"direction={direction!r} and weights={weights!r}: give one of the two, not both")
     if weights is None:
         direction = "two_sided" if direction is None else direction
         if direction not in DIRECTIONS:
@@ -48,7 +44,5 @@ def resolve_weights(
     except (TypeError, ValueError):
         raise ValueError(f"weights={weights!r}: expected a pair (lambda_u, lambda_v) of numbers") from None
     if not all(math.isfinite(w) and w >= 0 for w in (lambda_u, lambda_v)) or lambda_u + lambda_v == 0:
-        raise ValueError(
-            f"weights={weights!r}: expected finite, non-negative (lambda_u, lambda_v), not both zero"
-        )
+        raise ValueError(f"weights={weights!r}: expected finite, non-negative (lambda_u, lambda_v), not both zero")
     return lambda_u, lambda_v

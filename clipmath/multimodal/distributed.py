@@ -1,27 +1,27 @@
-"""Data-parallel contrastive training: an all-gather that carries gradients, and process-group setup.
+r"""Data-parallel contrastive training: an all-gather that carries gradients, and process-group setup.
 
 A contrastive loss needs every negative in the global batch, so each rank gathers the embeddings of
-all ranks and computes the *global* loss :math:`L(z^1, \\dots, z^W)` on them (``W`` ranks, local
-slices :math:`z^r = g_\\theta(x^r)` of equal size).
+all ranks and computes the *global* loss :math:`L(z^1, \dots, z^W)` on them (``W`` ranks, local
+slices :math:`z^r = g_\theta(x^r)` of equal size).
 
 Gradient scaling (why the result equals single-process training on the global batch). Every rank
 computes the same number :math:`L`. On rank ``r`` autograd reaches the gathered tensor with
-:math:`\\partial L/\\partial z^q` for every slice ``q``; the backward of :func:`gather_with_grad`
+:math:`\partial L/\partial z^q` for every slice ``q``; the backward of :func:`gather_with_grad`
 sums this over ranks (all-reduce) and keeps slice ``r``:
 
 .. math::
 
-    \\sum_{q=1}^{W} \\frac{\\partial L}{\\partial z^r}\\Big|_{\\text{rank } q} = W\\,\\frac{\\partial L}{\\partial z^r},
-    \\qquad\\text{so rank } r \\text{ holds}\\quad W\\,\\frac{\\partial L}{\\partial z^r}\\frac{\\partial z^r}{\\partial \\theta}.
+    \sum_{q=1}^{W} \frac{\partial L}{\partial z^r}\Big|_{\text{rank } q} = W\,\frac{\partial L}{\partial z^r},
+    \qquad\text{so rank } r \text{ holds}\quad W\,\frac{\partial L}{\partial z^r}\frac{\partial z^r}{\partial \theta}.
 
 DDP then sums over ranks and divides by ``W``:
-:math:`\\frac1W\\sum_r W\\,\\frac{\\partial L}{\\partial z^r}\\frac{\\partial z^r}{\\partial\\theta}
-= \\sum_r \\frac{\\partial L}{\\partial z^r}\\frac{\\partial z^r}{\\partial\\theta} = \\frac{dL}{d\\theta}`,
+:math:`\frac1W\sum_r W\,\frac{\partial L}{\partial z^r}\frac{\partial z^r}{\partial\theta}
+= \sum_r \frac{\partial L}{\partial z^r}\frac{\partial z^r}{\partial\theta} = \frac{dL}{d\theta}`,
 the global-batch gradient, exactly: the factor ``W`` from the all-reduce cancels DDP's ``1/W``.
 Parameters used only after the gather (``logit_scale``, ``logit_bias``) get the same
-:math:`\\partial L/\\partial s` on every rank, which DDP's average leaves unchanged. Without the
+:math:`\partial L/\partial s` on every rank, which DDP's average leaves unchanged. Without the
 all-reduce (keeping only the local slice of the incoming gradient) each rank would hold only the
-part of :math:`\\partial L/\\partial z^r` that flows through its own copy, and the encoder gradient
+part of :math:`\partial L/\partial z^r` that flows through its own copy, and the encoder gradient
 would come out ``W`` times too small.
 """
 

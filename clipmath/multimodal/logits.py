@@ -13,7 +13,7 @@ the exponent of the tilting :math:`\rho(u, v) \propto \exp(\mathrm{sim}(g_u(u), 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -123,7 +123,8 @@ def defer_input_checks(
         value: scalar tensor, the quantity whose magnitude ``limit`` bounds (NaN fails).
         limit: the largest acceptable magnitude.
         detail: what overflowed, from the value, for :func:`overflow_error`.
-        z_u, z_v: the embeddings, examined on failure.
+        z_u: the u embeddings, examined on failure.
+        z_v: the v embeddings, examined on failure.
         logit_scale: scalar tensor :math:`\log(1/\tau)`, checked to be finite.
         logit_bias: scalar tensor or None, examined on failure.
     """
@@ -147,16 +148,22 @@ def defer_input_checks(
 def defer_logit_checks(
     checks: PendingChecks, logits: Tensor, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None
 ) -> None:
-    """Queue every value check of a loss's inputs and of their logits (:func:`defer_input_checks`, :func:`check_logits`)."""
+    """Queue every value check of a loss's inputs and logits (:func:`defer_input_checks`, :func:`check_logits`)."""
     limit = logit_limit(logits)
     defer_input_checks(
-        checks, _largest_abs(logits), limit, lambda largest: f"largest |logit| {largest:.3g} > {limit:.3g}",
-        z_u, z_v, logit_scale, logit_bias,
+        checks,
+        _largest_abs(logits),
+        limit,
+        lambda largest: f"largest |logit| {largest:.3g} > {limit:.3g}",
+        z_u,
+        z_v,
+        logit_scale,
+        logit_bias,
     )
 
 
 def _largest_abs(logits: Tensor) -> Tensor:
-    """max |S| in one min-max pass (NaN if any logit is NaN)."""
+    """Max |S| in one min-max pass (NaN if any logit is NaN)."""
     low, high = torch.aminmax(logits.detach())
     return torch.maximum(high, -low)
 

@@ -105,7 +105,7 @@ class BimodalModel(nn.Module):
         return {"g_u": dict(self.g_u.config), "g_v": dict(self.g_v.config), "metric": self.metric, **tilting}
 
     @classmethod
-    def from_config(cls, config: dict) -> "BimodalModel":
+    def from_config(cls, config: dict) -> BimodalModel:
         """A freshly initialised model of the architecture ``config`` describes (see ``self.config``).
 
         Args:
@@ -122,7 +122,7 @@ class BimodalModel(nn.Module):
         return cls(encoders.build(**config["g_u"]), encoders.build(**config["g_v"]), **tilting)
 
     @classmethod
-    def from_checkpoint(cls, path: str) -> "BimodalModel":
+    def from_checkpoint(cls, path: str) -> BimodalModel:
         """The trained model stored in a checkpoint of :func:`clipmath.multimodal.trainer.train`.
 
         Raises:
@@ -132,7 +132,9 @@ class BimodalModel(nn.Module):
         if state is None:
             raise ValueError(f"path={str(path)!r}: no checkpoint there")
         if state.get("model_config") is None:
-            raise ValueError(f"path={str(path)!r}: the checkpoint holds no model config (encoders built outside the registry)")
+            raise ValueError(
+                f"path={str(path)!r}: the checkpoint holds no model config (encoders built outside the registry)"
+            )
         model = cls.from_config(state["model_config"])
         model.load_state_dict(state["model"])
         return model
@@ -200,4 +202,5 @@ class BimodalModel(nn.Module):
         return scaled_logits(self._sim, z_u, z_v, self.clamped_logit_scale(), self.logit_bias)
 
     def extra_repr(self) -> str:
+        """The metric, for ``repr``."""
         return f"metric={self.metric!r}"

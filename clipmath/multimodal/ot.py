@@ -214,11 +214,7 @@ def sinkhorn(
         log_plan = log_plan + log_v.unsqueeze(-2)
         plan = log_plan.exp()
         f, g = eps * log_u, eps * log_v
-        value = (
-            _marginal_dual(f, log_a, rho_u)
-            + _marginal_dual(g, log_b, rho_v)
-            - eps * plan.sum(dim=(-2, -1))
-        )
+        value = _marginal_dual(f, log_a, rho_u) + _marginal_dual(g, log_b, rho_v) - eps * plan.sum(dim=(-2, -1))
 
     converged = None if tol is None else error.item() <= tol
     if converged is False and tol > 0:
@@ -337,7 +333,7 @@ def _marginal_dual(potential: Tensor, log_mass: Tensor, rho: float | Tensor | No
 
 
 def _log_kernel(log_kernel: Tensor | None, cost: Tensor | None, checks: PendingChecks) -> Tensor:
-    """The (..., n, m) input in float32 or float64 (the cost, not yet divided by epsilon), its values checked on ``checks``."""
+    """The (..., n, m) input in float32 or float64 (a cost not yet divided by epsilon), values checked on ``checks``."""
     if (log_kernel is None) == (cost is None):
         raise ValueError("log_kernel, cost: give exactly one of the two")
     name, x = ("log_kernel", log_kernel) if cost is None else ("cost", cost)
@@ -363,7 +359,7 @@ def _log_kernel(log_kernel: Tensor | None, cost: Tensor | None, checks: PendingC
 def _positive_scalar(
     name: str, value: float | Tensor, like: Tensor, checks: PendingChecks, alternative: str = ""
 ) -> float | Tensor:
-    """A finite positive float, or a one-element tensor of ``like``'s dtype (kept differentiable, its value checked on ``checks``).
+    """A finite positive float, or a one-element tensor of ``like``'s dtype (differentiable, checked on ``checks``).
 
     ``alternative`` ends the error's "expected" clause (e.g. ``", or None for ..."``).
     """
@@ -394,9 +390,7 @@ def _rhos(
 ) -> tuple[float | Tensor | None, float | Tensor | None]:
     """The marginal penalties (rho_u, rho_v), each None (balanced side) or as :func:`_positive_scalar`."""
     if rho is not None and (rho_u is not None or rho_v is not None):
-        raise ValueError(
-            f"rho={rho!r} with rho_u={rho_u!r}, rho_v={rho_v!r}: give rho or rho_u/rho_v, not both"
-        )
+        raise ValueError(f"rho={rho!r} with rho_u={rho_u!r}, rho_v={rho_v!r}: give rho or rho_u/rho_v, not both")
     balanced = ", or None for a balanced marginal"
     if rho is not None:
         return (_positive_scalar("rho", rho, like, checks, balanced),) * 2
@@ -448,12 +442,8 @@ def _check_loop(max_iter: int, tol: float | None, check_every: int, grad: str) -
     """Validate the loop controls of :func:`sinkhorn`."""
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter={max_iter!r}: expected an integer >= 1")
-    if tol is not None and (
-        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf
-    ):
-        raise ValueError(
-            f"tol={tol!r}: expected a finite number >= 0 (0: all max_iter iterations), or None"
-        )
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf):
+        raise ValueError(f"tol={tol!r}: expected a finite number >= 0 (0: all max_iter iterations), or None")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every={check_every!r}: expected an integer >= 1")
     if grad not in GRAD_MODES:

@@ -1,11 +1,11 @@
-"""Alignment metrics: the score matrix between two batches of embeddings.
+r"""Alignment metrics: the score matrix between two batches of embeddings.
 
 Section 3.3 of Baptista, Stuart & Tran (2025) generalises the tilting
-:math:`\\rho(u, v) \\propto \\exp(\\mathrm{sim}(g_u(u), g_v(v)) / \\tau)` beyond cosine similarity:
+:math:`\rho(u, v) \propto \exp(\mathrm{sim}(g_u(u), g_v(v)) / \tau)` beyond cosine similarity:
 
-- ``cosine``: :math:`\\langle \\bar g_u, \\bar g_v \\rangle` with :math:`\\bar g = g/|g|` (eq. 2, the CLIP choice);
-- ``inner``: :math:`\\langle g_u, g_v \\rangle`, unnormalised (eq. 25, the "first generalized tilting");
-- ``neg_sq_l2``: :math:`-\\tfrac12 |g_u - g_v|^2` (eq. 26, the "second generalized tilting").
+- ``cosine``: :math:`\langle \bar g_u, \bar g_v \rangle` with :math:`\bar g = g/|g|` (eq. 2, the CLIP choice);
+- ``inner``: :math:`\langle g_u, g_v \rangle`, unnormalised (eq. 25, the "first generalized tilting");
+- ``neg_sq_l2``: :math:`-\tfrac12 |g_u - g_v|^2` (eq. 26, the "second generalized tilting").
 
 With normalised embeddings ``neg_sq_l2 = cosine - 1``, so the cosine tilting is a special case.
 Every function maps ``z_u (B_u, n_e)`` and ``z_v (B_v, n_e)`` to scores ``(B_u, B_v)``, row i
@@ -14,7 +14,7 @@ for ``u_i``, column j for ``v_j``; the computation runs in float32 or wider even
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -27,43 +27,43 @@ def _wide(z: Tensor) -> Tensor:
 
 
 def cosine(z_u: Tensor, z_v: Tensor) -> Tensor:
-    """Cosine similarity matrix (eq. 2).
+    r"""Cosine similarity matrix (eq. 2).
 
     Args:
         z_u: (B_u, n_e) embeddings of modality u.
         z_v: (B_v, n_e) embeddings of modality v.
 
     Returns:
-        (B_u, B_v) matrix of :math:`\\langle z_u^i/|z_u^i|, z_v^j/|z_v^j| \\rangle`.
+        (B_u, B_v) matrix of :math:`\langle z_u^i/|z_u^i|, z_v^j/|z_v^j| \rangle`.
     """
     z_u, z_v = _wide(z_u), _wide(z_v)
     return normalize(z_u) @ normalize(z_v).T
 
 
 def inner(z_u: Tensor, z_v: Tensor) -> Tensor:
-    """Unnormalised inner product (eq. 25).
+    r"""Unnormalised inner product (eq. 25).
 
     Args:
         z_u: (B_u, n_e) embeddings of modality u.
         z_v: (B_v, n_e) embeddings of modality v.
 
     Returns:
-        (B_u, B_v) matrix of :math:`\\langle z_u^i, z_v^j \\rangle`.
+        (B_u, B_v) matrix of :math:`\langle z_u^i, z_v^j \rangle`.
     """
     return _wide(z_u) @ _wide(z_v).T
 
 
 def neg_sq_l2(z_u: Tensor, z_v: Tensor) -> Tensor:
-    """Negative half squared Euclidean distance (eq. 26).
+    r"""Negative half squared Euclidean distance (eq. 26).
 
-    Computed as :math:`\\langle z_u, z_v\\rangle - \\tfrac12|z_u|^2 - \\tfrac12|z_v|^2`, one matmul.
+    Computed as :math:`\langle z_u, z_v\rangle - \tfrac12|z_u|^2 - \tfrac12|z_v|^2`, one matmul.
 
     Args:
         z_u: (B_u, n_e) embeddings of modality u.
         z_v: (B_v, n_e) embeddings of modality v.
 
     Returns:
-        (B_u, B_v) matrix of :math:`-\\tfrac12 |z_u^i - z_v^j|^2`.
+        (B_u, B_v) matrix of :math:`-\tfrac12 |z_u^i - z_v^j|^2`.
     """
     z_u, z_v = _wide(z_u), _wide(z_v)
     sq_u = 0.5 * (z_u * z_u).sum(-1, keepdim=True)

@@ -1,20 +1,20 @@
-"""Exact CLIP loss over tiles of the score matrix: O(B) memory instead of O(B^2).
+r"""Exact CLIP loss over tiles of the score matrix: O(B) memory instead of O(B^2).
 
-With logits :math:`L_{ij} = e^{s}\\,\\mathrm{sim}(z_u^i, z_v^j) + b` (``s = logit_scale = log(1/tau)``,
+With logits :math:`L_{ij} = e^{s}\,\mathrm{sim}(z_u^i, z_v^j) + b` (``s = logit_scale = log(1/tau)``,
 ``b = logit_bias``), the weighted CLIP loss is (eq. 7 and Remark 2.6 of Baptista, Stuart & Tran (2025))
 
 .. math::
 
-    L = \\frac{\\lambda_u}{B}\\sum_j \\Big(\\log\\sum_i e^{L_{ij}} - L_{jj}\\Big)
-      + \\frac{\\lambda_v}{B}\\sum_i \\Big(\\log\\sum_j e^{L_{ij}} - L_{ii}\\Big),
+    L = \frac{\lambda_u}{B}\sum_j \Big(\log\sum_i e^{L_{ij}} - L_{jj}\Big)
+      + \frac{\lambda_v}{B}\sum_i \Big(\log\sum_j e^{L_{ij}} - L_{ii}\Big),
 
-the column (``u_given_v``) and row (``v_given_u``) cross-entropies; :math:`\\lambda_u=\\lambda_v=\\tfrac12`
-is CLIP, and by Theorem 2.8 it equals the conditional loss plus :math:`\\log B`.
+the column (``u_given_v``) and row (``v_given_u``) cross-entropies; :math:`\lambda_u=\lambda_v=\tfrac12`
+is CLIP, and by Theorem 2.8 it equals the conditional loss plus :math:`\log B`.
 
-Only the row and column log-sum-exps :math:`r_i = \\log\\sum_j e^{L_{ij}}`, :math:`c_j = \\log\\sum_i e^{L_{ij}}`
+Only the row and column log-sum-exps :math:`r_i = \log\sum_j e^{L_{ij}}`, :math:`c_j = \log\sum_i e^{L_{ij}}`
 need the whole matrix. A custom autograd Function computes them tile by tile, merging each tile's
 log-sum-exp into a running one, and keeps only ``r`` and ``c`` (O(B)) for backward, where every tile
-is recomputed and its gradient :math:`\\partial L/\\partial L_{ij} = g^r_i e^{L_{ij}-r_i} + g^c_j e^{L_{ij}-c_j}`
+is recomputed and its gradient :math:`\partial L/\partial L_{ij} = g^r_i e^{L_{ij}-r_i} + g^c_j e^{L_{ij}-c_j}`
 (the softmax of the row and of the column) is pushed into ``z_u``, ``z_v``, ``logit_scale`` and
 ``logit_bias`` before the tile is dropped. The positive-pair term :math:`L_{ii}` is O(B) and is left to
 ordinary autograd. Peak memory is a few ``tile_size x tile_size`` buffers.
@@ -23,7 +23,7 @@ ordinary autograd. Peak memory is a few ``tile_size x tile_size`` buffers.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -44,13 +44,13 @@ def tiled_clip_loss(
     weights: Sequence[float] = (0.5, 0.5),
     tile_size: int = 4096,
 ) -> Tensor:
-    """Weighted CLIP loss (eq. 7 of Baptista, Stuart & Tran (2025)) without forming the B x B logits.
+    r"""Weighted CLIP loss (eq. 7 of Baptista, Stuart & Tran (2025)) without forming the B x B logits.
 
-    Computes :math:`\\lambda_u\\,\\mathrm{CE}_{u|v} + \\lambda_v\\,\\mathrm{CE}_{v|u}` (see the module docstring),
+    Computes :math:`\lambda_u\,\mathrm{CE}_{u|v} + \lambda_v\,\mathrm{CE}_{v|u}` (see the module docstring),
     equal in value and gradient to the dense loss up to floating-point round-off, for any
     ``B`` (not necessarily a multiple of ``tile_size``). Every metric enters as the inner product of
-    rows mapped by :func:`clipmath.multimodal.similarity.factored`, so it is defined in one place. The computation runs in float32 (or float64 for float64 inputs), with autocast
-    disabled inside the tiles.
+    rows mapped by :func:`clipmath.multimodal.similarity.factored`, so it is defined in one place. The
+    computation runs in float32 (or float64 for float64 inputs), with autocast disabled inside the tiles.
 
     Args:
         z_u: (B, n_e) embeddings of modality u; row i is paired with row i of ``z_v``.
@@ -62,8 +62,8 @@ def tiled_clip_loss(
         metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
         weights: (lambda_u, lambda_v), the weights of the column (``u_given_v``) and row
             (``v_given_u``) cross-entropies; ``(0.5, 0.5)`` is CLIP. These are half the paper's
-            :math:`(\\lambda_u, \\lambda_v)` of Problem 3.13 (the ``conditional`` loss's weights):
-            ``weights = (l_u/2, l_v/2)`` gives that loss plus :math:`\\tfrac{l_u + l_v}{2}\\log B`.
+            :math:`(\lambda_u, \lambda_v)` of Problem 3.13 (the ``conditional`` loss's weights):
+            ``weights = (l_u/2, l_v/2)`` gives that loss plus :math:`\tfrac{l_u + l_v}{2}\log B`.
         tile_size: rows and columns per tile; memory grows as ``tile_size**2``. On the CPU, 2048
             (16 MiB float32 tiles, recycled by glibc's heap) spends less system time than 4096,
             whose 64 MiB buffers are mapped and page-faulted afresh for every tile.

@@ -35,7 +35,9 @@ def test_pair_matches_the_kl_formula_term_by_term():
             for j in range(1, 41):
                 cov_uu[i, k] += lam[j - 1] * 2 * math.cos(j * math.pi * x[i]) * math.cos(j * math.pi * x[k])
             cov_uu[i, k] += 0.01 * (i == k)
-    cov_uv = np.array([[math.sqrt(2 * lam[j]) * math.cos((j + 1) * math.pi * x[i]) for j in range(3)] for i in range(4)])
+    cov_uv = np.array(
+        [[math.sqrt(2 * lam[j]) * math.cos((j + 1) * math.pi * x[i]) for j in range(3)] for i in range(4)]
+    )
     pair = source.pair()
     np.testing.assert_allclose(source.x, x, rtol=0, atol=1e-15)
     np.testing.assert_allclose(pair.cov_uu, cov_uu, rtol=1e-12, atol=0)

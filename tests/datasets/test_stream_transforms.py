@@ -109,7 +109,7 @@ def keys_of(batches):
 
 def assert_same_batches(first, second):
     assert len(first) == len(second)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.keys() == b.keys() and a["key"] == b["key"]
         for name in a.keys() - {"key"}:
             assert torch.equal(a[name], b[name]), name
@@ -198,9 +198,7 @@ def test_png_images_and_labels_stream_as_uint8_chw_and_int64(image_dir, monkeypa
         assert all(stream_module._read_fixed(shard, plan.fields, Counter()) is not None for shard in plan.shards)
     else:  # forked workers inherit the patch
         monkeypatch.setattr(stream_module, "_read_fixed", lambda *args: None)
-    stream = ShardStream(
-        image_dir, batch_size=8, fields=("image", "label"), num_workers=num_workers, drop_last=False
-    )
+    stream = ShardStream(image_dir, batch_size=8, fields=("image", "label"), num_workers=num_workers, drop_last=False)
     batches = list(stream.epoch(0))
     assert batches[0]["image"].shape == (8, 3, 8, 8) and batches[0]["image"].dtype == torch.uint8
     assert batches[0]["label"].shape == (8,) and batches[0]["label"].dtype == torch.int64
@@ -218,9 +216,7 @@ def test_a_transform_sees_one_decoded_sample_and_its_key(tmp_path):
         seen.append(sample)
         return sample
 
-    samples = [
-        {"__key__": f"k{i}", "image": Image.fromarray(_pixels(i)[..., 0]), "caption": f"c{i}"} for i in range(3)
-    ]
+    samples = [{"__key__": f"k{i}", "image": Image.fromarray(_pixels(i)[..., 0]), "caption": f"c{i}"} for i in range(3)]
     write_shards(samples, tmp_path / "s")
     stream = ShardStream(tmp_path / "s", batch_size=3, fields=("image", "caption"), transform=record)
     batch = next(iter(stream.epoch(0)))
@@ -235,8 +231,14 @@ def test_a_transform_sees_one_decoded_sample_and_its_key(tmp_path):
 def test_collate_pads_token_ids_and_gives_the_same_samples_with_and_without_workers(token_dir, transform):
     def run(num_workers, shuffle_buffer):
         stream = ShardStream(
-            token_dir, batch_size=4, fields=("tokens", "label"), num_workers=num_workers,
-            shuffle_buffer=shuffle_buffer, drop_last=False, transform=transform, collate=pad_tokens,
+            token_dir,
+            batch_size=4,
+            fields=("tokens", "label"),
+            num_workers=num_workers,
+            shuffle_buffer=shuffle_buffer,
+            drop_last=False,
+            transform=transform,
+            collate=pad_tokens,
         )
         return list(stream.epoch(1))
 
@@ -306,7 +308,9 @@ def test_images_of_varying_size_stream_as_lists_and_a_transform_can_make_them_st
     assert read_manifest(tmp_path / "s").fields["image"] == FieldInfo("png", (3, None, None), "uint8")
     (batch,) = ShardStream(tmp_path / "s", batch_size=4, shuffle_buffer=0, fields=("image",)).epoch(0)
     assert [tuple(image.shape) for image in batch["image"]] == [(3, h, w) for h, w in sizes]
-    assert all(np.array_equal(image.numpy(), p.transpose(2, 0, 1)) for image, p in zip(batch["image"], pixels))
+    assert all(
+        np.array_equal(image.numpy(), p.transpose(2, 0, 1)) for image, p in zip(batch["image"], pixels, strict=True)
+    )
     (cropped,) = ShardStream(
         tmp_path / "s", batch_size=4, shuffle_buffer=0, fields=("image",), transform=corner_crop
     ).epoch(0)
@@ -370,11 +374,14 @@ def test_fields_mapping_renames_and_copies_stored_fields(tmp_path):
 
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (20, 6, 5), dtype=np.uint8)
-    write_shards(({"__key__": f"s{i:03d}", "image": Image.fromarray(pixels[i]), "label": i % 4} for i in range(20)),
-                 tmp_path, max_count=10)
+    write_shards(
+        ({"__key__": f"s{i:03d}", "image": Image.fromarray(pixels[i]), "label": i % 4} for i in range(20)),
+        tmp_path,
+        max_count=10,
+    )
     stream = ShardStream(tmp_path, batch_size=5, seed=1, fields={"u": "image", "v": "label", "class_ids": "label"})
     plain = ShardStream(tmp_path, batch_size=5, seed=1, fields=("image", "label"))
-    for renamed, stored in zip(stream.epoch(0), plain.epoch(0)):
+    for renamed, stored in zip(stream.epoch(0), plain.epoch(0), strict=True):
         assert set(renamed) == {"u", "v", "class_ids", "key"} and renamed["key"] == stored["key"]
         assert torch.equal(renamed["u"], stored["image"]) and renamed["u"].dtype == torch.uint8
         assert torch.equal(renamed["v"], stored["label"]) and torch.equal(renamed["class_ids"], stored["label"])

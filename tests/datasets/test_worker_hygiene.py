@@ -122,9 +122,28 @@ def test_sigkill_of_a_streaming_process_leaves_no_worker_alive(tmp_path, guard):
 
 def test_sigkill_of_a_training_run_with_two_workers_leaves_no_child_alive(tmp_path):
     command = [
-        sys.executable, "-m", "clipmath.experiments.cli", "run", "gaussian-train", "--out", str(tmp_path / "run"),
-        "--set", "stream.kind=shards", "--set", "stream.num_workers=2", "--set", "sample_sizes=[4096]",
-        "--set", "replicates=1", "--set", "losses=[conditional]", "--set", "min_steps=100000",
-        "--set", "batch_size=64", "--set", "reference_draws=5",
+        sys.executable,
+        "-m",
+        "clipmath.experiments.cli",
+        "run",
+        "gaussian-train",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "stream.kind=shards",
+        "--set",
+        "stream.num_workers=2",
+        "--set",
+        "sample_sizes=[4096]",
+        "--set",
+        "replicates=1",
+        "--set",
+        "losses=[conditional]",
+        "--set",
+        "min_steps=100000",
+        "--set",
+        "batch_size=64",
+        "--set",
+        "reference_draws=5",
     ]
     assert _kill_and_watch(command, None, expected_children=2) == []

@@ -106,8 +106,12 @@ def test_overwrite_and_out_do_not_go_with_resume(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
-    [("fit: [1,\n", "not valid YAML"), ("", "expected a mapping"), ("- 1\n", "expected a mapping"),
-     ("figures:\n  grid_points: 0\n", "figures.grid_points=0")],
+    [
+        ("fit: [1,\n", "not valid YAML"),
+        ("", "expected a mapping"),
+        ("- 1\n", "expected a mapping"),
+        ("figures:\n  grid_points: 0\n", "figures.grid_points=0"),
+    ],
 )
 def test_a_bad_saved_config_is_a_one_line_error(capsys, tmp_path, text, fragment):
     (tmp_path / "config.yaml").write_text(text)

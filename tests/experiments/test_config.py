@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 import yaml
@@ -23,7 +23,7 @@ class Toy:
     seed: int = 0
     sizes: list[int] = field(default_factory=lambda: [1, 2])
     shape: tuple[int, int] = (2, 3)
-    rank: Optional[int] = None
+    rank: int | None = None
     verbose: bool = False
     optim: Optim = field(default_factory=Optim)
 
@@ -95,9 +95,22 @@ def test_parse_override_keeps_equals_in_value():
 
 @pytest.mark.parametrize(
     ("raw", "value"),
-    [("1e-3", 1e-3), ("5E+2", 500.0), ("-2.5e-4", -2.5e-4), ("1.5e3", 1500.0), ("3e0", 3.0),
-     ("0.001", 0.001), ("7", 7), ("1e3abc", "1e3abc"), ("e3", "e3"), ("1e", "1e"), ("nan", "nan"),
-     ("inf", "inf"), ("'1e-3'", "1e-3"), ("[1e-3, 2]", [1e-3, 2])],
+    [
+        ("1e-3", 1e-3),
+        ("5E+2", 500.0),
+        ("-2.5e-4", -2.5e-4),
+        ("1.5e3", 1500.0),
+        ("3e0", 3.0),
+        ("0.001", 0.001),
+        ("7", 7),
+        ("1e3abc", "1e3abc"),
+        ("e3", "e3"),
+        ("1e", "1e"),
+        ("nan", "nan"),
+        ("inf", "inf"),
+        ("'1e-3'", "1e-3"),
+        ("[1e-3, 2]", [1e-3, 2]),
+    ],
 )
 def test_overrides_read_the_float_syntax_users_type(raw, value):
     """YAML 1.1 reads 1e-3 as a string; 1e-3 in --set (the --help example) is the float."""
@@ -147,8 +160,13 @@ class Checked:
         )
 
 
-@pytest.mark.parametrize(("data", "message"), [({"size": 0}, "size=0: expected an integer >= 1"),
-                                                ({"inner": {"lr": -1}}, "inner.lr=-1.0: expected a number > 0")])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"size": 0}, "size=0: expected an integer >= 1"),
+        ({"inner": {"lr": -1}}, "inner.lr=-1.0: expected a number > 0"),
+    ],
+)
 def test_a_dataclass_checks_its_values_when_loaded(data, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(Checked, data)

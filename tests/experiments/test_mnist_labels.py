@@ -10,8 +10,22 @@ import torch
 from clipmath.experiments import cli
 from clipmath.experiments.mnist_labels import expected_calibration_error, generation_statistics
 
-TINY = ["--set", "data.n_train=400", "--set", "data.n_test=200", "--set", "train.epochs=12", "--set", "batch_size=64",
-        "--set", "finetune.holdout=100", "--set", "finetune.sizes=[50, 100]", "--set", "train.checkpoint_every=0"]
+TINY = [
+    "--set",
+    "data.n_train=400",
+    "--set",
+    "data.n_test=200",
+    "--set",
+    "train.epochs=12",
+    "--set",
+    "batch_size=64",
+    "--set",
+    "finetune.holdout=100",
+    "--set",
+    "finetune.sizes=[50, 100]",
+    "--set",
+    "train.checkpoint_every=0",
+]
 
 
 def test_quick_preset_on_a_few_hundred_digits(tmp_path):
@@ -38,8 +52,18 @@ def test_quick_preset_on_a_few_hundred_digits(tmp_path):
 
 def test_another_registry_loss_trains_by_config(tmp_path):
     out = tmp_path / "gca"
-    args = ["--set", "loss.name=gca_ince", "--set", "loss.metric=inner", "--set", "loss.params={target: class}",
-            "--set", "finetune.sizes=[]", "--set", "train.epochs=1"]
+    args = [
+        "--set",
+        "loss.name=gca_ince",
+        "--set",
+        "loss.metric=inner",
+        "--set",
+        "loss.params={target: class}",
+        "--set",
+        "finetune.sizes=[]",
+        "--set",
+        "train.epochs=1",
+    ]
     assert cli.main(["run", "mnist-labels", "--out", str(out), *TINY, *args]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["runs"]) == ["gca_ince"] and metrics["claims"] == []
@@ -49,8 +73,21 @@ def test_another_registry_loss_trains_by_config(tmp_path):
 def test_bad_config_is_refused_before_training(tmp_path, capsys):
     assert cli.main(["run", "mnist-labels", "--out", str(tmp_path / "a"), "--set", "figure_label=10"]) != 0
     assert "figure_label=10" in capsys.readouterr().err
-    assert cli.main(["run", "mnist-labels", "--out", str(tmp_path / "b"), "--set", "finetune.holdout=50",
-                     "--set", "finetune.sizes=[100]"]) != 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "mnist-labels",
+                "--out",
+                str(tmp_path / "b"),
+                "--set",
+                "finetune.holdout=50",
+                "--set",
+                "finetune.sizes=[100]",
+            ]
+        )
+        != 0
+    )
     assert "finetune.holdout=50" in capsys.readouterr().err
 
 
@@ -67,8 +104,9 @@ def test_generation_statistics_at_the_two_extremes():
     bank_labels = torch.arange(40) % 2
     gen = torch.Generator().manual_seed(0)
     # Zero label embeddings: uniform weights, ESS = N, entropy = log N.
-    stats, draws = generation_statistics(torch.zeros(2, 3), torch.randn(40, 3, dtype=torch.float64), bank_labels,
-                                         0.0, 16, gen, "inner")
+    stats, draws = generation_statistics(
+        torch.zeros(2, 3), torch.randn(40, 3, dtype=torch.float64), bank_labels, 0.0, 16, gen, "inner"
+    )
     assert draws.shape == (2, 16)
     for s in stats:
         assert s["ess"] == pytest.approx(40) and s["entropy"] == pytest.approx(math.log(40))

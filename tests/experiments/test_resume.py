@@ -8,10 +8,24 @@ import sys
 import time
 
 TINY = [
-    "--set", "stream.kind=shards", "--set", "sample_sizes=[512]", "--set", "replicates=1",
-    "--set", "losses=[conditional, quadratic_u_given_v]", "--set", "min_steps=60",
-    "--set", "batch_size=128", "--set", "train.checkpoint_every=7", "--set", "train.log_every=1",
-    "--set", "reference_draws=5",
+    "--set",
+    "stream.kind=shards",
+    "--set",
+    "sample_sizes=[512]",
+    "--set",
+    "replicates=1",
+    "--set",
+    "losses=[conditional, quadratic_u_given_v]",
+    "--set",
+    "min_steps=60",
+    "--set",
+    "batch_size=128",
+    "--set",
+    "train.checkpoint_every=7",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "reference_draws=5",
 ]
 STEP_FIELDS = ("run", "step", "epoch", "loss", "lr", "logit_scale")
 
@@ -31,12 +45,19 @@ def _records(run):
 
 def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path):
     full = tmp_path / "full"
-    subprocess.run(_cli("--out", str(full), *TINY), check=True, env=_env(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        _cli("--out", str(full), *TINY),
+        check=True,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(_cli("--out", str(cut), *TINY), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli("--out", str(cut), *TINY), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoints = cut / "checkpoints"
     try:
         # Kill once the first training run is done and the second has checkpointed: the resume
@@ -53,8 +74,14 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path):
     # What a kill between a checkpoint's write and its rename leaves behind.
     (checkpoints / ".quadratic_u_given_v-N512-r0.pt.killed.tmp").write_bytes(b"half a checkpoint")
 
-    subprocess.run(_cli("--resume", str(cut)), check=True, env=_env(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    subprocess.run(
+        _cli("--resume", str(cut)),
+        check=True,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=300,
+    )
 
     assert (cut / "metrics.json").read_bytes() == (full / "metrics.json").read_bytes()
     assert _records(cut) == _records(full)

@@ -15,7 +15,11 @@ def test_run_dir_files(tmp_path):
     run = RunDir("toy", root=tmp_path)
     assert run.path.parent == tmp_path and run.path.name.startswith("toy-")
     run.write_metrics({"a": np.float64(1.5), "m": np.eye(2), "t": torch.tensor([1.0, 2.0])})
-    assert json.loads(run.file("metrics.json").read_text()) == {"a": 1.5, "m": [[1.0, 0.0], [0.0, 1.0]], "t": [1.0, 2.0]}
+    assert json.loads(run.file("metrics.json").read_text()) == {
+        "a": 1.5,
+        "m": [[1.0, 0.0], [0.0, 1.0]],
+        "t": [1.0, 2.0],
+    }
     run.log_step({"step": 1, "loss": np.float32(0.5)})
     run.log_step({"step": 2, "loss": 0.25})
     lines = [json.loads(line) for line in run.file("metrics.jsonl").read_text().splitlines()]

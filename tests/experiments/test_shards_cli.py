@@ -10,8 +10,23 @@ from clipmath.experiments.cli import main
 
 def test_write_then_inspect_a_tiny_gp_shard_set(tmp_path, capsys):
     out = tmp_path / "gp"
-    argv = ["shards", "write", "gaussian-process", "--out", str(out), "--n", "50", "--max-count", "20",
-            "--seed", "3", "--set", "n_modes=40", "--set", "sigma=0.1"]
+    argv = [
+        "shards",
+        "write",
+        "gaussian-process",
+        "--out",
+        str(out),
+        "--n",
+        "50",
+        "--max-count",
+        "20",
+        "--seed",
+        "3",
+        "--set",
+        "n_modes=40",
+        "--set",
+        "sigma=0.1",
+    ]
     assert main(argv) == 0
     manifest = read_manifest(out)
     assert [shard.count for shard in manifest.shards] == [20, 20, 10]
@@ -91,8 +106,24 @@ def test_inspect_names_where_a_damaged_header_stops_parsing(tmp_path, capsys):
 
 def test_write_a_given_covariance(tmp_path):
     out = tmp_path / "c"
-    assert main(["shards", "write", "gaussian", "--out", str(out), "--n", "4",
-                 "--set", "cov=[[2, 1], [1, 2]]", "--set", "n_u=1"]) == 0
+    assert (
+        main(
+            [
+                "shards",
+                "write",
+                "gaussian",
+                "--out",
+                str(out),
+                "--n",
+                "4",
+                "--set",
+                "cov=[[2, 1], [1, 2]]",
+                "--set",
+                "n_u=1",
+            ]
+        )
+        == 0
+    )
     assert read_manifest(out).source["params"] == {"cov": [[2, 1], [1, 2]], "n_u": 1}
 
 

@@ -1,5 +1,7 @@
-"""Encoders: registry and config round trip, shapes, uint8 input, bad input, and behaviour
-specific to each encoder (one-hot, LeNet fitting, last-token pooling)."""
+"""Encoders: registry and config round trip, shapes, uint8 input, bad input, per-encoder behaviour.
+
+Behaviour specific to each encoder (one-hot, LeNet fitting, last-token pooling).
+"""
 
 import pytest
 import torch
@@ -87,7 +89,12 @@ def test_config_rebuilds_the_same_architecture(name, gen):
 def test_config_fills_in_defaults_and_plain_lists():
     encoder = encoders.build("lenet", normalize=encoders.MNIST_MEAN_STD)
     assert encoder.config == {
-        "name": "lenet", "n_e": 10, "in_channels": 1, "activation": "relu", "pool": "max", "normalize": [0.1307, 0.3081]
+        "name": "lenet",
+        "n_e": 10,
+        "in_channels": 1,
+        "activation": "relu",
+        "pool": "max",
+        "normalize": [0.1307, 0.3081],
     }
     assert encoders.build("mlp", n_in=3, n_e=2).config["hidden"] == [128]
 

@@ -38,7 +38,7 @@ def test_finetune_loss_is_eq_34_and_cross_entropy_minus_log_k():
     loss = finetune_loss(features, labels, label_emb, math.log(1 / 0.5), prior)
     logits = _loop_logits(features, label_emb, 0.5, prior)
     # (34): -E<e_v, z> + E_u log E_{v ~ uniform over K} exp<e_v, z>.
-    want = sum(-row[y] + math.log(sum(math.exp(z) for z in row) / 4) for row, y in zip(logits, labels)) / 9
+    want = sum(-row[y] + math.log(sum(math.exp(z) for z in row) / 4) for row, y in zip(logits, labels, strict=True)) / 9
     assert loss.item() == pytest.approx(want, rel=1e-12)
     cross_entropy = F.cross_entropy(torch.tensor(logits, dtype=torch.float64), labels)
     assert loss.item() == pytest.approx(cross_entropy.item() - math.log(4), rel=1e-12)
@@ -108,7 +108,10 @@ def test_learning_label_embeddings_lowers_the_loss():
         (lambda: classify(torch.randn(2, 3), torch.randn(4, 3), 0.0, torch.zeros(3)), "prior_logits"),
         (lambda: finetune_loss(torch.randn(2, 3), torch.tensor([0, 4]), torch.randn(4, 3), 0.0), "labels"),
         (lambda: finetune_loss(torch.randn(2, 3), torch.tensor([0.0, 1.0]), torch.randn(4, 3), 0.0), "labels"),
-        (lambda: finetune_classifier(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(4, 3), 0.0, steps=0), "steps"),
+        (
+            lambda: finetune_classifier(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(4, 3), 0.0, steps=0),
+            "steps",
+        ),
         (lambda: finetune_classifier(torch.randn(2, 3), torch.tensor([0, 1]), torch.randn(4, 2), 0.0), "differ"),
         (lambda: classify(torch.randn(2, 3), torch.randn(4, 3), "hot"), "logit_scale"),
     ],

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 from open_clip.loss import ClipLoss as OpenClipLoss
+from paired_batch import paired_batch
 
 from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.losses.clip import clip_loss
-from paired_batch import paired_batch
 
 METRICS = similarity.names()
 

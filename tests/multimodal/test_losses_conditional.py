@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from paired_batch import paired_batch
 
 from clipmath.multimodal import losses, similarity
 from clipmath.multimodal.losses.clip import clip_loss
 from clipmath.multimodal.losses.conditional import conditional_loss
-from paired_batch import paired_batch
 
 METRICS = similarity.names()
 DIRECTION_WEIGHTS = {"two_sided": (1.0, 1.0), "u_given_v": (2.0, 0.0), "v_given_u": (0.0, 2.0)}

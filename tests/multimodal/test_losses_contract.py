@@ -76,7 +76,7 @@ def test_gradients(name, metric):
     leaves = [t.clone().requires_grad_() for t in (z_u, z_v, scale, bias)]
     module = losses.build(name, metric=metric)
     module(leaves[0], leaves[1], logit_scale=leaves[2], logit_bias=leaves[3], **extras).loss.backward()
-    for leaf, label in zip(leaves, ("z_u", "z_v", "logit_scale", "logit_bias")):
+    for leaf, label in zip(leaves, ("z_u", "z_v", "logit_scale", "logit_bias"), strict=True):
         assert leaf.grad is not None and torch.isfinite(leaf.grad).all(), label
     assert leaves[0].grad.abs().max() > 0 and leaves[1].grad.abs().max() > 0
     assert abs(leaves[2].grad.item()) > 1e-6, "logit_scale gets no gradient"
@@ -140,7 +140,9 @@ def test_one_host_sync_per_training_step(name):
     module = losses.build(name)
     with count_host_syncs() as syncs:
         out = model(u, v)
-        module(out.z_u, out.z_v, logit_scale=out.logit_scale, **{key: extras[key] for key in module.reads}).loss.backward()
+        module(
+            out.z_u, out.z_v, logit_scale=out.logit_scale, **{key: extras[key] for key in module.reads}
+        ).loss.backward()
     assert sum(syncs.values()) == 1, dict(syncs)
 
 
@@ -152,7 +154,9 @@ def test_bad_construction(name):
         losses.build(name, no_such_option=1)
 
 
-OVERFLOW_CASES = [(name, {}) for name in losses.names()] + [(name, {"tile_size": 4}) for name in ("clip", "conditional")]
+OVERFLOW_CASES = [(name, {}) for name in losses.names()] + [
+    (name, {"tile_size": 4}) for name in ("clip", "conditional")
+]
 
 
 @pytest.mark.parametrize(("name", "params"), OVERFLOW_CASES)

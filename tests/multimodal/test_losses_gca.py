@@ -1,5 +1,6 @@
 """The GCA loss family and its target plans against naive float64 loops written from Chen et al. (2024)."""
 
+import itertools
 import math
 
 import pytest
@@ -128,7 +129,7 @@ def test_kl_to_identity_never_increases_over_half_steps(seed):
     kernel = _logits(seed, tau=0.1).exp() if seed % 2 else torch.rand(B, B, generator=gen, dtype=torch.float64) + 0.01
     identity = identity_pairs(B, dtype=torch.float64)
     divergences = [_naive_generalized_kl(identity, plan) for plan in _naive_half_steps(kernel, 20)]
-    for before, after in zip(divergences, divergences[1:]):
+    for before, after in itertools.pairwise(divergences):
         assert after <= before + 1e-12 * abs(before)  # float64 round-off of B^2 terms
     assert divergences[-1] < divergences[1]  # the column steps do make progress
     loss = gca.gca_ince_loss(kernel.log(), n_iter=10).loss.item()

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
+from paired_batch import paired_batch
 
 from clipmath.multimodal import losses, similarity
+from clipmath.multimodal.encoders import LinearEncoder
 from clipmath.multimodal.losses.conditional import conditional_loss
 from clipmath.multimodal.losses.joint import joint_loss
-from clipmath.multimodal.encoders import LinearEncoder
-from paired_batch import paired_batch
 
 METRICS = similarity.names()
 
@@ -68,10 +68,13 @@ def test_gradcheck(negatives):
 
 @pytest.mark.parametrize("scale", [0.05, 1.0, 20.0])
 def test_batch_conditional_below_joint_with_all_pairs_for_any_logits(scale):
-    """Theorem 3.10 at batch level. With the all-pairs plug-in mu_u^N x mu_v^N (diagonal included)
+    """Theorem 3.10 at batch level.
+
+    With the all-pairs plug-in mu_u^N x mu_v^N (diagonal included)
     for the product of marginals, Jensen (log is concave) gives
     (1/B) sum_i log((1/B) sum_j e^{S_ji}) <= log((1/B^2) sum_ij e^{S_ij}) and the same over rows,
-    hence L^N_cond(two_sided) <= L^N_joint exactly, for every logits matrix."""
+    hence L^N_cond(two_sided) <= L^N_joint exactly, for every logits matrix.
+    """
     gen = torch.Generator().manual_seed(7)
     for _ in range(50):
         logits = scale * torch.randn(6, 6, generator=gen, dtype=torch.float64)
@@ -80,9 +83,12 @@ def test_batch_conditional_below_joint_with_all_pairs_for_any_logits(scale):
 
 
 def test_batch_conditional_below_joint_on_gaussian_data_with_linear_encoders():
-    """The same batch-level inequality on the setting of Section 5: Gaussian (u, v), linear encoders
-    (eq. 38), inner metric at tau = 1. It is not the population statement: the batch losses
-    approach -Tr(A C_vu) + Tr(A^T C_uu A C_vv)/2 and the population L_joint only as B -> inf."""
+    """The same batch-level inequality on the setting of Section 5.
+
+    Gaussian (u, v), linear encoders (eq. 38), inner metric at tau = 1. It is not the population
+    statement: the batch losses approach -Tr(A C_vu) + Tr(A^T C_uu A C_vv)/2 and the population
+    L_joint only as B -> inf.
+    """
     gen = torch.Generator().manual_seed(11)
     g_u, g_v = LinearEncoder(3, 2).double(), LinearEncoder(2, 2).double()
     with torch.no_grad():

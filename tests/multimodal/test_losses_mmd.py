@@ -12,8 +12,14 @@ from clipmath.multimodal.losses.mmd import gaussian_gram, mmd_conditional_loss, 
 METRICS = similarity.names()
 DIRECTION_WEIGHTS = {"two_sided": (1.0, 1.0), "u_given_v": (2.0, 0.0), "v_given_u": (0.0, 2.0)}
 KERNELS = {
-    "gaussian": ({"bandwidth": 1.5}, lambda x, y: math.exp(-sum((a - b) ** 2 for a, b in zip(x, y)) / (2 * 1.5**2))),
-    "polynomial": ({"degree": 3, "offset": 0.5}, lambda x, y: (sum(a * b for a, b in zip(x, y)) + 0.5) ** 3),
+    "gaussian": (
+        {"bandwidth": 1.5},
+        lambda x, y: math.exp(-sum((a - b) ** 2 for a, b in zip(x, y, strict=True)) / (2 * 1.5**2)),
+    ),
+    "polynomial": (
+        {"degree": 3, "offset": 0.5},
+        lambda x, y: (sum(a * b for a, b in zip(x, y, strict=True)) + 0.5) ** 3,
+    ),
 }
 
 
@@ -33,8 +39,11 @@ def _loop_gram(kernel, x):
 
 
 def _loop_mmd_u_given_v(s, k_u):
-    """1/2 E_{v, u, u' ~ mu_v x mu_u x mu_u}[k rho rho'] - E_{(u,v) ~ mu, u' ~ mu_u}[k rho'] with every
-    measure replaced by the batch's empirical one; rho(u_j|v_i) = e^{S_ji} / ((1/B) sum_l e^{S_li})."""
+    """The batch conditional MMD loss from its definition.
+
+    1/2 E_{v, u, u' ~ mu_v x mu_u x mu_u}[k rho rho'] - E_{(u,v) ~ mu, u' ~ mu_u}[k rho'] with every
+    measure replaced by the batch's empirical one; rho(u_j|v_i) = e^{S_ji} / ((1/B) sum_l e^{S_li}).
+    """
     size = len(s)
     column_mean = [sum(math.exp(s[m][i]) for m in range(size)) / size for i in range(size)]
     rho = [[math.exp(s[j][i]) / column_mean[i] for i in range(size)] for j in range(size)]
@@ -55,13 +64,14 @@ def _loop_mmd_joint(logits, k_u, k_v):
     size = len(s)
     norm = sum(math.exp(s[j][m]) for j, m in itertools.product(range(size), repeat=2)) / size**2
     rho = [[math.exp(s[j][m]) / norm for m in range(size)] for j in range(size)]
-    cross = sum(
-        rho[j][m] * k_u[i][j] * k_v[i][m] for i, j, m in itertools.product(range(size), repeat=3)
-    ) / size**3
-    model = sum(
-        rho[j][m] * rho[jj][mm] * k_u[j][jj] * k_v[m][mm]
-        for j, m, jj, mm in itertools.product(range(size), repeat=4)
-    ) / size**4
+    cross = sum(rho[j][m] * k_u[i][j] * k_v[i][m] for i, j, m in itertools.product(range(size), repeat=3)) / size**3
+    model = (
+        sum(
+            rho[j][m] * rho[jj][mm] * k_u[j][jj] * k_v[m][mm]
+            for j, m, jj, mm in itertools.product(range(size), repeat=4)
+        )
+        / size**4
+    )
     return -2 * cross + model
 
 
@@ -100,7 +110,7 @@ def test_joint_matches_loop(metric, kernel, dtype, tol):
 def test_explicit_weights_match_loop():
     z_u, z_v, scale, u, v = _batch(torch.float64, seed=2)
     out = losses.build("mmd_conditional", weights=(0.3, 1.2))(z_u, z_v, logit_scale=scale, u=u, v=v)
-    k = lambda x, y: math.exp(-sum((a - b) ** 2 for a, b in zip(x, y)) / 2)  # noqa: E731 (default h = 1)
+    k = lambda x, y: math.exp(-sum((a - b) ** 2 for a, b in zip(x, y, strict=True)) / 2)  # noqa: E731 (default h = 1)
     logits = _logits("cosine", z_u, z_v, scale)
     expected = _loop_mmd_conditional(logits, _loop_gram(k, u), _loop_gram(k, v), 0.3, 1.2)
     assert abs(out.loss.item() - expected) < 1e-10
@@ -168,6 +178,7 @@ def test_gradcheck(name, kernel):
     module = losses.build(name, metric="cosine", kernel=kernel, **KERNELS[kernel][0])
     bias = torch.tensor(0.2, dtype=torch.float64)
     inputs = tuple(t.clone().requires_grad_() for t in (z_u, z_v, scale, bias))
+
     def loss(z_u, z_v, logit_scale, logit_bias):
         return module(z_u, z_v, logit_scale=logit_scale, logit_bias=logit_bias, u=u, v=v).loss
 

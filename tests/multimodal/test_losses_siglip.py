@@ -5,15 +5,19 @@ import math
 import pytest
 import torch
 from open_clip.loss import SigLipLoss as OpenSigLipLoss
+from paired_batch import paired_batch
 
 from clipmath.multimodal import losses, similarity
-from paired_batch import paired_batch
 
 METRICS = similarity.names()
 
 
 def _batch(dtype, seed=0, size=5, n_e=3):
-    return (*paired_batch(dtype, seed, size, n_e), torch.tensor(math.log(10.0), dtype=dtype), torch.tensor(-3.0, dtype=dtype))
+    return (
+        *paired_batch(dtype, seed, size, n_e),
+        torch.tensor(math.log(10.0), dtype=dtype),
+        torch.tensor(-3.0, dtype=dtype),
+    )
 
 
 def _loop_siglip(logits):

@@ -166,11 +166,21 @@ def test_a_checkpoint_alone_rebuilds_the_trained_model(tmp_path):
     from clipmath.multimodal.trainer import TensorStream, TrainConfig, train
 
     torch.manual_seed(0)
-    model = BimodalModel(encoders.build("mlp", n_in=4, n_e=3, hidden=[8]), encoders.build("linear", n_in=2, n_e=3),
-                         metric="neg_sq_l2", tau=0.5, bias=-1.0)
+    model = BimodalModel(
+        encoders.build("mlp", n_in=4, n_e=3, hidden=[8]),
+        encoders.build("linear", n_in=2, n_e=3),
+        metric="neg_sq_l2",
+        tau=0.5,
+        bias=-1.0,
+    )
     u, v = torch.randn(32, 4), torch.randn(32, 2)
-    train(model, losses.build("siglip", metric="neg_sq_l2"), TensorStream(u, v, batch_size=16),
-          TrainConfig(epochs=1, device="cpu"), RunDir("t", path=tmp_path))
+    train(
+        model,
+        losses.build("siglip", metric="neg_sq_l2"),
+        TensorStream(u, v, batch_size=16),
+        TrainConfig(epochs=1, device="cpu"),
+        RunDir("t", path=tmp_path),
+    )
     rebuilt = BimodalModel.from_checkpoint(tmp_path / "checkpoints" / "train.pt")
     assert rebuilt.config == model.config and rebuilt.metric == "neg_sq_l2"
     a, b = model(u, v), rebuilt(u, v)

@@ -7,7 +7,6 @@ import ot as pot
 import pytest
 import torch
 
-from clipmath.multimodal.checks import PendingChecks, count_host_syncs
 from clipmath.multimodal.ot import SinkhornConvergenceWarning, sinkhorn
 
 
@@ -128,7 +127,11 @@ def test_value_is_the_primal_objective_at_convergence():
     cost, epsilon, rho = _cost(5, 4, seed=13), 0.1, 0.7
     for r in (None, rho):
         result = sinkhorn(cost=cost, epsilon=epsilon, rho=r, tol=1e-14, max_iter=20000)
-        plan, a, b = result.plan, torch.full((5,), 0.2, dtype=torch.float64), torch.full((4,), 0.25, dtype=torch.float64)
+        plan, a, b = (
+            result.plan,
+            torch.full((5,), 0.2, dtype=torch.float64),
+            torch.full((4,), 0.25, dtype=torch.float64),
+        )
         primal = (plan * cost).sum() + epsilon * (plan * (plan.log() - 1)).sum()
         if r is not None:
             for marginal, mass in ((plan.sum(1), a), (plan.sum(0), b)):
@@ -181,7 +184,9 @@ def test_gradcheck_envelope_value_at_convergence(rho):
     cost = _cost(4, 3, seed=16).requires_grad_()
 
     def value(cost):
-        return sinkhorn(cost=cost, epsilon=0.3, rho=rho, tol=1e-14, max_iter=20000, check_every=1, grad="envelope").value
+        return sinkhorn(
+            cost=cost, epsilon=0.3, rho=rho, tol=1e-14, max_iter=20000, check_every=1, grad="envelope"
+        ).value
 
     assert torch.autograd.gradcheck(value, (cost,))
 
@@ -321,7 +326,9 @@ def test_batched_histograms_share_one_2d_kernel_without_resizing(rho, grad):
         batched.value.sum().backward()
     assert batched.plan.shape == (3, 5, 4)
     for i in range(3):
-        single = sinkhorn(cost=cost.detach(), epsilon=0.1, log_a=log_a[i], log_b=log_b[i], rho=rho, tol=None, max_iter=30)
+        single = sinkhorn(
+            cost=cost.detach(), epsilon=0.1, log_a=log_a[i], log_b=log_b[i], rho=rho, tol=None, max_iter=30
+        )
         # the same operations on the same numbers: round-off alike, as in test_batched_equals_per_item
         torch.testing.assert_close(batched.plan[i], single.plan, rtol=1e-13, atol=1e-15)
 

@@ -12,13 +12,13 @@ def _loop_metric(name, z_u, z_v):
     out = torch.empty(len(z_u), len(z_v), dtype=torch.float64)
     for i, a in enumerate(z_u.tolist()):
         for j, b in enumerate(z_v.tolist()):
-            dot = sum(x * y for x, y in zip(a, b))
+            dot = sum(x * y for x, y in zip(a, b, strict=True))
             if name == "cosine":
                 out[i, j] = dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
             elif name == "inner":
                 out[i, j] = dot
             else:
-                out[i, j] = -0.5 * sum((x - y) ** 2 for x, y in zip(a, b))
+                out[i, j] = -0.5 * sum((x - y) ** 2 for x, y in zip(a, b, strict=True))
     return out
 
 
@@ -43,9 +43,7 @@ def test_names_are_the_three_metrics():
 
 def test_cosine_is_neg_sq_l2_plus_one_on_normalised_inputs(pair):
     z_u, z_v = (similarity.normalize(z) for z in pair)
-    torch.testing.assert_close(
-        similarity.cosine(z_u, z_v), similarity.neg_sq_l2(z_u, z_v) + 1, rtol=0, atol=1e-12
-    )
+    torch.testing.assert_close(similarity.cosine(z_u, z_v), similarity.neg_sq_l2(z_u, z_v) + 1, rtol=0, atol=1e-12)
 
 
 def test_cosine_differs_from_neg_sq_l2_plus_one_without_normalisation(pair):

@@ -56,12 +56,10 @@ def _value_and_grads(loss_fn, inputs):
 
 
 def _compare(inputs, metric, weights, tile_size, tol):
-    ours = _value_and_grads(
-        lambda *x: tiled_clip_loss(*x, metric=metric, weights=weights, tile_size=tile_size), inputs
-    )
+    ours = _value_and_grads(lambda *x: tiled_clip_loss(*x, metric=metric, weights=weights, tile_size=tile_size), inputs)
     ref = _value_and_grads(lambda *x: reference_loss(*x, metric, weights), inputs)
     torch.testing.assert_close(ours[0].double(), ref[0], rtol=tol, atol=tol)
-    for got, want in zip(ours[1], ref[1]):
+    for got, want in zip(ours[1], ref[1], strict=True):
         torch.testing.assert_close(got.double(), want.double(), rtol=tol, atol=tol)
 
 
@@ -95,7 +93,7 @@ def test_matches_the_registered_dense_losses(metric, paper_weights):
     ours = _value_and_grads(
         lambda *x: tiled_clip_loss(*x, metric=metric, weights=(l_u / 2, l_v / 2), tile_size=6), inputs
     )
-    for got, want in zip((ours[0], *ours[1]), (ref[0], *ref[1])):
+    for got, want in zip((ours[0], *ours[1]), (ref[0], *ref[1]), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     if paper_weights == (1.0, 1.0):
         torch.testing.assert_close(ours[0], losses.build("clip", metric=metric)(*inputs).loss, rtol=1e-12, atol=0)
@@ -196,8 +194,10 @@ def test_batch_65536_runs_in_under_3_gib():
 
 
 @pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize(("name", "hyper"), [("clip", {}), ("conditional", {"direction": "u_given_v"}),
-                                            ("conditional", {"weights": (0.4, 1.4)})])
+@pytest.mark.parametrize(
+    ("name", "hyper"),
+    [("clip", {}), ("conditional", {"direction": "u_given_v"}), ("conditional", {"weights": (0.4, 1.4)})],
+)
 def test_tile_size_option_of_the_registered_losses_equals_their_dense_path(metric, name, hyper):
     inputs = _inputs(19, 4, torch.float64, seed=3)
     dense = losses.build(name, metric=metric, **hyper)
@@ -206,7 +206,7 @@ def test_tile_size_option_of_the_registered_losses_equals_their_dense_path(metri
     assert out.logits is None
     ref = _value_and_grads(lambda *x: dense(*x).loss, inputs)
     ours = _value_and_grads(lambda *x: tiled(*x).loss, inputs)
-    for got, want in zip((ours[0], *ours[1]), (ref[0], *ref[1])):
+    for got, want in zip((ours[0], *ours[1]), (ref[0], *ref[1]), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 

@@ -62,8 +62,9 @@ def test_one_step_of_each_loss_and_target(case):
     # The loss of the first batch, computed by hand from the batch fields the loss declares.
     first = next(stream.epoch(0))
     out = model(first["u"], first["v"])
-    expected = loss_fn(out.z_u, out.z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias,
-                       **{k: first[k] for k in loss_fn.reads}).loss.item()
+    expected = loss_fn(
+        out.z_u, out.z_v, logit_scale=out.logit_scale, logit_bias=out.logit_bias, **{k: first[k] for k in loss_fn.reads}
+    ).loss.item()
     before = [p.detach().clone() for p in model.parameters()]
 
     class OneBatch:
@@ -75,7 +76,7 @@ def test_one_step_of_each_loss_and_target(case):
     result = train(model, loss_fn, OneBatch(), _config())
     assert result.steps == 1
     assert result.last_loss == pytest.approx(expected, rel=1e-6, abs=1e-7)
-    moved = [not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters())]
+    moved = [not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True)]
     assert any(moved), "the step changed no parameter"
 
 
@@ -117,8 +118,12 @@ def test_weight_decay_spares_vectors_and_the_temperature():
 # ---------------------------------------------------------------- two gloo ranks
 
 #: The losses that read batch fields, each a different kind of field (float data, integer ids).
-READING = [("mmd_conditional", {}), ("mmd_joint", {}), ("gca_ince", {"target": "class"}),
-           ("gca_uot", {"target": "domain", "alpha": 0.3, "beta": 0.1})]
+READING = [
+    ("mmd_conditional", {}),
+    ("mmd_joint", {}),
+    ("gca_ince", {"target": "class"}),
+    ("gca_uot", {"target": "domain", "alpha": 0.3, "beta": 0.1}),
+]
 
 
 def _train_world(name, params, rank=0, world_size=1):
@@ -135,7 +140,9 @@ def _worker(rank, port, out_dir):
     try:
         for index, (name, params) in enumerate(READING):
             result, state = _train_world(name, params, rank, 2)
-            torch.save({"epoch_losses": result.epoch_losses, "state": state}, os.path.join(out_dir, f"{index}-{rank}.pt"))
+            torch.save(
+                {"epoch_losses": result.epoch_losses, "state": state}, os.path.join(out_dir, f"{index}-{rank}.pt")
+            )
     finally:
         torch.distributed.destroy_process_group()
 

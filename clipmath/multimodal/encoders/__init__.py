@@ -1,5 +1,4 @@
-"""Encoders :math:`g_u`, :math:`g_v` built by name from config (Section 2 of Baptista, Stuart &
-Tran (2025)).
+"""Encoders :math:`g_u`, :math:`g_v` built by name from config (Section 2 of Baptista, Stuart & Tran (2025)).
 
 >>> from clipmath.multimodal import encoders
 >>> g_u = encoders.build("lenet", n_e=10)
@@ -36,15 +35,15 @@ from clipmath.multimodal.encoders._inputs import MNIST_MEAN_STD
 from clipmath.multimodal.encoders.base import build, names, register
 
 # Importing an encoder module registers its encoder.
-from clipmath.multimodal.encoders.linear import LinearEncoder  # noqa: E402
-from clipmath.multimodal.encoders.mlp import MLPEncoder  # noqa: E402
-from clipmath.multimodal.encoders.lenet import LeNet  # noqa: E402
-from clipmath.multimodal.encoders.small_resnet import SmallResNet  # noqa: E402
-from clipmath.multimodal.encoders.sequence_transformer import SequenceTransformer  # noqa: E402
-from clipmath.multimodal.encoders.fixed import FixedEncoder  # noqa: E402
-from clipmath.multimodal.encoders.open_clip_vision import OpenClipVision  # noqa: E402
-from clipmath.multimodal.encoders.open_clip_text import OpenClipText  # noqa: E402
-from clipmath.multimodal.encoders.projected import ProjectedEncoder  # noqa: E402
+from clipmath.multimodal.encoders.fixed import FixedEncoder
+from clipmath.multimodal.encoders.lenet import LeNet
+from clipmath.multimodal.encoders.linear import LinearEncoder
+from clipmath.multimodal.encoders.mlp import MLPEncoder
+from clipmath.multimodal.encoders.open_clip_text import OpenClipText
+from clipmath.multimodal.encoders.open_clip_vision import OpenClipVision
+from clipmath.multimodal.encoders.projected import ProjectedEncoder
+from clipmath.multimodal.encoders.sequence_transformer import SequenceTransformer
+from clipmath.multimodal.encoders.small_resnet import SmallResNet
 
 __all__ = [
     "MNIST_MEAN_STD",
@@ -54,6 +53,7 @@ __all__ = [
     "MLPEncoder",
     "OpenClipText",
     "OpenClipVision",
+    "ProjectedEncoder",
     "SequenceTransformer",
     "SmallResNet",
     "build",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +46,7 @@ def check_normalize(normalize: Any, in_channels: int) -> tuple[list[float], list
     if isinstance(normalize, (str, bytes)) or not isinstance(normalize, Sequence) or len(normalize) != 2:
         raise ValueError(f"normalize={normalize!r}: expected None or (mean, std)")
     out = []
-    for part, value in zip(("mean", "std"), normalize):
+    for part, value in zip(("mean", "std"), normalize, strict=True):
         values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * in_channels
         if len(values) != in_channels:
             raise ValueError(f"normalize={normalize!r}: {part} has {len(values)} values, expected {in_channels}")
@@ -60,11 +61,11 @@ def check_normalize(normalize: Any, in_channels: int) -> tuple[list[float], list
 
 
 class ImageInput(nn.Module):
-    """Turn a batch of images into floats of the encoder's dtype, checked and normalized.
+    r"""Turn a batch of images into floats of the encoder's dtype, checked and normalized.
 
     The steps: uint8 pixels are scaled by 1/255 to [0, 1] (float input is taken as already in
     [0, 1]), a missing channel axis is added when ``in_channels == 1``, and, if ``normalize`` is
-    given, :math:`(x - \\text{mean}) / \\text{std}` is applied per channel.
+    given, :math:`(x - \text{mean}) / \text{std}` is applied per channel.
 
     Args:
         in_channels: expected number of channels C.

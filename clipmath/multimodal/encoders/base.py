@@ -18,7 +18,8 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -68,8 +69,7 @@ def build(name: str, **params: Any) -> nn.Module:
         unknown = sorted(set(params) - set(signature.parameters))
         if unknown:
             raise ValueError(
-                f"encoder {name!r}: unknown parameter(s) {unknown}; "
-                f"expected some of {sorted(signature.parameters)}"
+                f"encoder {name!r}: unknown parameter(s) {unknown}; expected some of {sorted(signature.parameters)}"
             )
     try:
         bound = signature.bind(**params)

@@ -1,6 +1,9 @@
-r"""Fixed, non-learned encoders: the one-hot label map :math:`g_v(v) = e_v` of the labelled-MNIST
-experiment (Section 6.2 of Baptista, Stuart & Tran (2025)) and the identity embedding
-:math:`g_u(u) = \{\psi_k\}` of the ocean experiment (Section 6.3)."""
+r"""Fixed, non-learned encoders.
+
+The one-hot label map :math:`g_v(v) = e_v` of the labelled-MNIST experiment (Section 6.2 of
+Baptista, Stuart & Tran (2025)) and the identity embedding :math:`g_u(u) = \{\psi_k\}` of the ocean
+experiment (Section 6.3).
+"""
 
 from __future__ import annotations
 
@@ -78,4 +81,5 @@ class FixedEncoder(nn.Module):
         return nn.functional.one_hot(x.long(), self.n_classes).to(self._dtype.dtype)
 
     def extra_repr(self) -> str:
+        """The kind and the embedding size, for ``repr``."""
         return f"kind={self.kind!r}, n_e={self.n_e}"

@@ -1,5 +1,7 @@
-"""LeNet-5, the image encoder :math:`g_u` of the labelled-MNIST experiment (Section 6.2 of
-Baptista, Stuart & Tran (2025); LeCun et al. 1998)."""
+"""LeNet-5, the image encoder :math:`g_u` of the labelled-MNIST experiment.
+
+Section 6.2 of Baptista, Stuart & Tran (2025); LeCun et al. (1998).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-r"""The linear encoder :math:`g(x) = Gx` of the Gaussian experiments (Section 5, eq. 38 of
-Baptista, Stuart & Tran (2025))."""
+r"""The linear encoder :math:`g(x) = Gx` of the Gaussian experiments.
+
+Section 5, eq. 38 of Baptista, Stuart & Tran (2025).
+"""
 
 from __future__ import annotations
 

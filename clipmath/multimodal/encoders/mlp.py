@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -43,7 +43,7 @@ class MLPEncoder(nn.Module):
         make_activation("activation", activation)
         widths = [n_in, *hidden]
         layers: list[nn.Module] = []
-        for a, b in zip(widths[:-1], widths[1:]):
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(a, b), make_activation("activation", activation)]
         layers.append(nn.Linear(widths[-1], n_e))
         self.net = nn.Sequential(*layers)

@@ -1,5 +1,7 @@
-r"""The trajectory encoder of the Lagrangian data-assimilation experiment (Section 6.3 of
-Baptista, Stuart & Tran (2025)): :math:`g_v = P \circ A_M \circ \cdots \circ A_1 \circ L`."""
+r"""The trajectory encoder of the Lagrangian data-assimilation experiment.
+
+Section 6.3 of Baptista, Stuart & Tran (2025): :math:`g_v = P \circ A_M \circ \cdots \circ A_1 \circ L`.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ def sinusoidal_positions(length: int, d_model: int, dtype: torch.dtype, device: 
     Args:
         length: number of positions L.
         d_model: code dimension d.
+        dtype: dtype of the result (computed in float64).
+        device: device of the result.
 
     Returns:
         (L, d_model) codes.
@@ -35,9 +39,11 @@ def sinusoidal_positions(length: int, d_model: int, dtype: torch.dtype, device: 
 
 
 class ResidualAttentionBlock(nn.Module):
-    r"""Pre-norm residual block :math:`A_k`: :math:`x \leftarrow x + \mathrm{MHA}(\mathrm{LN}(x))`,
-    then :math:`x \leftarrow x + \mathrm{MLP}(\mathrm{LN}(x))`, with a GELU MLP of width
-    ``mlp_ratio * d_model`` (the block of CLIP's text transformer).
+    r"""Pre-norm residual block :math:`A_k`.
+
+    :math:`x \leftarrow x + \mathrm{MHA}(\mathrm{LN}(x))`, then
+    :math:`x \leftarrow x + \mathrm{MLP}(\mathrm{LN}(x))`, with a GELU MLP of width ``mlp_ratio *
+    d_model`` (the block of CLIP's text transformer).
 
     Args:
         d_model: token dimension d'.

@@ -1,23 +1,23 @@
-"""Crossmodal classification (Algorithm 2) and prior fine-tuning (eqs. 32-35).
+r"""Crossmodal classification (Algorithm 2) and prior fine-tuning (eqs. 32-35).
 
 Section 4 of Baptista, Stuart & Tran (2025). With label embeddings :math:`G_i` (rows of
-``label_emb``, the columns of the paper's :math:`G \\in \\mathbb R^{n_e \\times K}`) and prior
-logits :math:`F \\in \\mathbb R^K` (eq. 32, :math:`\\tilde\\mu^K_v = \\sum_i \\mathrm{softmax}(F)_i \\delta_{v^i}`),
-the class probabilities of a feature :math:`\\bar g_u(u)` are
+``label_emb``, the columns of the paper's :math:`G \in \mathbb R^{n_e \times K}`) and prior
+logits :math:`F \in \mathbb R^K` (eq. 32, :math:`\tilde\mu^K_v = \sum_i \mathrm{softmax}(F)_i \delta_{v^i}`),
+the class probabilities of a feature :math:`\bar g_u(u)` are
 
-.. math::  w_i(u) = \\mathrm{softmax}_i\\big(\\mathrm{sim}(\\bar g_u(u), G_i)/\\tau + F_i\\big)      \\quad (33)
+.. math::  w_i(u) = \mathrm{softmax}_i\big(\mathrm{sim}(\bar g_u(u), G_i)/\tau + F_i\big)      \quad (33)
 
 (normaliser over the K labels, the correction of (33) noted in the digest), and the prediction is
 their argmax (35, corrected from "argmin"). ``F = 0`` is the zero-shot classifier (31).
 
-Fine-tuning freezes the image encoder and minimises over :math:`\\vartheta = (F)` or :math:`(G, F)`
+Fine-tuning freezes the image encoder and minimises over :math:`\vartheta = (F)` or :math:`(G, F)`
 
-.. math::  L^K_{fine}(\\vartheta) = -\\frac1M\\sum_{m}\\big(z_m\\big)_{y_m}
-    + \\frac1M\\sum_m \\log\\frac1K\\sum_{i=1}^K e^{(z_m)_i},
-    \\qquad z_m = \\mathrm{sim}(\\bar g_u(u^m), G)/\\tau + F,             \\quad (34)
+.. math::  L^K_{fine}(\vartheta) = -\frac1M\sum_{m}\big(z_m\big)_{y_m}
+    + \frac1M\sum_m \log\frac1K\sum_{i=1}^K e^{(z_m)_i},
+    \qquad z_m = \mathrm{sim}(\bar g_u(u^m), G)/\tau + F,             \quad (34)
 
-the softmax cross-entropy of a linear head on frozen features, minus :math:`\\log K` (the expectation
-over :math:`\\hat\\mu^K_v` is the uniform mean over the K labels).
+the softmax cross-entropy of a linear head on frozen features, minus :math:`\log K` (the expectation
+over :math:`\hat\mu^K_v` is the uniform mean over the K labels).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def classifier_logits(
     prior_logits: Tensor | None = None,
     metric: str = "cosine",
 ) -> Tensor:
-    """The logits :math:`\\mathrm{sim}(\\bar g_u(u), G_i)/\\tau + F_i` of eq. 33, differentiable in all inputs.
+    r"""The logits :math:`\mathrm{sim}(\bar g_u(u), G_i)/\tau + F_i` of eq. 33, differentiable in all inputs.
 
     Args:
         emb_u: (Q, n_e) features :math:`g_u(u)` (normalised by the ``cosine`` metric).
@@ -80,7 +80,7 @@ def classify(
     prior_logits: Tensor | None = None,
     metric: str = "cosine",
 ) -> tuple[Tensor, Tensor]:
-    """Crossmodal classifier (Algorithm 2) with the probabilities of eq. 33.
+    r"""Crossmodal classifier (Algorithm 2) with the probabilities of eq. 33.
 
     Args:
         emb_u: (Q, n_e) embeddings :math:`g_u(u)` of the inputs to classify.
@@ -91,7 +91,7 @@ def classify(
 
     Returns:
         ``(predicted, probabilities)``: (Q,) label indices (argmax, eq. 35) and (Q, K) rows of
-        :math:`\\mathrm{softmax}(s/\\tau + F)`.
+        :math:`\mathrm{softmax}(s/\tau + F)`.
 
     Raises:
         ValueError: for malformed embeddings or prior, or an unknown metric.
@@ -108,10 +108,10 @@ def finetune_loss(
     prior_logits: Tensor | None = None,
     metric: str = "cosine",
 ) -> Tensor:
-    """The fine-tuning loss :math:`L^K_{fine}` of eq. 34 (cross-entropy minus log K).
+    r"""The fine-tuning loss :math:`L^K_{fine}` of eq. 34 (cross-entropy minus log K).
 
     Args:
-        features_u: (M, n_e) frozen features :math:`\\bar g_u(u^m)`.
+        features_u: (M, n_e) frozen features :math:`\bar g_u(u^m)`.
         labels: (M,) integer labels :math:`y_m` in 0..K-1.
         label_emb: (K, n_e) label embeddings G (rows).
         logit_scale: ``log(1/tau)``, a float or a one-element tensor.
@@ -170,15 +170,15 @@ def finetune_classifier(
     tol: float = 1e-7,
     metric: str = "cosine",
 ) -> FineTunedClassifier:
-    """Minimise :math:`L^K_{fine}` (eq. 34) over F, or over (G, F), with the u encoder frozen.
+    r"""Minimise :math:`L^K_{fine}` (eq. 34) over F, or over (G, F), with the u encoder frozen.
 
     Only the frozen features are passed, so the encoder cannot move. The loss is smooth and, in F
-    alone, convex, and the fine-tuning set is small (:math:`M \\ll N`), so the whole set is one batch
+    alone, convex, and the fine-tuning set is small (:math:`M \ll N`), so the whole set is one batch
     and L-BFGS with a strong-Wolfe line search runs to convergence. F starts at 0 and G at
     ``label_emb_init``.
 
     Args:
-        features_u: (M, n_e) frozen features :math:`\\bar g_u(u^m)` of the fine-tuning set.
+        features_u: (M, n_e) frozen features :math:`\bar g_u(u^m)` of the fine-tuning set.
         labels: (M,) integer labels in 0..K-1.
         label_emb_init: (K, n_e) label embeddings :math:`g_v(v^i)`, the zero-shot classifier.
         logit_scale: ``log(1/tau)``, a float or a one-element tensor; fixed during fine-tuning.
@@ -186,7 +186,7 @@ def finetune_classifier(
         steps: maximum L-BFGS iterations.
         lr: L-BFGS step length (1 is its natural scale).
         tol: stop once every gradient entry is below ``tol`` in absolute value (or after ``steps``).
-            In F the gradient is :math:`\\bar w - \\hat\\pi` (mean predicted minus empirical label
+            In F the gradient is :math:`\bar w - \hat\pi` (mean predicted minus empirical label
             frequencies), so ``tol`` bounds that gap directly.
         metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
 
@@ -222,6 +222,4 @@ def finetune_classifier(
         final = closure().item()
     logger.info("fine-tuned classifier: L_fine = %.6g after at most %d L-BFGS steps", final, steps)
     prior_logits = prior_logits.detach()
-    return FineTunedClassifier(
-        label_emb.detach(), prior_logits - prior_logits.mean(), logit_scale, metric, final
-    )
+    return FineTunedClassifier(label_emb.detach(), prior_logits - prior_logits.mean(), logit_scale, metric, final)

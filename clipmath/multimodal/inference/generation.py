@@ -1,10 +1,10 @@
-"""Crossmodal generation: sampling the model conditional (Section 4 and Fig. 12).
+r"""Crossmodal generation: sampling the model conditional (Section 4 and Fig. 12).
 
 Baptista, Stuart & Tran (2025) read generation as sampling from the model's conditional. On a data
-set it is the empirical conditional of eq. 28, :math:`\\nu^N_{u|v} = \\sum_i w_i(v)\\delta_{u^i}`: a
+set it is the empirical conditional of eq. 28, :math:`\nu^N_{u|v} = \sum_i w_i(v)\delta_{u^i}`: a
 weighted resampling of the bank (Fig. 12 draws 16 MNIST images for the label 7 this way). In the
 Gaussian setting of Section 5 the tilted model's conditional is itself Gaussian,
-:math:`u \\mid v \\sim \\mathcal N(M v, S)` (eqs. 41 and 48), and is sampled directly.
+:math:`u \mid v \sim \mathcal N(M v, S)` (eqs. 41 and 48), and is sampled directly.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def sample_conditional(
     generator: torch.Generator,
     metric: str = "cosine",
 ) -> Tensor:
-    """Draw bank indices from :math:`\\nu^N(\\cdot \\mid q)` (eq. 28), with replacement.
+    r"""Draw bank indices from :math:`\nu^N(\cdot \mid q)` (eq. 28), with replacement.
 
     Args:
         query_emb: (Q, n_e) embeddings of the conditioning modality (v to generate u).
@@ -60,21 +60,21 @@ def sample_gaussian_conditional(
     B_u: np.ndarray | None = None,
     B_v: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Samples of the Gaussian tilted model's conditional, :math:`u | v \\sim \\mathcal N(Mv, S)`.
+    r"""Samples of the Gaussian tilted model's conditional, :math:`u | v \sim \mathcal N(Mv, S)`.
 
     The model is ``clipmath.theory.tilted_model(pair, A, B_u, B_v)``: the inner-product tilting
     (eqs. 39-41: :math:`M = C_{uu}A`, :math:`S = C_{uu}`) when ``B_u`` and ``B_v`` are None, the
     quadratic tilting otherwise (eqs. 46-48).
 
     Args:
-        pair: the data law :math:`\\mathcal N(0, \\mathcal C)` (a ``clipmath.theory.GaussianPair``).
-        A: (n_u, n_v) tilting matrix :math:`A = G^\\top H`.
+        pair: the data law :math:`\mathcal N(0, \mathcal C)` (a ``clipmath.theory.GaussianPair``).
+        A: (n_u, n_v) tilting matrix :math:`A = G^\top H`.
         given: the conditioning modality, ``"v"`` (sample u) or ``"u"`` (sample v).
         value: (n_v,) or (n_u,) the conditioning point.
         n: number of samples, >= 1.
         seed: seed of ``numpy.random.default_rng``.
-        B_u: (n_u, n_u) :math:`G^\\top G` of the quadratic tilting, or None.
-        B_v: (n_v, n_v) :math:`H^\\top H` of the quadratic tilting, or None.
+        B_u: (n_u, n_u) :math:`G^\top G` of the quadratic tilting, or None.
+        B_v: (n_v, n_v) :math:`H^\top H` of the quadratic tilting, or None.
 
     Returns:
         (n, n_u) samples of u (``given="v"``) or (n, n_v) samples of v (``given="u"``).

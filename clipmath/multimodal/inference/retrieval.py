@@ -1,15 +1,15 @@
-"""Crossmodal retrieval (Algorithm 1), recall@k, and the empirical conditional (eq. 28).
+r"""Crossmodal retrieval (Algorithm 1), recall@k, and the empirical conditional (eq. 28).
 
 Section 4 of Baptista, Stuart & Tran (2025). Given a query embedding and a bank of embeddings
 of the other modality, the trained tilting defines the empirical conditional
 
-.. math::  \\nu^N_{u|v}(du \\mid v) = \\sum_{i=1}^N w_i(v)\\,\\delta_{u^i},\\qquad
-   w_i(v) = \\mathrm{softmax}_i\\big(\\mathrm{sim}(g_u(u^i), g_v(v))/\\tau\\big)        \\quad (28)
+.. math::  \nu^N_{u|v}(du \mid v) = \sum_{i=1}^N w_i(v)\,\delta_{u^i},\qquad
+   w_i(v) = \mathrm{softmax}_i\big(\mathrm{sim}(g_u(u^i), g_v(v))/\tau\big)        \quad (28)
 
-(the prior :math:`\\mu_u^N` reweighted by the likelihood :math:`\\rho(\\cdot|v)`). Retrieval with
+(the prior :math:`\mu_u^N` reweighted by the likelihood :math:`\rho(\cdot|v)`). Retrieval with
 ``k = 1`` returns its mode (Theorem 4.2). Every alignment metric here is symmetric, so the same
 functions serve both directions: pass v embeddings as queries and u embeddings as the bank for
-:math:`\\nu_{u|v}`, or the reverse for :math:`\\nu_{v|u}`.
+:math:`\nu_{u|v}`, or the reverse for :math:`\nu_{v|u}`.
 
 Retrieval and recall work through ``chunk_size x chunk_size`` blocks of scores, so a 100k x 100k
 pool never forms its full score matrix. The default 2048 keeps a float32 block at 16 MiB: on the CPU,
@@ -56,10 +56,8 @@ def _chunks(size: int, chunk_size: int) -> list[slice]:
     return [slice(start, min(start + chunk_size, size)) for start in range(0, size, chunk_size)]
 
 
-def tilted_logits(
-    query_emb: Tensor, bank_emb: Tensor, logit_scale: Tensor | float, metric: str = "cosine"
-) -> Tensor:
-    """:math:`\\mathrm{sim}(q, b_i)/\\tau = e^{\\text{logit\\_scale}}\\,\\mathrm{sim}(q, b_i)`, validated.
+def tilted_logits(query_emb: Tensor, bank_emb: Tensor, logit_scale: Tensor | float, metric: str = "cosine") -> Tensor:
+    r""":math:`\mathrm{sim}(q, b_i)/\tau = e^{\text{logit\_scale}}\,\mathrm{sim}(q, b_i)`, validated.
 
     Args:
         query_emb: (Q, n_e) query embeddings.
@@ -90,10 +88,10 @@ def as_logit_scale(logit_scale: Tensor | float) -> Tensor:
 def conditional_weights(
     query_emb: Tensor, bank_emb: Tensor, logit_scale: Tensor | float, metric: str = "cosine"
 ) -> Tensor:
-    """Weights :math:`w_i` of the empirical conditional :math:`\\nu^N` over the bank (eq. 28).
+    r"""Weights :math:`w_i` of the empirical conditional :math:`\nu^N` over the bank (eq. 28).
 
     Args:
-        query_emb: (Q, n_e) embeddings of the conditioning modality (v for :math:`\\nu_{u|v}`).
+        query_emb: (Q, n_e) embeddings of the conditioning modality (v for :math:`\nu_{u|v}`).
         bank_emb: (N, n_e) embeddings of the data set of the other modality.
         logit_scale: ``log(1/tau)``, a float or a one-element tensor.
         metric: alignment metric, one of ``cosine``, ``inner``, ``neg_sq_l2``.
@@ -107,10 +105,10 @@ def conditional_weights(
 def retrieve(
     query_emb: Tensor, bank_emb: Tensor, k: int, metric: str = "cosine", chunk_size: int = 2048
 ) -> tuple[Tensor, Tensor]:
-    """The ``k`` bank items with the largest scores for each query (Algorithm 1).
+    r"""The ``k`` bank items with the largest scores for each query (Algorithm 1).
 
-    Scores are :math:`s_i = \\mathrm{sim}(b_i, q)`; ``k = 1`` is the MAP point of
-    :math:`\\nu^N` (Theorem 4.2). The bank is scanned in chunks with a running top-k, so memory is
+    Scores are :math:`s_i = \mathrm{sim}(b_i, q)`; ``k = 1`` is the MAP point of
+    :math:`\nu^N` (Theorem 4.2). The bank is scanned in chunks with a running top-k, so memory is
     ``O(chunk_size**2 + Q k)``. Among exactly equal scores the order is unspecified.
 
     Args:
@@ -150,11 +148,11 @@ def retrieve(
 def recall_at_k(
     emb_u: Tensor, emb_v: Tensor, ks: tuple[int, ...] = (1, 5), metric: str = "cosine", chunk_size: int = 2048
 ) -> dict[str, float]:
-    """Recall@k of crossmodal retrieval in both directions, pair i being the true match.
+    r"""Recall@k of crossmodal retrieval in both directions, pair i being the true match.
 
     For ``u_to_v`` the query :math:`u^i` ranks every :math:`v^j`; its rank is the number of
-    candidates :math:`j \\ne i` whose score is *strictly* higher than its partner's,
-    :math:`\\#\\{j \\ne i : \\mathrm{sim}(u^i, v^j) > \\mathrm{sim}(u^i, v^i)\\}`, and it is a hit at
+    candidates :math:`j \ne i` whose score is *strictly* higher than its partner's,
+    :math:`\#\{j \ne i : \mathrm{sim}(u^i, v^j) > \mathrm{sim}(u^i, v^i)\}`, and it is a hit at
     ``k`` when that rank is below ``k``. Candidates tied with the partner therefore never push it
     down (the optimistic convention). ``v_to_u`` is the same with the roles swapped (columns of the
     score matrix). Counts accumulate over ``chunk_size x chunk_size`` blocks, never the full matrix;

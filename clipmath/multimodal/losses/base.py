@@ -14,8 +14,8 @@ It returns a :class:`LossOutput` whose ``.loss`` is the scalar; the other fields
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import Tensor, nn
 

@@ -55,7 +55,9 @@ class ClipLoss(ConditionalLoss):
         super().__init__(metric, tile_size=tile_size)
 
     def loss_from_logits(self, logits: Tensor) -> Tensor:
+        """:func:`clip_loss` of the logits."""
         return clip_loss(logits)
 
     def offset(self, batch_size: int) -> float:
+        """``log B``: the CLIP loss is the conditional loss plus log B (Theorem 2.8)."""
         return math.log(batch_size)

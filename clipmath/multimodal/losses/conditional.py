@@ -24,13 +24,13 @@ import math
 import torch
 from torch import Tensor
 
-from clipmath.multimodal import similarity
-from clipmath.multimodal.directions import resolve_weights
 from clipmath.multimodal.checks import PendingChecks
+from clipmath.multimodal.directions import resolve_weights
 from clipmath.multimodal.logits import defer_input_checks
-from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
+from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.tiled import tiled_clip_loss
+
 
 def conditional_loss(logits: Tensor, weight_u_given_v: float, weight_v_given_u: float) -> Tensor:
     r"""Empirical conditional loss :math:`L^N_{cond}(\theta; \lambda_u, \lambda_v)` (eq. 12, Problem 3.13).
@@ -101,15 +101,14 @@ class ConditionalLoss(PairLoss):
         self.tile_size = tile_size
 
     def loss_from_logits(self, logits: Tensor) -> Tensor:
+        """:func:`conditional_loss` of the logits with the module's weights."""
         return conditional_loss(logits, self.weight_u_given_v, self.weight_v_given_u)
 
     def offset(self, batch_size: int) -> float:
         """Constant added to :func:`conditional_loss` (0 here; ``log B`` for ``clip``)."""
         return 0.0
 
-    def forward(
-        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None
-    ) -> LossOutput:
+    def forward(self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None) -> LossOutput:
         r"""Loss of a paired batch (see :meth:`PairLoss.forward`); tiled when ``tile_size`` is set."""
         if self.tile_size is None:
             return super().forward(z_u, z_v, logit_scale, logit_bias)
@@ -121,17 +120,29 @@ class ConditionalLoss(PairLoss):
         # the log B of each density normaliser (Theorem 2.8).
         batch = z_u.shape[0]
         loss = tiled_clip_loss(
-            z_u, z_v, logit_scale, logit_bias,
-            metric=self.metric, weights=(lambda_u / 2, lambda_v / 2), tile_size=self.tile_size,
+            z_u,
+            z_v,
+            logit_scale,
+            logit_bias,
+            metric=self.metric,
+            weights=(lambda_u / 2, lambda_v / 2),
+            tile_size=self.tile_size,
         )
         checks = PendingChecks()
         defer_input_checks(
-            checks, loss, torch.finfo(loss.dtype).max, lambda value: f"the tiled loss is {value}",
-            z_u, z_v, logit_scale, logit_bias,
+            checks,
+            loss,
+            torch.finfo(loss.dtype).max,
+            lambda value: f"the tiled loss is {value}",
+            z_u,
+            z_v,
+            logit_scale,
+            logit_bias,
         )
         checks.resolve()
         return LossOutput(loss - 0.5 * (lambda_u + lambda_v) * math.log(batch) + self.offset(batch))
 
     def extra_repr(self) -> str:
+        """The metric, the weights and the tile size, for ``repr``."""
         tiled = "" if self.tile_size is None else f", tile_size={self.tile_size}"
         return f"{super().extra_repr()}, weights=({self.weight_u_given_v}, {self.weight_v_given_u}){tiled}"

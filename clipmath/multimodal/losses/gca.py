@@ -45,8 +45,8 @@ from torch import Tensor
 
 from clipmath.multimodal.checks import PendingChecks, check_or_defer
 from clipmath.multimodal.logits import no_autocast
-from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
+from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.targets import check_domain_weights, class_positives, domain_prior
 from clipmath.multimodal.ot import GRAD_MODES, sinkhorn
 
@@ -465,15 +465,11 @@ class _GcaLoss(PairLoss):
         checks.resolve()
         return output
 
-    def gca_loss(
-        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
-    ) -> LossOutput:
-        """The loss of (B, B) float logits and a (B, B) target (None: identity), its value checks queued on ``checks``."""
+    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
+        """The loss of (B, B) float logits and a (B, B) target (None: identity), value checks queued on ``checks``."""
         raise NotImplementedError
 
-    def _target_plan(
-        self, logits: Tensor, domain_ids: Tensor | None, class_ids: Tensor | None
-    ) -> Tensor | None:
+    def _target_plan(self, logits: Tensor, domain_ids: Tensor | None, class_ids: Tensor | None) -> Tensor | None:
         needed = {"domain": "domain_ids", "class": "class_ids"}.get(self.target)
         for name, ids in (("domain_ids", domain_ids), ("class_ids", class_ids)):
             if ids is None and name == needed:
@@ -487,9 +483,7 @@ class _GcaLoss(PairLoss):
         else:
             target = class_positives(class_ids)
         if target.shape[0] != logits.shape[0]:
-            raise ValueError(
-                f"{needed}: {target.shape[0]} ids for a batch of {logits.shape[0]}; expected one per pair"
-            )
+            raise ValueError(f"{needed}: {target.shape[0]} ids for a batch of {logits.shape[0]}; expected one per pair")
         return target.to(logits)
 
     def extra_repr(self) -> str:
@@ -511,9 +505,7 @@ class InceLoss(_GcaLoss):
         beta: cross-domain weight (``target="domain"`` only).
     """
 
-    def gca_loss(
-        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
-    ) -> LossOutput:
+    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
         """:func:`ince_loss` of the logits."""
         return ince_loss(logits, target)
 
@@ -536,9 +528,7 @@ class GcaInceLoss(_GcaLoss):
         _check_hyperparameters(n_iter=n_iter, grad=grad)
         self.n_iter, self.grad = n_iter, grad
 
-    def gca_loss(
-        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
-    ) -> LossOutput:
+    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
         """:func:`gca_ince_loss` of the logits."""
         return gca_ince_loss(logits, target, n_iter=self.n_iter, grad=self.grad, checks=checks)
 
@@ -561,9 +551,7 @@ class RinceLoss(_GcaLoss):
         _check_hyperparameters(lam=lam, q=q)
         self.lam, self.q = lam, q
 
-    def gca_loss(
-        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
-    ) -> LossOutput:
+    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
         """:func:`rince_loss` of the logits."""
         return rince_loss(logits, target, lam=self.lam, q=self.q, checks=checks)
 
@@ -598,13 +586,9 @@ class GcaRinceLoss(_GcaLoss):
         _check_hyperparameters(n_iter=n_iter, lam=lam, q=q, grad=grad)
         self.n_iter, self.lam, self.q, self.grad = n_iter, lam, q, grad
 
-    def gca_loss(
-        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
-    ) -> LossOutput:
+    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
         """:func:`gca_rince_loss` of the logits."""
-        return gca_rince_loss(
-            logits, target, n_iter=self.n_iter, lam=self.lam, q=self.q, grad=self.grad, checks=checks
-        )
+        return gca_rince_loss(logits, target, n_iter=self.n_iter, lam=self.lam, q=self.q, grad=self.grad, checks=checks)
 
 
 @register("gca_uot")
@@ -645,9 +629,7 @@ class GcaUotLoss(_GcaLoss):
         self.n_iter, self.rho, self.lam, self.q, self.grad = n_iter, rho, lam, q, grad
         self.w_kl, self.w_rince = w_kl, w_rince
 
-    def gca_loss(
-        self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks
-    ) -> LossOutput:
+    def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
         r""":func:`gca_uot_loss` of the logits, :math:`\varepsilon = e^{-\text{logit\_scale}}`."""
         epsilon = torch.exp(-logit_scale.to(logits.dtype).reshape(()))
         return gca_uot_loss(

@@ -28,8 +28,8 @@ import math
 import torch
 from torch import Tensor
 
-from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import LossOutput, register
+from clipmath.multimodal.losses.pair import PairLoss
 
 NEGATIVES = ("off_diagonal", "all_pairs", "shuffled")
 
@@ -89,9 +89,7 @@ def check_permutation(permutation: Tensor, batch: int) -> None:
     if not torch.equal(index.sort().values, torch.arange(batch)):
         raise ValueError(f"permutation={index.tolist()}: expected a permutation of 0..{batch - 1}")
     if (index == torch.arange(batch)).any():
-        raise ValueError(
-            f"permutation={index.tolist()}: has fixed points, which would use positive pairs as negatives"
-        )
+        raise ValueError(f"permutation={index.tolist()}: has fixed points, which would use positive pairs as negatives")
 
 
 @register("joint")
@@ -148,4 +146,5 @@ class JointLoss(PairLoss):
         return LossOutput(joint_loss(logits, self.negatives, permutation), logits)
 
     def extra_repr(self) -> str:
+        """The metric and the negatives estimator, for ``repr``."""
         return f"{super().extra_repr()}, negatives={self.negatives!r}"

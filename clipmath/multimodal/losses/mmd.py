@@ -29,16 +29,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from clipmath.multimodal.checks import PendingChecks, check_or_defer
-from clipmath.multimodal.logits import no_autocast
-from clipmath.multimodal.losses.pair import PairLoss
-from clipmath.multimodal.losses.base import LossOutput, register
 from clipmath.multimodal.directions import resolve_weights
+from clipmath.multimodal.logits import no_autocast
+from clipmath.multimodal.losses.base import LossOutput, register
+from clipmath.multimodal.losses.pair import PairLoss
 
 KERNELS = ("gaussian", "polynomial")
 
@@ -296,6 +296,7 @@ class MMDConditionalLoss(_KernelLoss):
         self.weight_u_given_v, self.weight_v_given_u = resolve_weights(direction, weights)
 
     def loss_from_grams(self, logits: Tensor, gram_u: Tensor, gram_v: Tensor) -> Tensor:
+        """:func:`mmd_conditional_loss` with the module's weights."""
         return mmd_conditional_loss(logits, gram_u, gram_v, self.weight_u_given_v, self.weight_v_given_u)
 
 
@@ -321,4 +322,5 @@ class MMDJointLoss(_KernelLoss):
     """
 
     def loss_from_grams(self, logits: Tensor, gram_u: Tensor, gram_v: Tensor) -> Tensor:
+        """:func:`mmd_joint_loss` of the logits and Gram matrices."""
         return mmd_joint_loss(logits, gram_u, gram_v)

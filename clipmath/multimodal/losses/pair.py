@@ -46,9 +46,7 @@ class PairLoss(nn.Module):
         self._sim = similarity.get(metric)
         self.metric = metric
 
-    def logits(
-        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None
-    ) -> Tensor:
+    def logits(self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None) -> Tensor:
         r"""Validate a paired batch and return its (B, B) logits (see :func:`scaled_logits`).
 
         Args:
@@ -88,9 +86,7 @@ class PairLoss(nn.Module):
         """The scalar loss of (B, B) logits; implemented by losses without extra inputs."""
         raise NotImplementedError
 
-    def forward(
-        self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None
-    ) -> LossOutput:
+    def forward(self, z_u: Tensor, z_v: Tensor, logit_scale: Tensor, logit_bias: Tensor | None = None) -> LossOutput:
         r"""Loss of a paired batch.
 
         Args:
@@ -109,4 +105,5 @@ class PairLoss(nn.Module):
         return LossOutput(loss, logits)
 
     def extra_repr(self) -> str:
+        """The metric, for ``repr``."""
         return f"metric={self.metric!r}"

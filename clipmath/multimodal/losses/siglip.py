@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.losses.base import register
+from clipmath.multimodal.losses.pair import PairLoss
 
 
 def siglip_loss(logits: Tensor) -> Tensor:
@@ -52,4 +52,5 @@ class SigLipLoss(PairLoss):
     """
 
     def loss_from_logits(self, logits: Tensor) -> Tensor:
+        """:func:`siglip_loss` of the logits."""
         return siglip_loss(logits)
