@@ -11,7 +11,7 @@ at ε = τ = 0.5, the paper's hyperparameters (T = 10, λ = 0.01, q = 0.6, ρ = 
    augmentation cost (the same for every loss) is left out. Anchor: the ``ince`` step. The
    poster's timing figure puts the RINCE/UOT family about 16 % *below* INCE and GCA-INCE
    (digest §7.4): the ratio of ``gca_uot`` to ``gca_ince`` checks that claim.
-3. **Views.** Samples per second of :class:`~clipmath.experiments.gca_views.TwoViews` (two
+3. **Views.** Samples per second of :class:`~clipmath.experiments.gca_augment.TwoViews` (two
    views of a 28x28 digit, p = 0.4) in one process: the stream's worker runs this, so it caps
    the trainer's throughput when slower.
 4. **Probe.** :func:`~clipmath.multimodal.probe.linear_probe` (penalty chosen among 4 on a
@@ -34,7 +34,8 @@ import time
 import torch
 from common import compare, print_table
 
-from clipmath.experiments.gca_views import LOSSES, PAPER_PARAMS, AugmentConfig, TwoViews, load_images
+from clipmath.experiments.gca_augment import AugmentConfig, TwoViews
+from clipmath.experiments.gca_views import LOSSES, PAPER_PARAMS, load_images
 from clipmath.multimodal import encoders, losses
 from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.probe import fit_linear_probe, linear_probe
