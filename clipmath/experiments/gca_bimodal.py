@@ -52,10 +52,10 @@ _HEADLINE_KEY = re.compile(r"(accuracy|acc1|R@|recall|ece)", re.IGNORECASE)
 
 def _default_overrides() -> dict:
     return {
-        # 2,000 training digits (1,000 more held out for fine-tuning), 10 epochs (160 steps).
-        "mnist-labels": ["data.n_train=3000", "data.n_test=1000", "train.epochs=10", "finetune.sizes=[100]"],
-        # 1,200 training emoji in both styles, 200 held out; 6 epochs.
-        "image-text": ["data.limit=1200", "data.n_test=200", "train.epochs=6"],
+        # 1,000 training digits (1,000 more held out for fine-tuning), 10 epochs (70 steps).
+        "mnist-labels": ["data.n_train=2000", "data.n_test=1000", "train.epochs=10", "finetune.sizes=[100]"],
+        # 600 training emoji in both styles (1,200 images), 200 held out, 5 epochs (45 steps, 10 of warm-up).
+        "image-text": ["data.limit=600", "data.n_test=200", "train.epochs=5", "train.warmup_steps=10"],
         "ocean": [],
     }
 

@@ -109,10 +109,10 @@ class DomainDataConfig:
     """
 
     sets: list[str] = field(default_factory=lambda: list(SETS))
-    emoji_train: int | None = 1200
-    emoji_test: int | None = 400
-    digits_train: int | None = 400
-    digits_test: int | None = 200
+    emoji_train: int | None = 800
+    emoji_test: int | None = 300
+    digits_train: int | None = 250
+    digits_test: int | None = 150
     angles: list[float] = field(default_factory=lambda: list(ROTATED_MNIST_ANGLES))
 
     def __post_init__(self) -> None:
@@ -162,7 +162,7 @@ class GcaDomainsConfig:
     """
 
     seed: int = 0
-    seeds: int = 3
+    seeds: int = 2
     data: DomainDataConfig = field(default_factory=DomainDataConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     augment: AugmentConfig = field(default_factory=_default_augment)
