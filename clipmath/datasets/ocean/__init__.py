@@ -26,6 +26,7 @@ from clipmath.datasets.ocean.dataset import (
 )
 from clipmath.datasets.ocean.drifters import DrifterConfig, drifter_tracks, iter_tracks
 from clipmath.datasets.ocean.flow import FlowConfig, Flows, sample_flows, wavenumbers
+from clipmath.datasets.ocean.real_sea import RealSeaConfig, SeaPairs, SeaSurface, load_ssh, sea_pairs
 
 __all__ = [
     "PAPER_SAMPLES",
@@ -33,15 +34,20 @@ __all__ = [
     "FlowConfig",
     "Flows",
     "OceanConfig",
+    "RealSeaConfig",
+    "SeaPairs",
+    "SeaSurface",
     "dataset_config",
     "dataset_flows",
     "drifter_tracks",
     "iter_tracks",
     "load_ocean_netcdf",
+    "load_ssh",
     "ocean_samples",
     "ocean_shard_source",
     "sample_flows",
     "save_ocean_netcdf",
+    "sea_pairs",
     "simulate_ocean",
     "wavenumbers",
     "write_ocean_shards",
