@@ -22,6 +22,7 @@ _MODULES: dict[str, str] = {
     "gca-domains": "gca_domains",
     "gca-bimodal": "gca_bimodal",
     "image-text": "image_text",
+    "ocean": "ocean",
 }
 
 
