@@ -8,7 +8,10 @@ and :func:`numerical_quadratic_alignment`, which raise :class:`ConvergenceError`
 return an unconverged answer), the model law they define
 (:func:`tilted_model`), the exact population losses (:func:`population_loss`,
 :func:`conditional_kl_objective`; :func:`monte_carlo_loss` estimates them from samples), the
-Gaussian lemmas of Appendix E, and the normalised 1-D sign model of Fig. 6.
+Gaussian lemmas of Appendix E, and the normalised 1-D sign model of Fig. 6. Beyond the
+paper: the two-sided quadratic conditional loss, the quadratic joint loss and the MMD
+conditional and joint losses (:mod:`clipmath.theory.mmd`), by name in the same functions
+(derivations in ``docs/theory/``).
 """
 
 from clipmath.theory._optimise import ConvergenceError, FlatMinimumWarning

@@ -39,8 +39,23 @@ import numpy as np
 
 from clipmath.theory.gaussian import GaussianPair
 
-#: The population losses with a Gaussian closed form, by name.
-LOSSES = ("conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u")
+#: The population losses of the Gaussian setting, by name (Section 5 and issue 11): the four of
+#: the paper, the two-sided quadratic conditional and the quadratic joint loss, and the MMD
+#: conditional and joint losses with the inner-product tilting and a Gaussian kernel.
+LOSSES = (
+    "conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u",
+    "quadratic_conditional", "quadratic_joint", "mmd_conditional", "mmd_joint",
+)
+#: loss -> the tilt matrices it reads (B_u = GᵀG, B_v = HᵀH); the others read A = GᵀH alone.
+TILTS = {
+    "quadratic_u_given_v": ("B_u",), "quadratic_v_given_u": ("B_v",),
+    "quadratic_conditional": ("B_u", "B_v"), "quadratic_joint": ("B_u", "B_v"),
+}
+#: The losses whose kernel has a bandwidth (Gaussian kernel, one bandwidth for u and v, as the
+#: trained ``mmd_conditional``/``mmd_joint`` of :mod:`clipmath.multimodal.losses.mmd`).
+MMD_LOSSES = ("mmd_conditional", "mmd_joint")
+#: The bandwidth used when none is given (the trained losses' default).
+DEFAULT_BANDWIDTH = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class Alignment:
         H: (n_e, n_v) encoder of v.
         B_u: (n_u, n_u) :math:`G^\\top G` where the loss determines it (``quadratic_u_given_v``), else None.
         B_v: (n_v, n_v) :math:`H^\\top H` where the loss determines it (``quadratic_v_given_u``), else None.
+        bandwidth: the kernel bandwidth of an MMD loss, else None.
     """
 
     loss: str
@@ -64,6 +80,39 @@ class Alignment:
     H: np.ndarray
     B_u: np.ndarray | None = None
     B_v: np.ndarray | None = None
+    bandwidth: float | None = None
+
+    def arguments(self) -> dict:
+        """The keyword arguments of :func:`clipmath.theory.population_loss` besides A (tilts, bandwidth)."""
+        out = {name: getattr(self, name) for name in TILTS.get(self.loss, ())}
+        return out if self.bandwidth is None else {**out, "bandwidth": self.bandwidth}
+
+
+def make_alignment(loss: str, rank: int, G: np.ndarray, H: np.ndarray, bandwidth: float | None = None) -> Alignment:
+    """The :class:`Alignment` of encoders (G, H) for ``loss``: A = GᵀH and the tilts the loss reads."""
+    tilts = {"B_u": G.T @ G, "B_v": H.T @ H}
+    return Alignment(loss=loss, rank=rank, A=G.T @ H, G=G, H=H, bandwidth=bandwidth,
+                     **{name: tilts[name] for name in TILTS.get(loss, ())})
+
+
+def check_bandwidth(loss: str, bandwidth: float | None) -> float | None:
+    """The bandwidth ``loss`` uses: :data:`DEFAULT_BANDWIDTH` if None for an MMD loss, None otherwise.
+
+    Raises:
+        ValueError: naming ``bandwidth`` if it is given to a loss without a kernel, or is not a
+            finite number > 0.
+    """
+    if loss not in MMD_LOSSES:
+        if bandwidth is not None:
+            raise ValueError(f"bandwidth={bandwidth!r}: loss {loss!r} has no kernel (only {', '.join(MMD_LOSSES)})")
+        return None
+    if bandwidth is None:
+        return DEFAULT_BANDWIDTH
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float, np.floating)) or not (
+        np.isfinite(bandwidth) and bandwidth > 0
+    ):
+        raise ValueError(f"bandwidth={bandwidth!r}: expected a finite number > 0")
+    return float(bandwidth)
 
 
 def h(sigma: np.ndarray | float) -> np.ndarray | float:
@@ -111,10 +160,30 @@ def _in_basis(core: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return core[:, None] * basis.T if core.ndim == 1 else core @ basis.T
 
 
-def optimal_alignment(pair: GaussianPair, loss: str, rank: int | None = None) -> Alignment:
+#: Random starts of the numerical optima that :func:`optimal_alignment` computes (seed 0: deterministic).
+NUMERICAL_RESTARTS = 4
+
+
+def two_sided_quadratic_weight(sigma: np.ndarray) -> np.ndarray:
+    """The canonical weight t(σ) of the two-sided quadratic optimum, A = B_u = B_v = t in canonical coordinates.
+
+    The positive root of :math:`2(1 - \\sigma) t^2 + (3 - 4\\sigma) t - 2\\sigma = 0`, the stationarity of the
+    per-pair loss :math:`\\tfrac12 [t - \\log(1 + t) - 2\\sigma t + t^2/(1 + t)]`
+    (``docs/theory/quadratic_conditional.md``), in the form without cancellation on each side of
+    σ = 3/4 (t ≈ 2σ/3 for small σ).
+    """
+    sigma = np.asarray(sigma, dtype=np.float64)
+    b, root = 3.0 - 4.0 * sigma, np.sqrt(9.0 - 8.0 * sigma)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        small = 4.0 * sigma / (b + root)
+        large = (root - b) / (4.0 * (1.0 - sigma))
+    return np.where(b >= 0.0, small, large)
+
+
+def optimal_alignment(pair: GaussianPair, loss: str, rank: int | None = None, *, bandwidth: float | None = None) -> Alignment:
     """The population minimiser of ``loss`` over linear encoders with embedding dimension ``rank``.
 
-    Every case is a closed form in the canonical bases (one SVD of W, cached by ``pair``):
+    Closed forms in the canonical bases (one SVD of W, cached by ``pair``) wherever one exists:
 
     - ``conditional``: inner-product tilting, two-sided conditional loss (42), Theorem 5.1:
       :math:`A^*(r) = C_{uu}^{-1/2} (W)_r C_{vv}^{-1/2}`.
@@ -130,6 +199,21 @@ def optimal_alignment(pair: GaussianPair, loss: str, rank: int | None = None) ->
       the numerical (50b) oracle).
     - ``quadratic_v_given_u``: the mirror image, roles of u and v swapped (B_v = HᵀH,
       :math:`B_v^*(r) = C_{vv}^{-1/2} V_r \\mathrm{diag}(\\sigma^2/(1-\\sigma^2)) V_r^\\top C_{vv}^{-1/2}`, same A).
+    - ``quadratic_conditional`` (two-sided, λ = (1, 1)): :math:`G = \\mathrm{diag}(\\sqrt t) L_u^\\top`,
+      :math:`H = \\mathrm{diag}(\\sqrt t) L_v^\\top` over the top r canonical pairs, t =
+      :func:`two_sided_quadratic_weight` (σ); the canonical-diagonal form is verified against the
+      numerical minimisation over dense (G, H), not proved (``docs/theory/quadratic_conditional.md``).
+    - ``quadratic_joint``: the same with :math:`t = \\sigma / (2(1 - \\sigma))`, so that
+      :math:`\\nu` has precision :math:`\\mathrm{diag}(C_{uu}^{-1}, C_{vv}^{-1}) + [G, -H]^\\top [G, -H]`;
+      proved by Cauchy interlacing (``docs/theory/quadratic_joint.md``).
+    - ``mmd_conditional``: at full rank the A* of Theorem 5.1 for every bandwidth (both conditional
+      means matched; the inner-product tilting fixes the covariances); at rank r < min(n_u, n_v)
+      a numerical optimum (``docs/theory/mmd.md``).
+    - ``mmd_joint``: a numerical optimum at every rank.
+
+    A numerical optimum is :func:`clipmath.theory.numerical_alignment` from
+    :data:`NUMERICAL_RESTARTS` seeded random starts (seed 0, so the answer is deterministic),
+    certified to a relative Newton step of 1e-10; it raises rather than return an unconverged answer.
 
     At a tie σ_r = σ_{r+1} > 0 the minimiser is not unique (:func:`unique_minimiser`); this
     returns the member built from the SVD's singular vectors, and every member has the same loss.
@@ -138,20 +222,31 @@ def optimal_alignment(pair: GaussianPair, loss: str, rank: int | None = None) ->
         pair: the data law.
         loss: one of :data:`LOSSES`.
         rank: embedding dimension n_e in 1..min(n_u, n_v); None for min(n_u, n_v) (full rank).
+        bandwidth: kernel bandwidth of the MMD losses (default 1); None for the others.
 
     Returns:
         An :class:`Alignment` with :math:`G^\\top H = A` (Remark D.3); G and H have ``rank`` rows.
 
     Raises:
-        ValueError: for an unknown ``loss`` or a ``rank`` outside 1..min(n_u, n_v).
+        ValueError: for an unknown ``loss``, a ``rank`` outside 1..min(n_u, n_v) or a bad bandwidth.
+        ConvergenceError: if a numerical optimum cannot be certified.
     """
     check_loss(loss)
+    bandwidth = check_bandwidth(loss, bandwidth)
     r = _check_rank(pair, rank)
+    if loss == "mmd_joint" or (loss == "mmd_conditional" and r < min(pair.n_u, pair.n_v)):
+        from clipmath.theory.numerical import numerical_alignment  # it imports this module
+
+        return numerical_alignment(pair, loss, r, restarts=NUMERICAL_RESTARTS, seed=0, bandwidth=bandwidth)
     sigma = pair.canonical_correlations()[:r]
-    if loss == "conditional":
+    if loss in ("conditional", "mmd_conditional"):
         tilted = other = np.sqrt(sigma)
     elif loss == "joint":
         tilted = other = np.sqrt(h(sigma))
+    elif loss == "quadratic_conditional":
+        tilted = other = np.sqrt(two_sided_quadratic_weight(sigma))
+    elif loss == "quadratic_joint":
+        tilted = other = np.sqrt(sigma / (2.0 * (1.0 - sigma)))
     else:
         # Theorem 5.3 in canonical form, truncated to the top r (rank-r optimum): σ/√(1-σ²)
         # carries B = σ²/(1-σ²), 1/√(1-σ²) completes A = σ/(1-σ²).
@@ -160,12 +255,7 @@ def optimal_alignment(pair: GaussianPair, loss: str, rank: int | None = None) ->
     l_u, l_v = pair._whitening_bases(r)
     # The v|u loss is the u|v loss with the roles swapped; W has the same σ both ways.
     g_core, h_core = (other, tilted) if loss == "quadratic_v_given_u" else (tilted, other)
-    G, H = _in_basis(g_core, l_u), _in_basis(h_core, l_v)
-    return Alignment(
-        loss=loss, rank=r, A=G.T @ H, G=G, H=H,
-        B_u=G.T @ G if loss == "quadratic_u_given_v" else None,
-        B_v=H.T @ H if loss == "quadratic_v_given_u" else None,
-    )
+    return make_alignment(loss, r, _in_basis(g_core, l_u), _in_basis(h_core, l_v), bandwidth)
 
 
 def quadratic_minimum(pair: GaussianPair, rank: int | None = None) -> float:

@@ -14,25 +14,27 @@ import scipy.linalg
 
 from clipmath.theory._checks import as_matrix, symmetric
 from clipmath.theory._optimise import x_minus_log1p
-from clipmath.theory.alignment import check_loss
+from clipmath.theory.alignment import TILTS, check_bandwidth, check_loss
 from clipmath.theory.gaussian import GaussianPair
 from clipmath.theory.lemmas import gaussian_kl
+from clipmath.theory.mmd import mmd_conditional, mmd_joint
 
 _Grad = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 
 
-def check_loss_arguments(pair: GaussianPair, loss: str, A, B_u, B_v):
-    """Validated (A, B_u, B_v) for ``loss``: B_u only for ``quadratic_u_given_v``, B_v only for its mirror."""
+def check_loss_arguments(pair: GaussianPair, loss: str, A, B_u, B_v, bandwidth=None):
+    """Validated (A, B_u, B_v, bandwidth) for ``loss``: each B only for a loss that reads it
+    (:data:`~clipmath.theory.alignment.TILTS`), the bandwidth only for an MMD loss (default 1)."""
     check_loss(loss)
     A = as_matrix("A", A, (pair.n_u, pair.n_v))
-    needs = {"quadratic_u_given_v": "B_u", "quadratic_v_given_u": "B_v"}.get(loss)
+    needs = TILTS.get(loss, ())
     checked = {}
     for name, value, n in (("B_u", B_u, pair.n_u), ("B_v", B_v, pair.n_v)):
-        if (value is not None) != (name == needs):
-            wanted = "a (n, n) symmetric matrix" if name == needs else "None (this loss does not use it)"
+        if (value is not None) != (name in needs):
+            wanted = "a (n, n) symmetric matrix" if name in needs else "None (this loss does not use it)"
             raise ValueError(f"{name}: loss {loss!r} expects {wanted}, got {'None' if value is None else 'a matrix'}")
         checked[name] = None if value is None else symmetric(name, as_matrix(name, value, (n, n)))
-    return A, checked["B_u"], checked["B_v"]
+    return A, checked["B_u"], checked["B_v"], check_bandwidth(loss, bandwidth)
 
 
 def _conditional(pair: GaussianPair, A: np.ndarray, grad: bool):
@@ -89,21 +91,77 @@ def _quadratic(
     return value, (p_inv_a @ cov_yy - cov_xy, 0.5 * (grad_b + grad_b.T))
 
 
-def _evaluate(pair: GaussianPair, loss: str, A, B_u, B_v, grad: bool):
-    A, B_u, B_v = check_loss_arguments(pair, loss, A, B_u, B_v)
+def _quadratic_u(pair: GaussianPair, A, B_u, grad: bool):
+    return _quadratic(pair._eig["u"], pair.cov_uu, pair.cov_vv, pair.cov_uv, A, B_u, grad)
+
+
+def _quadratic_v(pair: GaussianPair, A, B_v, grad: bool):
+    value, g = _quadratic(pair._eig["v"], pair.cov_vv, pair.cov_uu, pair.cov_uv.T, A.T, B_v, grad)
+    return value, ((g[0].T, g[1]) if grad else None)
+
+
+def _quadratic_conditional(pair: GaussianPair, A, B_u, B_v, grad: bool):
+    # λ = (1, 1): the mean of the two one-sided losses, each of which is the (2, 0) or (0, 2) loss.
+    # docs/theory/quadratic_conditional.md.
+    value_u, g_u = _quadratic_u(pair, A, B_u, grad)
+    value_v, g_v = _quadratic_v(pair, A, B_v, grad)
+    value = 0.5 * (value_u + value_v)
+    return value, ((0.5 * (g_u[0] + g_v[0]), 0.5 * g_u[1], 0.5 * g_v[1]) if grad else None)
+
+
+def _quadratic_joint(pair: GaussianPair, A, B_u, B_v, grad: bool):
+    """Problem 3.7 with the quadratic tilting; docs/theory/quadratic_joint.md.
+
+    With :math:`X = [[B_u, -A], [-A^\\top, B_v]]` (so that :math:`|Gu - Hv|^2 = z^\\top X z`),
+    :math:`D_0 = \\mathrm{diag}(C_{uu}, C_{vv}) = F F^\\top` and :math:`\\beta` the eigenvalues of
+    :math:`F^\\top X F`: :math:`L = \\tfrac12 \\mathrm{Tr}(X \\mathcal C) - \\tfrac12 \\log\\det(I + D_0 X)
+    = -\\mathrm{Tr}(A^\\top C_{uv}) + \\tfrac12 \\sum (\\beta - \\log(1 + \\beta))` (Lemma E.2), ``+inf``
+    once :math:`\\beta_{min} \\le -1`. Gradient :math:`\\tfrac12 (\\mathcal C - \\mathcal C_\\nu)` in X, with
+    :math:`D_0 - \\mathcal C_\\nu = F Q \\mathrm{diag}(\\beta / (1 + \\beta)) Q^\\top F^\\top` (no cancellation).
+    """
+    n_u = pair.n_u
+    f = scipy.linalg.block_diag(*(e * np.sqrt(lam) for lam, e in (pair._eig["u"], pair._eig["v"])))
+    x = np.block([[B_u, -A], [-A.T, B_v]])
+    beta, q = np.linalg.eigh(f.T @ x @ f)
+    if beta[0] <= -1.0:
+        return np.inf, ((np.full_like(A, np.nan), np.full_like(B_u, np.nan), np.full_like(B_v, np.nan))
+                        if grad else None)
+    value = -np.sum(A * pair.cov_uv) + 0.5 * np.sum(x_minus_log1p(beta))
+    if not grad:
+        return value, None
+    fq = f @ q
+    gap = (fq * (beta / (1.0 + beta))) @ fq.T  # D_0 − C_ν
+    return value, (-gap[:n_u, n_u:] - pair.cov_uv, 0.5 * gap[:n_u, :n_u], 0.5 * gap[n_u:, n_u:])
+
+
+def _evaluate(pair: GaussianPair, loss: str, A, B_u, B_v, bandwidth, grad: bool):
+    A, B_u, B_v, bandwidth = check_loss_arguments(pair, loss, A, B_u, B_v, bandwidth)
     if loss == "conditional":
         return _conditional(pair, A, grad)
     if loss == "joint":
         return _joint(pair, A, grad)
     if loss == "quadratic_u_given_v":
-        value, g = _quadratic(pair._eig["u"], pair.cov_uu, pair.cov_vv, pair.cov_uv, A, B_u, grad)
+        value, g = _quadratic_u(pair, A, B_u, grad)
         return value, ((g[0], g[1], None) if grad else None)
-    value, g = _quadratic(pair._eig["v"], pair.cov_vv, pair.cov_uu, pair.cov_uv.T, A.T, B_v, grad)
-    return value, ((g[0].T, None, g[1]) if grad else None)
+    if loss == "quadratic_v_given_u":
+        value, g = _quadratic_v(pair, A, B_v, grad)
+        return value, ((g[0], None, g[1]) if grad else None)
+    if loss == "quadratic_conditional":
+        return _quadratic_conditional(pair, A, B_u, B_v, grad)
+    if loss == "quadratic_joint":
+        return _quadratic_joint(pair, A, B_u, B_v, grad)
+    value, d_a = (mmd_conditional if loss == "mmd_conditional" else mmd_joint)(pair, A, bandwidth, grad)
+    return value, ((d_a, None, None) if grad else None)
 
 
 def population_loss(
-    pair: GaussianPair, loss: str, A: np.ndarray, B_u: np.ndarray | None = None, B_v: np.ndarray | None = None
+    pair: GaussianPair,
+    loss: str,
+    A: np.ndarray,
+    B_u: np.ndarray | None = None,
+    B_v: np.ndarray | None = None,
+    *,
+    bandwidth: float | None = None,
 ) -> float:
     """The exact population loss of linear encoders with :math:`A = G^\\top H`, :math:`B_u = G^\\top G`, :math:`B_v = H^\\top H`.
 
@@ -118,26 +176,46 @@ def population_loss(
       + \\tfrac12 \\mathrm{Tr}(A^\\top (C_{uu}^{-1} + B_u)^{-1} A C_{vv})`, ``+inf`` when
       :math:`C_{uu}^{-1} + B_u` is not positive definite.
     - ``quadratic_v_given_u``: the mirror image, with :math:`B_v` and the roles of u and v swapped.
+    - ``quadratic_conditional`` (quadratic tilting, two-sided, :math:`(\\lambda_u, \\lambda_v) = (1, 1)`,
+      Problem 3.13): the mean of the two one-sided losses, coupled through (G, H)
+      (``docs/theory/quadratic_conditional.md``).
+    - ``quadratic_joint`` (quadratic tilting, Problem 3.7): with :math:`X = [[B_u, -A], [-A^\\top, B_v]]`,
+      :math:`-\\mathrm{Tr}(A^\\top C_{uv}) + \\tfrac12 \\mathrm{Tr}(X D_0) - \\tfrac12 \\log\\det(I + D_0 X)`,
+      :math:`D_0 = \\mathrm{diag}(C_{uu}, C_{vv})`; ``+inf`` when :math:`D_0^{-1} + X` is not positive
+      definite (``docs/theory/quadratic_joint.md``).
+    - ``mmd_conditional``, ``mmd_joint`` (inner-product tilting, Gaussian kernel of ``bandwidth`` h,
+      Appendix B and Problem 3.11): the population limits of the trained losses of
+      :mod:`clipmath.multimodal.losses.mmd` (``docs/theory/mmd.md``, :mod:`clipmath.theory.mmd`).
 
     Args:
         pair: the data law.
         loss: one of :data:`clipmath.theory.LOSSES`.
         A: (n_u, n_v) coupling matrix.
-        B_u: (n_u, n_u) symmetric; required for ``quadratic_u_given_v``, else None.
-        B_v: (n_v, n_v) symmetric; required for ``quadratic_v_given_u``, else None.
+        B_u: (n_u, n_u) symmetric; required for ``quadratic_u_given_v``, ``quadratic_conditional``
+            and ``quadratic_joint``, else None.
+        B_v: (n_v, n_v) symmetric; required for ``quadratic_v_given_u``, ``quadratic_conditional``
+            and ``quadratic_joint``, else None.
+        bandwidth: Gaussian kernel bandwidth h > 0 of the MMD losses (default 1, the trained
+            losses' default); None for the others.
 
     Returns:
         The loss in nats (possibly ``inf``).
 
     Raises:
-        ValueError: for an unknown loss, a wrong shape or NaN, or a B given to a loss that does
-            not use it (or missing where it is needed).
+        ValueError: for an unknown loss, a wrong shape or NaN, a B given to a loss that does
+            not use it (or missing where it is needed), or a bandwidth for a loss without a kernel.
     """
-    return float(_evaluate(pair, loss, A, B_u, B_v, grad=False)[0])
+    return float(_evaluate(pair, loss, A, B_u, B_v, bandwidth, grad=False)[0])
 
 
 def population_loss_gradient(
-    pair: GaussianPair, loss: str, A: np.ndarray, B_u: np.ndarray | None = None, B_v: np.ndarray | None = None
+    pair: GaussianPair,
+    loss: str,
+    A: np.ndarray,
+    B_u: np.ndarray | None = None,
+    B_v: np.ndarray | None = None,
+    *,
+    bandwidth: float | None = None,
 ) -> tuple[float, _Grad]:
     """:func:`population_loss` and its gradient with respect to (A, B_u, B_v).
 
@@ -148,7 +226,11 @@ def population_loss_gradient(
     - ``quadratic_u_given_v``, with :math:`P = C_{uu}^{-1} + B_u`:
       :math:`\\partial_A = P^{-1} A C_{vv} - C_{uv}`,
       :math:`\\partial_{B_u} = \\tfrac12 (C_{uu} - P^{-1} - P^{-1} A C_{vv} A^\\top P^{-1})`;
-      the v|u mirror likewise.
+      the v|u mirror likewise; ``quadratic_conditional`` the mean of the two;
+    - ``quadratic_joint``: :math:`\\tfrac12 (\\mathcal C - \\mathcal C_\\nu)` in X (moment matching), so
+      :math:`\\partial_A = (\\mathcal C_\\nu)_{uv} - C_{uv}`, :math:`\\partial_{B_u} = \\tfrac12 (C_{uu} - (\\mathcal C_\\nu)_{uu})`,
+      :math:`\\partial_{B_v} = \\tfrac12 (C_{vv} - (\\mathcal C_\\nu)_{vv})`;
+    - ``mmd_conditional``, ``mmd_joint``: see :mod:`clipmath.theory.mmd`.
 
     Args: as :func:`population_loss`.
 
@@ -156,7 +238,7 @@ def population_loss_gradient(
         ``(value, (dA, dB_u, dB_v))``: dA (n_u, n_v); dB_u (n_u, n_u) or None; dB_v (n_v, n_v)
         or None, matching which B the loss takes. Entries are NaN where the value is ``inf``.
     """
-    value, grads = _evaluate(pair, loss, A, B_u, B_v, grad=True)
+    value, grads = _evaluate(pair, loss, A, B_u, B_v, bandwidth, grad=True)
     return float(value), grads
 
 

@@ -13,6 +13,7 @@ from clipmath.theory import (
     monte_carlo_loss,
     random_gaussian_pair,
 )
+from clipmath.theory.alignment import TILTS
 
 N_MC = 200_000
 
@@ -30,7 +31,7 @@ def pair():
 
 
 def tilts(result):
-    return {name: getattr(result, name) for name in ("B_u", "B_v") if getattr(result, name) is not None}
+    return result.arguments()
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -96,12 +97,16 @@ def test_gradient_matches_central_differences(loss):
     pair = random_gaussian_pair(3, 2, seed=5)
     rng = np.random.default_rng(6)
     A = random_A(pair, rng, 0.5)
-    side = {"quadratic_u_given_v": ("B_u", 3), "quadratic_v_given_u": ("B_v", 2)}.get(loss)
+    sizes = {"B_u": pair.n_u, "B_v": pair.n_v}
     tilt = {}
-    if side:
-        g = rng.standard_normal((2, side[1]))
-        tilt = {side[0]: g.T @ g}
-    _, (d_a, d_bu, d_bv) = population_loss_gradient(pair, loss, A, **tilt)
+    for name in TILTS.get(loss, ()):
+        g = rng.standard_normal((2, sizes[name]))
+        tilt[name] = g.T @ g
+    if loss == "quadratic_joint":
+        # Off the optimum (G, H) = random, A = GᵀH keeps D_0^{-1} + X positive definite.
+        g, h = rng.standard_normal((2, 3)), rng.standard_normal((2, 2))
+        A, tilt = g.T @ h, {"B_u": g.T @ g, "B_v": h.T @ h}
+    grads = dict(zip(("A", "B_u", "B_v"), population_loss_gradient(pair, loss, A, **tilt)[1]))
     step = 1e-5  # central differences: truncation ~ step² ≈ 1e-10, round-off ~ eps/step ≈ 1e-11
 
     def numeric(f, x):
@@ -113,14 +118,14 @@ def test_gradient_matches_central_differences(loss):
         return out
 
     num_a = numeric(lambda a: population_loss(pair, loss, a, **tilt), A)
-    np.testing.assert_allclose(d_a, num_a, atol=1e-7)
-    if side:
-        name = side[0]
+    np.testing.assert_allclose(grads["A"], num_a, atol=1e-7)
+    for name in ("B_u", "B_v"):
+        if name not in tilt:
+            assert grads[name] is None
+            continue
         # The loss sees B only through its symmetric part: differentiate along symmetric directions.
-        num_b = numeric(lambda b: population_loss(pair, loss, A, **{name: 0.5 * (b + b.T)}), tilt[name])
-        np.testing.assert_allclose(d_bu if name == "B_u" else d_bv, num_b, atol=1e-7)
-    else:
-        assert d_bu is None and d_bv is None
+        num_b = numeric(lambda b: population_loss(pair, loss, A, **{**tilt, name: 0.5 * (b + b.T)}), tilt[name])
+        np.testing.assert_allclose(grads[name], num_b, atol=1e-7)
 
 
 def test_bad_arguments_raise(pair):
