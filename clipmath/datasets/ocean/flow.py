@@ -30,7 +30,7 @@ sample and mode (:class:`FlowConfig`):
 * :math:`\\omega_k \\sim U(-\\omega_{max}, \\omega_{max})`, ω_max = 10.
 
 Why these. With p = 1 every shell of wavenumbers moves the drifter about equally,
-:math:`2\\pi |k| \\sigma_k` = 3.1 for |k| = 1 down to 1.4 for |k| = 3√2, so a track carries
+:math:`2\\pi |k| \\sigma_k` = 3.1 for :math:`|k| = 1` down to 1.4 for :math:`|k| = 3\\sqrt2`, so a track carries
 information about all 48 moving modes rather than the four longest; the mean squared speed is
 :math:`E|w|^2 = 2\\pi^2 \\sum_k |k|^2 \\sigma_k^2 = 114`, an rms speed of 10.7 domain lengths per
 unit time. Over the paper's T = 0.1 a track from (0.75, 0.75) then runs a path of 0.95 domain
@@ -76,7 +76,7 @@ def wavenumbers(k_max: int = 3) -> np.ndarray:
     k = 0 and modes m and K - 1 - m are k and -k.
 
     Args:
-        k_max: largest |k_1|, |k_2| (>= 1); 3 gives the paper's K = 49.
+        k_max: largest :math:`|k_1|, |k_2|` (>= 1); 3 gives the paper's K = 49.
 
     Returns:
         (K, 2) int64 array, K = (2 k_max + 1)^2.
