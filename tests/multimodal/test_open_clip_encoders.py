@@ -164,6 +164,27 @@ def test_named_architecture_from_scratch():
     assert len(small.visual.transformer.resblocks) == 1
 
 
+def test_explicit_resnet_tower_is_open_clips_modified_resnet():
+    from open_clip.modified_resnet import ModifiedResNet
+
+    resnet = {"image_size": 32, "patch_size": 8, "width": 8, "layers": [1, 1, 1, 1], "heads": 4}
+    g_u = encoders.build("open_clip_vision", n_e=EMBED, **resnet).double().eval()
+    assert isinstance(g_u.visual, ModifiedResNet) and g_u.visual.attnpool.num_heads == 4
+    # open_clip's CLIP with the same stages: 4 heads of width 32 * 8 / 4 = 64 in the attention pool.
+    torch.manual_seed(3)
+    vision_cfg = {"image_size": 32, "layers": (1, 1, 1, 1), "width": 8, "head_width": 64}
+    reference = open_clip.CLIP(EMBED, vision_cfg, dict(TEXT)).visual.double().eval()
+    g_u.visual.load_state_dict(reference.state_dict())  # strict: the same modules and shapes
+    images = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(g_u(images), reference(_normalised(images)))
+    assert encoders.build(**g_u.config)(images.float() / 255).shape == (2, EMBED)  # its config rebuilds it
+    with pytest.raises(ValueError, match=r"layers=\[1, 1, 1\]"):
+        encoders.build("open_clip_vision", n_e=EMBED, **{**resnet, "layers": [1, 1, 1]})
+    with pytest.raises(ValueError, match="heads=3"):
+        encoders.build("open_clip_vision", n_e=EMBED, **{**resnet, "heads": 3})
+
+
 def test_images_preprocessed_as_open_clip():
     g_u, _ = _encoders()
     g_u = g_u.double()

@@ -276,7 +276,11 @@ def override(tower_cfg: dict, values: dict[str, Any], required: tuple[str, ...],
     for name, value in values.items():
         if value is None:
             continue
-        if name == "mlp_ratio":
+        if name == "layers" and isinstance(value, (list, tuple)):  # open_clip's ModifiedResNet: four stages
+            if len(value) != 4:
+                raise ValueError(f"layers={list(value)!r}: expected one integer (a ViT) or four (a ResNet's stages)")
+            out[name] = tuple(check_positive_int(name, item) for item in value)
+        elif name == "mlp_ratio":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"mlp_ratio={value!r}: expected a positive number")
             out[name] = float(value)

@@ -48,10 +48,12 @@ class OpenClipVision(nn.Module):
         n_e: embedding dimension (open_clip's ``embed_dim``); None takes the named one.
         image_size: input height and width H = W the tower is built for.
         patch_size: ViT patch edge.
-        width: ViT token width.
-        layers: ViT transformer blocks.
+        width: ViT token width, or a ResNet's stem width (its features are ``32 * width``).
+        layers: ViT transformer blocks, or four ints: the blocks of each stage of open_clip's
+            ``ModifiedResNet`` (the ``RN*`` architectures; ``patch_size`` is then unused, and
+            ``image_size`` must be a multiple of 32, the ResNet's downsampling).
         heads: attention heads (``width`` must be a multiple); open_clip's ``head_width`` is
-            ``width // heads``.
+            ``width // heads`` (a ResNet's attention pool: ``32 * width // heads``).
         mlp_ratio: MLP hidden width over ``width`` (open_clip's default 4).
         pretrained: path of a local checkpoint (``.pt``, ``.bin``, ``.safetensors``), or None.
         normalize: ``"open_clip"`` (open_clip's ``OPENAI_DATASET_MEAN`` / ``_STD``, what its
@@ -93,9 +95,11 @@ class OpenClipVision(nn.Module):
         vision_cfg = override(vision_cfg, {**explicit, "heads": heads}, _REQUIRED, named=model_name is not None)
         vision_cfg.pop("heads", None)
         if heads is not None:
-            if vision_cfg["width"] % heads:
-                raise ValueError(f"heads={heads}: expected a divisor of width={vision_cfg['width']}")
-            vision_cfg["head_width"] = vision_cfg["width"] // heads
+            # A ViT's heads split its width; a ResNet's attention pool runs on 32 * width features.
+            features = vision_cfg["width"] * (32 if isinstance(vision_cfg.get("layers"), tuple) else 1)
+            if features % heads:
+                raise ValueError(f"heads={heads}: expected a divisor of {features} (width={vision_cfg['width']})")
+            vision_cfg["head_width"] = features // heads
         if not isinstance(vision_cfg.get("layers"), (list, tuple)):  # a ViT, not a modified ResNet
             head_width = vision_cfg.get("head_width", 64)
             if vision_cfg.get("width", 768) % head_width:
