@@ -134,7 +134,7 @@ class GenerationConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=25, lr=1e-3, schedule="cosine", warmup_steps=100, log_every=20, eval_every=128,
+    return TrainConfig(epochs=20, lr=1e-3, schedule="cosine", warmup_steps=100, log_every=20, eval_every=128,
                        checkpoint_every=500, threads=1)
 
 
