@@ -15,7 +15,7 @@ truncated at J = ``n_modes`` modes, and observed in two modalities, eq. (57):
 
 The paper prints :math:`\psi_j = \cos(j\pi x)`; the eigenfunctions of the covariance
 operator normalised in :math:`L^2(D)` are :math:`\psi_j = \sqrt2 \cos(j\pi x)`, which is
-what is used here (digest note [D]). With them :math:`v = \xi_{1:n_v}` exactly, so
+what is used here. With them :math:`v = \xi_{1:n_v}` exactly, so
 :math:`v \sim \mathcal N(0, I)`; the literal :math:`\cos(j\pi x)` would give
 :math:`v = \xi_{1:n_v}/2`. Writing :math:`\Phi_{ij} = \sqrt{\lambda_j}\psi_j(x_i)`, the pair
 is Gaussian with

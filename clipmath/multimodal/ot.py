@@ -11,7 +11,7 @@ References:
     - Chizat, Peyré, Schmitzer & Vialard, Scaling algorithms for unbalanced optimal transport
       problems, Math. Comp. 2018 (Algorithm 1, the KL-relaxed scaling iteration).
     - Chen, Lin, Liu, Xiao & Dyer, Your contrastive learning problem is secretly a
-      distribution alignment problem, NeurIPS 2024 (GCA; §2, §4.5 and §11.3-11.4 of the digest).
+      distribution alignment problem, NeurIPS 2024 (GCA; §2 and §4.5).
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def sinkhorn(
         \qquad \lambda = \frac{\rho}{\rho + \varepsilon},
 
     with :math:`\lambda = 1` on a balanced side: the balanced step is the KL projection onto
-    the row (then column) constraint, :math:`u = a \oslash Kv` (Cuturi 2013; §2 of the GCA
-    digest), and the unbalanced step is the same one raised to :math:`\lambda`,
+    the row (then column) constraint, :math:`u = a \oslash Kv` (Cuturi 2013; Chen et al. 2024,
+    §2), and the unbalanced step is the same one raised to :math:`\lambda`,
     :math:`u = (a \oslash Kv)^{\rho/(\rho+\varepsilon)}` (Chizat et al. 2018, Algorithm 1;
     Chen et al. 2024, §4.5), POT's ``reg_m/(reg_m + reg)``. The plan is
     :math:`P = \mathrm{diag}(u) K \mathrm{diag}(v)`.

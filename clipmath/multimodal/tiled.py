@@ -30,8 +30,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from clipmath.multimodal import similarity
+from clipmath.multimodal.checks import PendingChecks
 from clipmath.multimodal.directions import resolve_weights
-from clipmath.multimodal.logits import check_scale
+from clipmath.multimodal.logits import check_scale, check_scale_shape, defer_input_checks
 
 
 def tiled_clip_loss(
@@ -43,6 +44,7 @@ def tiled_clip_loss(
     metric: str = "cosine",
     weights: Sequence[float] = (0.5, 0.5),
     tile_size: int = 4096,
+    checks: PendingChecks | None = None,
 ) -> Tensor:
     r"""Weighted CLIP loss (eq. 7 of Baptista, Stuart & Tran (2025)) without forming the B x B logits.
 
@@ -67,6 +69,13 @@ def tiled_clip_loss(
         tile_size: rows and columns per tile; memory grows as ``tile_size**2``. On the CPU, 2048
             (16 MiB float32 tiles, recycled by glibc's heap) spends less system time than 4096,
             whose 64 MiB buffers are mapped and page-faulted afresh for every tile.
+        checks: None (default) checks the values of the embeddings, scale and bias now (and
+            returns an infinite loss for logits too large for the dtype); a loss's
+            :class:`~clipmath.multimodal.checks.PendingChecks` takes every value check instead,
+            made on the returned loss (the tiles are never kept; non-finite inputs and an
+            overflow both make the loss NaN or infinite), to be resolved by the caller with its
+            other checks, one host sync (the ``conditional`` loss does this). The shapes are
+            checked now either way.
 
     Returns:
         Scalar loss tensor.
@@ -76,24 +85,32 @@ def tiled_clip_loss(
             ``logit_bias``, an unknown ``metric``, negative or all-zero ``weights``, or
             ``tile_size < 1``.
     """
-    similarity.check_pair(z_u, z_v, same_batch=True)
+    similarity.check_pair_shapes(z_u, z_v, same_batch=True)
+    if checks is None:
+        for name, z in (("z_u", z_u), ("z_v", z_v)):
+            similarity.check_finite(name, z)
     similarity.get(metric)
     lambda_u, lambda_v = resolve_weights(None, weights)
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
         raise ValueError(f"tile_size={tile_size!r}: expected a positive integer")
-    check_scale(logit_scale, logit_bias)
+    (check_scale if checks is None else check_scale_shape)(logit_scale, logit_bias)
 
     # float32 at least (float64 stays float64), whatever the input or autocast dtype.
     dtype = torch.promote_types(torch.promote_types(z_u.dtype, z_v.dtype), torch.float32)
     # Every metric is an inner product of mapped rows (similarity.factored): the rows are mapped
     # once here, autograd differentiates the maps, and the tiles need only matrix products.
     map_u, map_v = similarity.factored(metric)
-    z_u, z_v = map_u(z_u.to(dtype)), map_v(z_v.to(dtype))
-    row_lse, col_lse = _TiledLogsumexp.apply(z_u, z_v, logit_scale, logit_bias, tile_size)
-    positives = logit_scale.to(dtype).reshape(()).exp() * (z_u * z_v).sum(-1)
+    f_u, f_v = map_u(z_u.to(dtype)), map_v(z_v.to(dtype))
+    row_lse, col_lse = _TiledLogsumexp.apply(f_u, f_v, logit_scale, logit_bias, tile_size)
+    positives = logit_scale.to(dtype).reshape(()).exp() * (f_u * f_v).sum(-1)
     if logit_bias is not None:
         positives = positives + logit_bias.to(dtype).reshape(())
-    return lambda_v * row_lse.mean() + lambda_u * col_lse.mean() - (lambda_u + lambda_v) * positives.mean()
+    loss = lambda_v * row_lse.mean() + lambda_u * col_lse.mean() - (lambda_u + lambda_v) * positives.mean()
+    if checks is not None:
+        limit = torch.finfo(loss.dtype).max
+        detail = "the tiled loss is {}".format
+        defer_input_checks(checks, loss, limit, detail, z_u, z_v, logit_scale, logit_bias)
+    return loss
 
 
 def _tiles(size: int, tile_size: int) -> list[slice]:

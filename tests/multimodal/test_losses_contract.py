@@ -19,6 +19,8 @@ from clipmath.multimodal.model import BimodalModel
 
 SIZE = 6
 CASES = [(name, metric) for name in losses.names() for metric in similarity.names()]
+# The exact tiled path of the conditional losses, checked like a loss of its own.
+TILED = [(name, {"tile_size": 4}) for name in ("clip", "conditional")]
 
 
 def _inputs(name, dtype=torch.float32, seed=0):
@@ -93,7 +95,7 @@ def test_invariant_to_the_order_of_pairs(name):
     assert abs(loss.item() - permuted.item()) < 1e-12 * max(1.0, abs(loss.item()))
 
 
-@pytest.mark.parametrize("name", losses.names())
+@pytest.mark.parametrize(("name", "params"), [(name, {}) for name in losses.names()] + TILED)
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -111,11 +113,11 @@ def test_invariant_to_the_order_of_pairs(name):
         (lambda z_u, z_v, s, b: (z_u, z_v, s, torch.tensor(-math.inf)), "logit_bias=-inf"),
     ],
 )
-def test_bad_input_names_the_argument(name, change, match):
+def test_bad_input_names_the_argument(name, params, change, match):
     z_u, z_v, scale, bias, extras = _inputs(name)
     z_u, z_v, scale, bias = change(z_u, z_v, scale, bias)
     with pytest.raises(ValueError, match=match):
-        losses.build(name)(z_u, z_v, logit_scale=scale, logit_bias=bias, **extras)
+        losses.build(name, **params)(z_u, z_v, logit_scale=scale, logit_bias=bias, **extras)
 
 
 def _poison(z):
@@ -125,8 +127,8 @@ def _poison(z):
     return z
 
 
-@pytest.mark.parametrize("name", losses.names())
-def test_one_host_sync_per_training_step(name):
+@pytest.mark.parametrize(("name", "params"), [(name, {}) for name in losses.names()] + TILED)
+def test_one_host_sync_per_training_step(name, params):
     """model(u, v), the loss and its backward read one value on the host: the loss's checks, together.
 
     Each read (``.item()``, ``bool(t)``, ...) is a device wait on a GPU and a graph break for
@@ -137,7 +139,7 @@ def test_one_host_sync_per_training_step(name):
     u = torch.randn(SIZE, 5, generator=gen)
     v = u + torch.randn(SIZE, 5, generator=gen)
     extras = {"u": u, "v": v}
-    module = losses.build(name)
+    module = losses.build(name, **params)
     with count_host_syncs() as syncs:
         out = model(u, v)
         module(
@@ -154,9 +156,7 @@ def test_bad_construction(name):
         losses.build(name, no_such_option=1)
 
 
-OVERFLOW_CASES = [(name, {}) for name in losses.names()] + [
-    (name, {"tile_size": 4}) for name in ("clip", "conditional")
-]
+OVERFLOW_CASES = [(name, {}) for name in losses.names()] + TILED
 
 
 @pytest.mark.parametrize(("name", "params"), OVERFLOW_CASES)

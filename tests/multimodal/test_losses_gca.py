@@ -36,7 +36,7 @@ def _logits(seed=0, tau=0.2):
 
 
 def _naive_scalings(kernel, n_iter, mass=1.0, exponent=1.0):
-    """Exp-domain (u, v) after each of n_iter row-then-column steps (§2, §4.5 of the digest)."""
+    """Exp-domain (u, v) after each of n_iter row-then-column steps (Chen et al. 2024, §2 and §4.5)."""
     size = kernel.shape[0]
     v, history = torch.ones(size, dtype=torch.float64), []
     for _ in range(n_iter):
@@ -74,7 +74,7 @@ def _naive_robust(kernel_v, neg_u, target, lam, q):
 
 
 def _naive_rince(logits, lam, q):
-    """RINCE of Chuang et al. (2022) as printed in §2 of the digest."""
+    """RINCE of Chuang et al. (2022) as printed in §2 of Chen et al. (2024)."""
     total = 0.0
     for i in range(logits.shape[0]):
         negatives = sum(math.exp(float(logits[i, j])) for j in range(logits.shape[1]) if j != i)
@@ -124,7 +124,7 @@ def test_gca_ince_equals_naive_sinkhorn(n_iter):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_kl_to_identity_never_increases_over_half_steps(seed):
-    """Pythagorean property of KL projections onto affine sets containing I (§5.2 of the digest)."""
+    """Pythagorean property of KL projections onto affine sets containing I (Chen et al. 2024, §5)."""
     gen = torch.Generator().manual_seed(seed)
     kernel = _logits(seed, tau=0.1).exp() if seed % 2 else torch.rand(B, B, generator=gen, dtype=torch.float64) + 0.01
     identity = identity_pairs(B, dtype=torch.float64)

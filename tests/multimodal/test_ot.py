@@ -29,7 +29,7 @@ def _masses(n, seed):
 
 
 def _naive_sinkhorn(kernel, a, b, n_iter, exponent_u=1.0, exponent_v=1.0):
-    """Exp-domain scaling iterations, row step first (§2 of the GCA digest; Chizat et al. 2018)."""
+    """Exp-domain scaling iterations, row step first (Chen et al. 2024, §2; Chizat et al. 2018)."""
     v = torch.ones(kernel.shape[1], dtype=kernel.dtype)
     for _ in range(n_iter):
         u = (a / (kernel @ v)) ** exponent_u

@@ -7,7 +7,7 @@ the class probabilities of a feature :math:`\bar g_u(u)` are
 
 .. math::  w_i(u) = \mathrm{softmax}_i\big(\mathrm{sim}(\bar g_u(u), G_i)/\tau + F_i\big)      \quad (33)
 
-(normaliser over the K labels, the correction of (33) noted in the digest), and the prediction is
+(normaliser over the K labels; (33) prints M, see the docs page on the papers' typos), and the prediction is
 their argmax (35, corrected from "argmin"). ``F = 0`` is the zero-shot classifier (31).
 
 Fine-tuning freezes the image encoder and minimises over :math:`\vartheta = (F)` or :math:`(G, F)`

@@ -26,7 +26,6 @@ from torch import Tensor
 
 from clipmath.multimodal.checks import PendingChecks
 from clipmath.multimodal.directions import resolve_weights
-from clipmath.multimodal.logits import defer_input_checks
 from clipmath.multimodal.losses.base import LossOutput, register
 from clipmath.multimodal.losses.pair import PairLoss
 from clipmath.multimodal.tiled import tiled_clip_loss
@@ -113,12 +112,11 @@ class ConditionalLoss(PairLoss):
         if self.tile_size is None:
             return super().forward(z_u, z_v, logit_scale, logit_bias)
 
-        # tiled_clip_loss checks its inputs; the tiles are never kept, so an overflow shows only
-        # in the loss (finite inputs, non-finite loss).
         lambda_u, lambda_v = self.weight_u_given_v, self.weight_v_given_u
         # The tiled function weighs cross-entropies (CLIP = (1/2, 1/2)); L_cond is those minus
         # the log B of each density normaliser (Theorem 2.8).
         batch = z_u.shape[0]
+        checks = PendingChecks()
         loss = tiled_clip_loss(
             z_u,
             z_v,
@@ -127,17 +125,7 @@ class ConditionalLoss(PairLoss):
             metric=self.metric,
             weights=(lambda_u / 2, lambda_v / 2),
             tile_size=self.tile_size,
-        )
-        checks = PendingChecks()
-        defer_input_checks(
-            checks,
-            loss,
-            torch.finfo(loss.dtype).max,
-            lambda value: f"the tiled loss is {value}",
-            z_u,
-            z_v,
-            logit_scale,
-            logit_bias,
+            checks=checks,
         )
         checks.resolve()
         return LossOutput(loss - 0.5 * (lambda_u + lambda_v) * math.log(batch) + self.offset(batch))

@@ -1,6 +1,6 @@
 r"""The GCA loss family (Chen et al. 2024): contrastive losses as entropic optimal transport.
 
-Generalized Contrastive Alignment (§3 of the digest) writes a contrastive loss as
+Generalized Contrastive Alignment (Chen et al. 2024, §3) writes a contrastive loss as
 
 .. math::
     \min_\theta\ d_M\big(P_{tgt}\,\|\,P_\theta\big), \qquad
@@ -23,7 +23,7 @@ gca_rince  RINCE        rows and columns, ``n_iter`` steps    §4.3, §11.5
 gca_uot    KL + RINCE   KL-relaxed marginals (UOT)            §4.5, §11.4-11.5
 ========== ============ ===================================== =================
 
-This is the paper's form, not the released code's (§8-§9 of the digest): no clamping of the
+This is the paper's form, not the released code's (``gca_loss_cifar.py``, ``gca_loss_imagenet.py``): no clamping of the
 cosine at 1e-7 (which kills the gradient of negative similarities), no :math:`2N\times 2N`
 matrix whose self-pairs get the largest cost (there are no self-pairs across views), true
 column scaling in every Sinkhorn step (the ImageNet module's ``gca_rince``/``gca_uot`` only ever
@@ -144,7 +144,7 @@ def ince_loss(logits: Tensor, target: Tensor | None = None) -> LossOutput:
 
     Paper vs code: the official ``hs_ince`` is the same cross-entropy, but on the
     :math:`2N\times 2N` matrix of both views with the cosine clamped at 1e-7 and each self-pair
-    given the largest cost instead of being absent (§8.1, §9.3-9.4 of the digest).
+    given the largest cost instead of being absent (``gca_loss_cifar.py``).
 
     Args:
         logits: (B, B) :math:`S`, positives on the diagonal.
@@ -254,7 +254,7 @@ def gca_rince_loss(
     where :math:`P^{(2T-1)}` is the plan right after the T-th row step of balanced Sinkhorn with
     :math:`a = b = \mathbb 1`. With ``n_iter=1`` (:math:`v^{(0)} = \mathbb 1`) it is exactly
     :func:`rince_loss`. The CIFAR code instead computes :math:`\mathrm{CE}(\log P)^q/q` and the
-    ImageNet code scales rows only (§8-§9 of the digest).
+    ImageNet code scales rows only (``gca_loss_imagenet.py``).
 
     Args:
         logits: (B, B) :math:`S`, positives on the diagonal.

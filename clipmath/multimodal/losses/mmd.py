@@ -17,7 +17,7 @@ flattened to (B, d_u) and (B, d_v)). Class labels should be passed one-hot. Kern
 
 **Batch estimators.** As eq. 12 does for :math:`L^N_{cond}`, the population measures
 :math:`\mu, \mu_u, \mu_v` are replaced by the empirical measures of the batch, every index
-tuple included (the [D] normalisation of the digest: :math:`\rho^N(u_j|v_i) = B\,P_{ji}` with
+tuple included (our normalisation, the paper's constants being illegible: :math:`\rho^N(u_j|v_i) = B\,P_{ji}` with
 :math:`P = \mathrm{softmax}` of the logits over u, each tuple averaged). The model conditional is
 then :math:`\nu^N_{u|v_i} = \sum_j P_{ji}\,\delta_{u_j}`. The paper's empirical form excludes the
 tuples :math:`j = k` and :math:`i = k`; we keep them, because with those exclusions a uniform
