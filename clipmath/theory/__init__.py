@@ -15,17 +15,18 @@ conditional and joint losses (:mod:`clipmath.theory.mmd`), by name in the same f
 """
 
 from clipmath.theory._optimise import ConvergenceError, FlatMinimumWarning
-from clipmath.theory.alignment import LOSSES, Alignment, h, optimal_alignment, quadratic_minimum, unique_minimiser
+from clipmath.theory.alignment import LOSSES, MMD_LOSSES, Alignment, h, optimal_alignment, quadratic_minimum, unique_minimiser
 from clipmath.theory.gaussian import GaussianPair, gaussian_pair_with_correlations, random_gaussian_pair
 from clipmath.theory.lemmas import gaussian_kl, log_quadratic_exponential_moment, quadratic_exponential_moment
 from clipmath.theory.losses import conditional_kl_objective, population_loss, population_loss_gradient
-from clipmath.theory.model import tilted_model
+from clipmath.theory.model import alignment_model, model_gaps, tilted_model
 from clipmath.theory.monte_carlo import monte_carlo_loss
 from clipmath.theory.normalised import SignModel, sign_model
 from clipmath.theory.numerical import numerical_alignment, numerical_quadratic_alignment
 
 __all__ = [
     "LOSSES",
+    "MMD_LOSSES",
     "Alignment",
     "ConvergenceError",
     "FlatMinimumWarning",
@@ -47,5 +48,7 @@ __all__ = [
     "random_gaussian_pair",
     "sign_model",
     "tilted_model",
+    "alignment_model",
+    "model_gaps",
     "unique_minimiser",
 ]

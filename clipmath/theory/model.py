@@ -7,6 +7,7 @@ import scipy.linalg
 
 from clipmath.theory._checks import as_matrix, symmetric
 from clipmath.theory.gaussian import GaussianPair
+from clipmath.theory.lemmas import gaussian_kl
 
 
 def tilted_model(
@@ -62,3 +63,31 @@ def tilted_model(
         raise ValueError(f"A: the tilted model is improper (not normalisable): {reason}") from None
     cov = scipy.linalg.cho_solve(chol, np.eye(len(precision)), check_finite=False)
     return GaussianPair.from_joint(0.5 * (cov + cov.T), pair.n_u)
+
+
+def alignment_model(pair: GaussianPair, alignment) -> GaussianPair:
+    """ν of an :class:`~clipmath.theory.Alignment`: the quadratic tilting (both B = GᵀG, HᵀH) for a
+    loss with the quadratic tilting (any ``quadratic_*``), the inner-product tilting otherwise."""
+    if alignment.loss.startswith("quadratic"):
+        return tilted_model(pair, alignment.A, alignment.G.T @ alignment.G, alignment.H.T @ alignment.H)
+    return tilted_model(pair, alignment.A)
+
+
+def model_gaps(pair: GaussianPair, model: GaussianPair) -> dict[str, float]:
+    """What a model law ν matches of µ: relative Frobenius gaps and :math:`D_{KL}(\\mu \\| \\nu)` (Lemma E.1).
+
+    Returns:
+        ``u_given_v_mean``, ``u_given_v_cov``, ``v_given_u_mean``, ``v_given_u_cov`` (the gaps
+        :math:`\\|X_\\nu - X_\\mu\\|_F / \\|X_\\mu\\|_F` of the conditional mean maps and covariances, eq. 37
+        against ν's), ``u_marginal``, ``v_marginal`` (marginal covariances) and ``kl`` (nats).
+    """
+    out = {}
+    for which in ("u_given_v", "v_given_u"):
+        for name, got, want in zip(("mean", "cov"), model.conditional(which), pair.conditional(which)):
+            out[f"{which}_{name}"] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+    for side in ("u", "v"):
+        want = pair.marginal(side)
+        out[f"{side}_marginal"] = float(np.linalg.norm(model.marginal(side) - want) / np.linalg.norm(want))
+    zero = np.zeros(pair.n_u + pair.n_v)
+    out["kl"] = gaussian_kl(zero, pair.joint_cov, zero, model.joint_cov)
+    return out

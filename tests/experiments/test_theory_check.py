@@ -7,7 +7,7 @@ import pytest
 from clipmath.experiments.cli import main
 from clipmath.experiments.config import resolve
 from clipmath.experiments.theory_check import ADVERSARIAL, QUADRATIC_REL_TOL, TheoryCheckConfig
-from clipmath.theory import LOSSES
+from clipmath.theory import LOSSES, MMD_LOSSES
 
 
 @pytest.fixture(scope="module")
@@ -21,14 +21,16 @@ def test_every_check_passes(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     config = TheoryCheckConfig()
     assert metrics["max_relative_error"] <= 1e-6 and metrics["closed_forms_pass"] is True
-    expected_rows = config.n_covariances * len(LOSSES) * sum(min(d) for d in config.dims)
+    problems = len(LOSSES) - len(MMD_LOSSES) + len(MMD_LOSSES) * len(config.mmd_bandwidths)
+    expected_rows = config.n_covariances * problems * sum(min(d) for d in config.dims)
     assert len(metrics["closed_form_vs_numerical"]) == expected_rows
     # The closed form is a minimiser: no numerical fit beats it beyond round-off; on these random
     # pairs every fit is certified and determined.
     assert metrics["numerical_refused"] == 0 and metrics["numerical_flat"] == 0
     for row in metrics["closed_form_vs_numerical"]:
         assert row["loss_closed_form"] <= row["loss_numerical"] + 1e-12 * (1 + abs(row["loss_numerical"]))
-    assert metrics["monte_carlo_checks"] == config.n_covariances * len(LOSSES) * len(config.dims)
+    assert {r["loss"] for r in metrics["closed_form_vs_numerical"]} == set(LOSSES)
+    assert metrics["monte_carlo_checks"] == config.n_covariances * problems * len(config.dims)
     assert metrics["monte_carlo_within_4_se"] == metrics["monte_carlo_checks"]
     assert metrics["theorem_3_10_violations"] == 0
     assert metrics["theorem_3_2_max_abs_error"] <= 1e-12  # O(1) terms in float64
@@ -61,6 +63,21 @@ def test_rank_r_quadratic_section(run_dir):
             assert row["compared"] == "matrices", (row["case"], row["rank"])
 
 
+def test_model_law_section(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = metrics["model_law"]
+    by = {(r["n_u"], r["n_v"], r["covariance"], r["loss"]): r for r in rows}
+    for (n_u, n_v, cov, loss), row in by.items():
+        assert row["kl"] > 0  # ν = µ is out of reach of every tilting (docs/theory/)
+        if loss in ("conditional", "mmd_conditional"):  # Corollary 5.2: both means exact
+            assert row["u_given_v_mean"] < 1e-10 and row["v_given_u_mean"] < 1e-10
+        if loss == "quadratic_u_given_v":  # Corollary 5.4: the u|v conditional exact
+            assert row["u_given_v_mean"] < 1e-10 and row["u_given_v_cov"] < 1e-10
+        if loss == "quadratic_conditional":  # neither conditional exact
+            assert min(row["u_given_v_mean"], row["v_given_u_mean"]) > 1e-3
+    assert "## 6. The model law at each full-rank optimum" in (run_dir / "report.md").read_text()
+
+
 def test_paper_preset_is_larger():
     quick, paper = TheoryCheckConfig(), resolve(TheoryCheckConfig, "theory-check", "paper")
     assert len(paper.dims) > len(quick.dims) and paper.n_covariances > quick.n_covariances
@@ -75,6 +92,8 @@ def test_bad_dimensions_are_named(tmp_path, capsys):
 @pytest.mark.parametrize("override,named", [
     ("quadratic_max_dim=1", "quadratic_max_dim"),
     ("quadratic_random=-1", "quadratic_random"),
+    ("mmd_bandwidths=[0.0]", "mmd_bandwidths"),
+    ("mmd_bandwidths=[]", "mmd_bandwidths"),
 ])
 def test_bad_quadratic_settings_are_named(tmp_path, capsys, override, named):
     assert main(["run", "theory-check", "--set", override, "--out", str(tmp_path / "r")]) == 2
