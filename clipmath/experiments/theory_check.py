@@ -21,7 +21,7 @@ For seeded random covariances in several dimensions:
    matrices where the minimiser is unique and the oracle resolves it, loss values at ties; the
    bar is 1e-8 (issue 11);
 6. the model law ν at each full-rank optimum: what it matches of µ (relative gaps of the
-   conditional mean maps and covariances and of the marginals) and :math:`D_{KL}(\mu \| \nu)`.
+   conditional mean maps and covariances and of the marginals) and :math:`D_{KL}(\\mu \\| \\nu)`.
 """
 
 from __future__ import annotations
