@@ -8,8 +8,9 @@ top-level ``seed: int``) and ``run(config, run_dir) -> Headline``, and exposes t
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 #: (name used on the command line, module under clipmath.experiments)
 _MODULES: dict[str, str] = {
