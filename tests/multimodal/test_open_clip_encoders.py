@@ -167,7 +167,7 @@ def test_named_architecture_from_scratch():
 def test_explicit_resnet_tower_is_open_clips_modified_resnet():
     from open_clip.modified_resnet import ModifiedResNet
 
-    resnet = {"image_size": 32, "patch_size": 8, "width": 8, "layers": [1, 1, 1, 1], "heads": 4}
+    resnet = {"image_size": 32, "width": 8, "layers": [1, 1, 1, 1], "heads": 4}  # no patch_size: no patches
     g_u = encoders.build("open_clip_vision", n_e=EMBED, **resnet).double().eval()
     assert isinstance(g_u.visual, ModifiedResNet) and g_u.visual.attnpool.num_heads == 4
     # open_clip's CLIP with the same stages: 4 heads of width 32 * 8 / 4 = 64 in the attention pool.

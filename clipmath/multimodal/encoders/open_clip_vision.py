@@ -50,7 +50,7 @@ class OpenClipVision(nn.Module):
         patch_size: ViT patch edge.
         width: ViT token width, or a ResNet's stem width (its features are ``32 * width``).
         layers: ViT transformer blocks, or four ints: the blocks of each stage of open_clip's
-            ``ModifiedResNet`` (the ``RN*`` architectures; ``patch_size`` is then unused, and
+            ``ModifiedResNet`` (the ``RN*`` architectures; ``patch_size`` is then not needed, and
             ``image_size`` must be a multiple of 32, the ResNet's downsampling).
         heads: attention heads (``width`` must be a multiple); open_clip's ``head_width`` is
             ``width // heads`` (a ResNet's attention pool: ``32 * width // heads``).
@@ -92,7 +92,9 @@ class OpenClipVision(nn.Module):
         explicit = {
             "image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers, "mlp_ratio": mlp_ratio,
         }
-        vision_cfg = override(vision_cfg, {**explicit, "heads": heads}, _REQUIRED, named=model_name is not None)
+        # A ResNet (four stage depths) has no patches.
+        required = tuple(n for n in _REQUIRED if n != "patch_size" or isinstance(layers, int) or layers is None)
+        vision_cfg = override(vision_cfg, {**explicit, "heads": heads}, required, named=model_name is not None)
         vision_cfg.pop("heads", None)
         if heads is not None:
             # A ViT's heads split its width; a ResNet's attention pool runs on 32 * width features.
