@@ -8,7 +8,9 @@ The loop is short and linear on purpose (nanoGPT style)::
         extras = {name: batch[name] for name in loss_fn.reads}   # e.g. raw u, v (MMD), class_ids (GCA)
         z_u, z_v, extras = gathered across ranks          # only under torch.distributed
         loss = loss_fn(z_u, z_v, logit_scale=..., logit_bias=..., **extras).loss
-        backward, clip, optimizer step, scheduler step
+        backward                                          # or, with config.micro_batches > 1, the
+                                                          # three lines above by accumulated_step
+        clip, optimizer step, scheduler step, clamp of logit_scale
         log the step; evaluate and checkpoint every so often
 
 Under ``torchrun`` every rank computes the loss of the *global* batch on embeddings gathered
