@@ -20,8 +20,23 @@ model the loss aims at. At full rank it is 0 (Corollary 5.2: the conditional mea
 below full rank the optimum minimises the loss (a weighted Frobenius distance of A), not this
 error, so a trained model may land slightly on either side of it.
 
+**Finite-batch floors** (issue 11, §3; :mod:`clipmath.theory.finite_batch`). Training minimises
+the expected *batch* loss, whose normalisers are batch means including the positive, not the
+population loss: at full rank (n_e >= min(n_u, n_v)) its minimiser :math:`A_B` is biased away from
+Theorem 5.1's, and the error of the conditional means has a floor above 0 that falls with B.
+Each full-rank setting gets two more floors, each the SAA optimum over ``batch_floor.pairs``
+pairs' worth of fixed batches with its delta-method standard error:
+
+- ``batch_floor``: batches of B fresh pairs from µ (the finite-batch bias alone);
+- ``batch_n_floor``: batches drawn as training draws them, epoch permutations of the N training
+  pairs (the finite-batch bias and the sampling error of N pairs together: the point a fully
+  converged training run reaches);
+
+beside ``sample_floor``, the error of the empirical optimum of Remark D.2 on the N pairs (the
+sampling error alone).
+
 Figures: Fig. 7 (samples of w|v, u|v and v|u with the exact conditional mean and 95 % band) and the
-three sweeps of Figs. 8-10 (embedding dimension, batch size, sample size).
+three sweeps of Figs. 8-10 (embedding dimension, batch size, sample size), with the floors.
 """
 
 from __future__ import annotations
@@ -46,6 +61,7 @@ from clipmath.experiments.toolkit import (
 )
 from clipmath.multimodal.trainer import TrainConfig, train
 from clipmath.theory import GaussianPair, optimal_alignment
+from clipmath.theory.finite_batch import batch_optimum, epoch_batches, gaussian_batches
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +99,19 @@ class SweepConfig:
     sample_sizes: list[int] = field(default_factory=lambda: [2000, 10000, 50000])
 
 
+@dataclass
+class BatchFloorConfig:
+    """The finite-batch floors of the full-rank settings (module docstring).
+
+    Attributes:
+        enabled: compute them.
+        pairs: pairs per SAA, K · B (K batches of B); their Monte-Carlo error falls as pairs^{-1/2}.
+    """
+
+    enabled: bool = True
+    pairs: int = 131072
+
+
 def _default_train() -> TrainConfig:
     return TrainConfig(epochs=40, lr=3e-2, schedule="cosine", checkpoint_every=200, log_every=10, threads=1)
 
@@ -104,6 +133,7 @@ class GaussianProcessConfig:
         sweeps: the sweeps of Figs. 8-10.
         eval_draws: draws of the conditioning variable the squared error is averaged over.
         fig7_samples: samples drawn for each panel of Fig. 7.
+        batch_floor: the finite-batch floors.
         train: optimizer and schedule (its ``seed`` is replaced by ``seed``).
     """
 
@@ -114,6 +144,7 @@ class GaussianProcessConfig:
     sweeps: SweepConfig = field(default_factory=SweepConfig)
     eval_draws: int = 10000
     fig7_samples: int = 400
+    batch_floor: BatchFloorConfig = field(default_factory=BatchFloorConfig)
     train: TrainConfig = field(default_factory=_default_train)
 
     def __post_init__(self) -> None:
@@ -143,6 +174,21 @@ def conditional_mean_errors(
     return float(np.mean(np.sum((v @ gap_u.T) ** 2, axis=1))), float(np.mean(np.sum((u @ gap_v.T) ** 2, axis=1)))
 
 
+def error_standard_errors(
+    pair: GaussianPair, A: np.ndarray, covariance: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> tuple[float, float]:
+    """Delta-method standard errors of :func:`conditional_mean_errors` at A for a random A of
+    covariance ``covariance`` (of vec A, row-major): :math:`\\sqrt{g^\\top \\Sigma g}`, g the gradient
+    of each error in A (:math:`2 C_{uu} D \\hat V` for u|v with :math:`D = C_{uu} A - M`,
+    :math:`\\hat V = v^\\top v / M`; the mirror for v|u)."""
+    mean_u_given_v, _ = pair.conditional("u_given_v")
+    mean_v_given_u, _ = pair.conditional("v_given_u")
+    v_second, u_second = v.T @ v / len(v), u.T @ u / len(u)
+    grad_u = 2.0 * pair.cov_uu @ (pair.cov_uu @ A - mean_u_given_v) @ v_second
+    grad_v = (2.0 * pair.cov_vv @ (pair.cov_vv @ A.T - mean_v_given_u) @ u_second).T
+    return tuple(float(np.sqrt(g.ravel() @ covariance @ g.ravel())) for g in (grad_u, grad_v))
+
+
 def field_given_v(src: GaussianProcessSource, x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of :math:`w(x) \\mid v` from the KL expansion (56).
 
@@ -163,6 +209,36 @@ def field_given_v(src: GaussianProcessSource, x: np.ndarray, v: np.ndarray) -> t
     return phi[:, : src.n_v] @ v, np.sqrt(np.sum(phi[:, src.n_v :] ** 2, axis=1))
 
 
+class _Floors:
+    """The finite-batch floors of each (B, N), computed once and shared by the sweeps that repeat them."""
+
+    def __init__(self, config: GaussianProcessConfig, u_eval: np.ndarray, v_eval: np.ndarray):
+        self.config, self.u_eval, self.v_eval = config, u_eval, v_eval
+        self.cache: dict[tuple, dict] = {}
+
+    def _errors(self, pair: GaussianPair, name: str, fit) -> dict:
+        err = conditional_mean_errors(pair, fit.A, self.u_eval, self.v_eval)
+        se = error_standard_errors(pair, fit.A, fit.covariance, self.u_eval, self.v_eval)
+        return {f"{name}_u_given_v": err[0], f"{name}_u_given_v_se": se[0],
+                f"{name}_v_given_u": err[1], f"{name}_v_given_u_se": se[1]}
+
+    def get(self, pair: GaussianPair, src: GaussianProcessSource, b: int, n: int) -> dict:
+        seed, batches = self.config.seed, self.config.batch_floor.pairs // b
+        if ("batch", b) not in self.cache:
+            logger.info("finite-batch floor B=%d (%d batches)", b, batches)
+            fit = batch_optimum(pair, *gaussian_batches(pair, b, batches, [seed, 2_000_003, b]))
+            self.cache["batch", b] = self._errors(pair, "batch_floor", fit)
+        if ("batch_n", b, n) not in self.cache:
+            logger.info("finite-batch and N floor B=%d N=%d (%d batches)", b, n, batches)
+            u, v = src.sample(n, seed)  # the training pairs (toolkit.pair_stream draws the same)
+            fit = batch_optimum(pair, *epoch_batches(u, v, b, batches, [seed, 3_000_017, b]))
+            empirical = optimal_alignment(GaussianPair.from_samples(u, v), "conditional").A  # Remark D.2
+            sample = conditional_mean_errors(pair, empirical, self.u_eval, self.v_eval)
+            self.cache["batch_n", b, n] = {**self._errors(pair, "batch_n_floor", fit),
+                                           "sample_floor_u_given_v": sample[0], "sample_floor_v_given_u": sample[1]}
+        return {**self.cache["batch", b], **self.cache["batch_n", b, n]}
+
+
 def _settings(sweeps: SweepConfig) -> dict[str, list[tuple[int, int, int]]]:
     """(n_e, B, N) of every run, per sweep; settings shared by sweeps are trained once."""
     return {
@@ -180,6 +256,8 @@ def _check(config: GaussianProcessConfig) -> None:
     for n_e, b, n in {s for runs in _settings(config.sweeps).values() for s in runs}:
         if n_e < 1 or b < 1 or n < b:
             raise ValueError(f"sweeps: setting n_e={n_e}, batch_size={b}, N={n}: expected n_e >= 1 and N >= batch_size >= 1")
+    if config.batch_floor.pairs < 2 * max(config.sweeps.batch_sizes + [config.sweeps.batch_size]):
+        raise ValueError(f"batch_floor.pairs={config.batch_floor.pairs}: expected at least two of the largest batch")
     if config.eval_draws < 1 or config.fig7_samples < 1:
         raise ValueError(
             f"eval_draws={config.eval_draws}, fig7_samples={config.fig7_samples}: expected integers >= 1"
@@ -197,6 +275,7 @@ def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
     train_config = dataclasses.replace(config.train, seed=config.seed)
 
     results: dict[tuple[int, int, int], dict] = {}
+    floors = _Floors(config, u_eval, v_eval)
     for n_e, b, n in sorted({s for runs in _settings(config.sweeps).values() for s in runs}, key=lambda s: (s[2], s[1], s[0])):
         stream = pair_stream(src, n, config.seed, b, config.stream, run_dir, source)
         model = linear_model(pair.n_u, pair.n_v, n_e, config.loss.metric, config.seed)
@@ -209,6 +288,8 @@ def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
             "n_e": n_e, "batch_size": b, "N": n, "steps": result.steps, "final_epoch_loss": result.epoch_losses[-1],
             "err_u_given_v": err[0], "err_v_given_u": err[1], "floor_u_given_v": floor[0], "floor_v_given_u": floor[1],
         }
+        if config.batch_floor.enabled and n_e >= k:
+            results[(n_e, b, n)].update(floors.get(pair, src, b, n))
         logger.info("n_e=%d B=%d N=%d: errors u|v %.4g (floor %.4g), v|u %.4g (floor %.4g)", n_e, b, n, err[0], floor[0], err[1], floor[1])
 
     sweeps = {name: [results[s] for s in runs] for name, runs in _settings(config.sweeps).items()}
@@ -235,6 +316,9 @@ def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
         (f"E|E_nu[u|v] - E_mu[u|v]|^2, n_e={smallest['n_e']}", smallest["err_u_given_v"], smallest["floor_u_given_v"],
          "closed-form optimum, same rank"),
         ("E|E_mu[u|v]|^2 (error of A = 0)", zero[0], "", "scale of the u|v errors"),
+        *((f"E|E_nu[{d[0]}|{d[-1]}] - E_mu[{d[0]}|{d[-1]}]|^2, {where}", base[f"err_{d}"], base[f"batch_n_floor_{d}"],
+           f"finite-batch floor on the N pairs (± {base[f'batch_n_floor_{d}_se']:.2g})")
+          for d in ("u_given_v", "v_given_u") if f"batch_n_floor_{d}" in base),
     ])
 
 
@@ -282,6 +366,12 @@ def _sweep_figure(run_dir: Any, rows: list[dict], x: str, name: str) -> None:
     for ax, direction in zip(axes, ("u_given_v", "v_given_u")):
         ax.plot(values, [r[f"err_{direction}"] for r in rows], "o-", label="trained")
         ax.plot(values, [r[f"floor_{direction}"] for r in rows], "s--", label="closed-form optimum (floor)")
+        for floor, style, label in (("batch_floor", "^:", "finite-batch floor (B pairs from µ), ±2 SE"),
+                                    ("batch_n_floor", "v:", "finite-batch floor on the N training pairs, ±2 SE")):
+            kept = [(x_, r) for x_, r in zip(values, rows) if f"{floor}_{direction}" in r]
+            if kept:
+                ax.errorbar([x_ for x_, _ in kept], [r[f"{floor}_{direction}"] for _, r in kept],
+                            yerr=[2 * r[f"{floor}_{direction}_se"] for _, r in kept], fmt=style, capsize=3, label=label)
         ax.set_title(f"E|E_ν[{direction[0]}|{direction[-1]}] − E_µ[{direction[0]}|{direction[-1]}]|²")
         ax.set_xlabel(x)
         ax.set_yscale("symlog", linthresh=1e-5)
@@ -314,14 +404,70 @@ def _report(config: GaussianProcessConfig, pair: GaussianPair, sweeps: dict, zer
         "![Fig. 7](fig7_conditionals.png)\n",
     ]
     columns = ["n_e", "batch_size", "N", "steps", "err_u_given_v", "floor_u_given_v", "err_v_given_u", "floor_v_given_u"]
+    floor_columns = [f"{name}_{d}" for d in ("u_given_v", "v_given_u")
+                     for name in ("batch_floor", "batch_n_floor", "sample_floor")]
+    lines += _plateau_lines(config, sweeps)
     for title, name, number in (
         (f"Embedding dimension (N={s.sample_size}, B={s.batch_size})", "embedding_dim", 8),
         (f"Batch size (n_e={s.n_e}, N={s.sample_size})", "batch_size", 9),
         (f"Sample size (n_e={s.n_e}, B={s.batch_size})", "sample_size", 10),
     ):
-        lines += [f"## Fig. {number}: {title}\n", markdown_table(columns, [[r[c] for c in columns] for r in sweeps[name]]),
-                  f"![Fig. {number}](fig{number}_{name}.png)\n"]
+        lines += [f"## Fig. {number}: {title}\n", markdown_table(columns, [[r[c] for c in columns] for r in sweeps[name]])]
+        full = [r for r in sweeps[name] if "batch_floor_u_given_v" in r]
+        if full:
+            lines += ["Finite-batch floors of the full-rank settings (± one delta-method standard error):\n",
+                      markdown_table(["n_e", "batch_size", "N", *floor_columns],
+                                     [[r["n_e"], r["batch_size"], r["N"], *(_with_se(r, c) for c in floor_columns)]
+                                      for r in full])]
+        lines.append(f"![Fig. {number}](fig{number}_{name}.png)\n")
     return "\n".join(lines)
+
+
+def _with_se(row: dict, key: str) -> str:
+    return f"{row[key]:.4g} ± {row[key + '_se']:.2g}" if key + "_se" in row else f"{row[key]:.4g}"
+
+
+def plateau(row: dict, direction: str) -> dict:
+    """The trained error of a full-rank setting against its floors: how much of it each explains.
+
+    Returns:
+        ``trained``, ``batch_floor``, ``batch_n_floor`` (with ``_se``), ``sample_floor``, the gap
+        ``trained - batch_n_floor`` in standard errors of that floor (``z``), and the fractions of
+        the trained error the batch floor and the batch-and-N floor account for.
+    """
+    trained, combined, se = row[f"err_{direction}"], row[f"batch_n_floor_{direction}"], row[f"batch_n_floor_{direction}_se"]
+    return {
+        "trained": trained, "batch_floor": row[f"batch_floor_{direction}"], "batch_floor_se": row[f"batch_floor_{direction}_se"],
+        "batch_n_floor": combined, "batch_n_floor_se": se, "sample_floor": row[f"sample_floor_{direction}"],
+        "z": (trained - combined) / se, "batch_fraction": row[f"batch_floor_{direction}"] / trained,
+        "batch_n_fraction": combined / trained,
+    }
+
+
+def _plateau_lines(config: GaussianProcessConfig, sweeps: dict) -> list[str]:
+    s = config.sweeps
+    rows = [r for r in sweeps["embedding_dim"] if "batch_n_floor_u_given_v" in r]
+    if not rows:
+        return []
+    lines = [
+        "## The plateau at full rank and the finite-batch floors\n",
+        f"SAA over {config.batch_floor.pairs} pairs' worth of fixed batches (common random numbers), minimised to a "
+        "relative step 1e-8 (clipmath.theory.finite_batch); ± one delta-method standard error. `batch floor`: "
+        "batches of B fresh pairs from µ; `batch+N floor`: epoch permutations of the N training pairs (what a "
+        "converged run reaches); `N floor`: the empirical optimum on the N pairs (Remark D.2). z = (trained − "
+        "batch+N floor) / its standard error.\n",
+    ]
+    table = []
+    for r in rows:
+        for direction in ("u_given_v", "v_given_u"):
+            p = plateau(r, direction)
+            table.append([r["n_e"], r["batch_size"], r["N"], direction, f"{p['trained']:.4g}",
+                          f"{p['batch_floor']:.4g} ± {p['batch_floor_se']:.2g}",
+                          f"{p['batch_n_floor']:.4g} ± {p['batch_n_floor_se']:.2g}", f"{p['sample_floor']:.4g}",
+                          f"{p['z']:.2f}", f"{p['batch_fraction']:.0%}", f"{p['batch_n_fraction']:.0%}"])
+    lines += [markdown_table(["n_e", "B", "N", "error of", "trained", "batch floor", "batch+N floor", "N floor", "z",
+                              "batch floor / trained", "batch+N floor / trained"], table)]
+    return lines
 
 
 EXPERIMENT = Experiment(

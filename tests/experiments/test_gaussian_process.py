@@ -14,7 +14,7 @@ TINY = [
     "--set", "sweeps.embedding_dims=[1, 5]", "--set", "sweeps.batch_sizes=[64, 256]",
     "--set", "sweeps.sample_sizes=[512, 2048]", "--set", "sweeps.sample_size=1024",
     "--set", "sweeps.batch_size=128", "--set", "train.epochs=20", "--set", "eval_draws=2000",
-    "--set", "fig7_samples=50",
+    "--set", "fig7_samples=50", "--set", "batch_floor.pairs=16384",
 ]
 
 
@@ -40,6 +40,13 @@ def test_tiny_sweeps_write_every_figure_and_key(tmp_path):
     assert rank5["floor_u_given_v"] < 1e-20 and rank5["floor_v_given_u"] < 1e-20
     assert rank5["err_u_given_v"] < 0.15 * metrics["zero_model"]["err_u_given_v"]
     assert rank5["err_v_given_u"] < 0.15 * metrics["zero_model"]["err_v_given_u"]
+    # The finite-batch floors exist at full rank only, are positive, and the batch floor falls with B.
+    assert "batch_floor_u_given_v" not in rank1
+    for direction in ("u_given_v", "v_given_u"):
+        small, large = sweeps["batch_size"]
+        assert small[f"batch_floor_{direction}"] > large[f"batch_floor_{direction}"] > 0
+        assert rank5[f"batch_n_floor_{direction}_se"] > 0 and rank5[f"sample_floor_{direction}"] > 0
+    assert "The plateau at full rank and the finite-batch floors" in report
 
 
 def test_conditional_mean_errors_match_the_exact_expectation():
