@@ -9,9 +9,11 @@ included) against its anchor, the same arithmetic without any check, in one proc
 - ``gca_rince`` (T = 10) and ``gca_uot`` (T = 10): anchor the same Sinkhorn iterations and
   loss written in plain PyTorch (autograd's own logsumexp, no buffer reuse).
 
-The last column counts the calls that copy a value to the host per step
-(:func:`clipmath.multimodal.checks.count_host_syncs`): each one is a device wait on a GPU.
-Goal: at most one per step (the loss's checks, resolved together), and a ratio near 1.
+The last columns count the calls that copy a value to the host per step
+(:func:`clipmath.multimodal.checks.count_host_syncs`), each one a device wait on a GPU, and the
+graph breaks ``torch._dynamo.explain`` finds in the loss's forward (each host read splits the
+graph ``torch.compile`` can build). Goal: at most one of each per step (the loss's checks,
+resolved together), and a ratio near 1.
 
 Run: ``python benchmarks/run.py validation`` or ``python benchmarks/bench_validation.py``.
 """
@@ -94,6 +96,17 @@ def _steps(name: str, gen: torch.Generator) -> tuple[Callable[[], None], Callabl
     return ours, anchor
 
 
+def _graph_breaks(name: str, gen: torch.Generator) -> int:
+    """Graph breaks of the loss's forward under torch.compile's tracer (no compilation)."""
+    import torch._dynamo as dynamo
+
+    loss_fn = losses.build(name, n_iter=T) if name != "clip" else losses.build(name)
+    z_u, z_v = torch.randn(B, N_E, generator=gen), torch.randn(B, N_E, generator=gen)
+    dynamo.reset()
+    explained = dynamo.explain(lambda *x: loss_fn(*x[:2], logit_scale=x[2]).loss)(z_u, z_v, torch.tensor(2.0))
+    return explained.graph_break_count
+
+
 def _repeated(step: Callable[[], None]) -> Callable[[], None]:
     def run() -> None:
         for _ in range(STEPS):
@@ -102,7 +115,7 @@ def _repeated(step: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def main(device: str = "cpu") -> list[tuple[str, float, float, int]]:
+def main(device: str = "cpu") -> list[tuple[str, float, float, int, int]]:
     """Time each step against its anchor, count its host syncs and print the table; returns its rows."""
     if device != "cpu":
         raise SystemExit("bench_validation runs on the CPU (the sync counts hold on any device)")
@@ -119,12 +132,16 @@ def main(device: str = "cpu") -> list[tuple[str, float, float, int]]:
             t_ours, t_anchor = compare(
                 _repeated(ours), _repeated(anchor), repeat=31, warmup=2, statistic=min, clock=time.thread_time
             )
-            rows.append((f"{name} fwd+bwd B={B} n_e={N_E}", t_ours / STEPS, t_anchor / STEPS, sum(syncs.values())))
+            case = f"{name} fwd+bwd B={B} n_e={N_E}"
+            rows.append((case, t_ours / STEPS, t_anchor / STEPS, sum(syncs.values()), _graph_breaks(name, gen)))
     print("\n## validation overhead per step (cpu, 1 thread, CPU seconds)\n")
-    print("| case | clipmath (s) | unchecked anchor (s) | ratio | host syncs per step | goal |")
-    print("|---|---|---|---|---|---|")
-    for case, t_ours, t_anchor, syncs in rows:
-        print(f"| {case} | {t_ours:.4g} | {t_anchor:.4g} | {t_ours / t_anchor:.3f} | {syncs} | <= 1 sync |")
+    print("| case | clipmath (s) | unchecked anchor (s) | ratio | host syncs per step | graph breaks | goal |")
+    print("|---|---|---|---|---|---|---|")
+    for case, t_ours, t_anchor, syncs, breaks in rows:
+        print(
+            f"| {case} | {t_ours:.4g} | {t_anchor:.4g} | {t_ours / t_anchor:.3f} | {syncs} | {breaks} "
+            "| <= 1 sync, <= 1 break |"
+        )
     return rows
 
 
