@@ -3,7 +3,8 @@
 - ``loss-table``: every registered loss (``clipmath.multimodal.losses.names()``) with the first
   sentence of its docstring (its equation and the paper's numbering), the metrics it runs with
   (each tried on a small batch now), the batch fields it reads (``reads``, per target option)
-  and its Gaussian closed form (``clipmath.experiments.gaussian_train.LOSS_TABLE``);
+  and its Gaussian references (the exact population loss of ``clipmath.theory.LOSSES`` with
+  its name, and the closed form ``clipmath.experiments.gaussian_train.LOSS_TABLE`` trains it against);
 - ``experiment-presets``: an experiment's summary, its presets and their YAML, from the registry;
 - ``experiment-results``: the numbers file and figures of ``docs/results/<experiment>/``,
   written by ``docs/generate_results.py``;
@@ -87,10 +88,19 @@ def _reads(name: str) -> str:
 
 
 def _gaussian_references() -> dict[str, list[str]]:
-    """Registered loss -> the closed forms of Section 5 it is trained against (gaussian-train)."""
+    """Registered loss -> its Gaussian references.
+
+    The closed forms of Section 5 it is trained against (``gaussian_train.LOSS_TABLE``), and the
+    exact population loss of the same name in :data:`clipmath.theory.LOSSES`.
+    """
     from clipmath.experiments.gaussian_train import LOSS_TABLE
+    from clipmath.theory import LOSSES
 
     found: dict[str, list[str]] = {}
+    for name in LOSSES:
+        found.setdefault(name, []).append(
+            f"population loss :func:`population_loss(pair, {name!r}, ...) <clipmath.theory.population_loss>`"
+        )
     for theory_loss, (name, metric, params, _) in LOSS_TABLE.items():
         options = ", ".join(f"{k}={v!r}" for k, v in params.items())
         setting = f"``{metric}``" + (f", {options}" if options else "")
