@@ -176,17 +176,27 @@ def conditional_mean_errors(
 
 def error_standard_errors(
     pair: GaussianPair, A: np.ndarray, covariance: np.ndarray, u: np.ndarray, v: np.ndarray
-) -> tuple[float, float]:
-    """Delta-method standard errors of :func:`conditional_mean_errors` at A for a random A of
-    covariance ``covariance`` (of vec A, row-major): :math:`\\sqrt{g^\\top \\Sigma g}`, g the gradient
-    of each error in A (:math:`2 C_{uu} D \\hat V` for u|v with :math:`D = C_{uu} A - M`,
-    :math:`\\hat V = v^\\top v / M`; the mirror for v|u)."""
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Delta-method standard errors and noise biases of :func:`conditional_mean_errors` at a random A.
+
+    Each error is a quadratic form :math:`e(A) = \\mathrm{vec}(D)^\\top Q\\, \\mathrm{vec}(D)` of the
+    gap D (for u|v, :math:`D = C_{uu} A - M`, :math:`Q = C_{uu}^2 \\otimes \\hat V`, :math:`\\hat V = v^\\top v / M`,
+    row-major vec of A; the mirror for v|u). For A scattered with covariance Σ (of vec A) about its
+    mean, the standard error is :math:`\\sqrt{g^\\top \\Sigma g}` with g the gradient of e, and the noise
+    adds :math:`\\mathrm{Tr}(Q \\Sigma)` to e in expectation (the bias of the plug-in error).
+
+    Returns:
+        ``((se_u_given_v, se_v_given_u), (bias_u_given_v, bias_v_given_u))``.
+    """
     mean_u_given_v, _ = pair.conditional("u_given_v")
     mean_v_given_u, _ = pair.conditional("v_given_u")
     v_second, u_second = v.T @ v / len(v), u.T @ u / len(u)
     grad_u = 2.0 * pair.cov_uu @ (pair.cov_uu @ A - mean_u_given_v) @ v_second
     grad_v = (2.0 * pair.cov_vv @ (pair.cov_vv @ A.T - mean_v_given_u) @ u_second).T
-    return tuple(float(np.sqrt(g.ravel() @ covariance @ g.ravel())) for g in (grad_u, grad_v))
+    q_u = np.kron(pair.cov_uu @ pair.cov_uu, v_second)
+    q_v = np.kron(u_second, pair.cov_vv @ pair.cov_vv)
+    se = tuple(float(np.sqrt(g.ravel() @ covariance @ g.ravel())) for g in (grad_u, grad_v))
+    return se, (float(np.sum(q_u * covariance)), float(np.sum(q_v * covariance)))
 
 
 def field_given_v(src: GaussianProcessSource, x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,9 +228,9 @@ class _Floors:
 
     def _errors(self, pair: GaussianPair, name: str, fit) -> dict:
         err = conditional_mean_errors(pair, fit.A, self.u_eval, self.v_eval)
-        se = error_standard_errors(pair, fit.A, fit.covariance, self.u_eval, self.v_eval)
-        return {f"{name}_u_given_v": err[0], f"{name}_u_given_v_se": se[0],
-                f"{name}_v_given_u": err[1], f"{name}_v_given_u_se": se[1]}
+        se, bias = error_standard_errors(pair, fit.A, fit.covariance, self.u_eval, self.v_eval)
+        return {f"{name}_u_given_v": err[0], f"{name}_u_given_v_se": se[0], f"{name}_u_given_v_noise": bias[0],
+                f"{name}_v_given_u": err[1], f"{name}_v_given_u_se": se[1], f"{name}_v_given_u_noise": bias[1]}
 
     def get(self, pair: GaussianPair, src: GaussianProcessSource, b: int, n: int) -> dict:
         seed, batches = self.config.seed, self.config.batch_floor.pairs // b
@@ -424,7 +434,9 @@ def _report(config: GaussianProcessConfig, pair: GaussianPair, sweeps: dict, zer
 
 
 def _with_se(row: dict, key: str) -> str:
-    return f"{row[key]:.4g} ± {row[key + '_se']:.2g}" if key + "_se" in row else f"{row[key]:.4g}"
+    if key + "_se" not in row:
+        return f"{row[key]:.4g}"
+    return f"{row[key]:.4g} ± {row[key + '_se']:.2g} (noise +{row[key + '_noise']:.2g})"
 
 
 def plateau(row: dict, direction: str) -> dict:
@@ -452,7 +464,9 @@ def _plateau_lines(config: GaussianProcessConfig, sweeps: dict) -> list[str]:
     lines = [
         "## The plateau at full rank and the finite-batch floors\n",
         f"SAA over {config.batch_floor.pairs} pairs' worth of fixed batches (common random numbers), minimised to a "
-        "relative step 1e-8 (clipmath.theory.finite_batch); ± one delta-method standard error. `batch floor`: "
+        "relative step 1e-8 (clipmath.theory.finite_batch); ± one delta-method standard error; `noise +x`: the "
+        "SAA's own scatter raises a plotted error by x in expectation (Tr(QΣ), the errors being quadratic), "
+        "so a floor is to be read as value − x ± SE. `batch floor`: "
         "batches of B fresh pairs from µ; `batch+N floor`: epoch permutations of the N training pairs (what a "
         "converged run reaches); `N floor`: the empirical optimum on the N pairs (Remark D.2). z = (trained − "
         "batch+N floor) / its standard error.\n",
@@ -462,8 +476,8 @@ def _plateau_lines(config: GaussianProcessConfig, sweeps: dict) -> list[str]:
         for direction in ("u_given_v", "v_given_u"):
             p = plateau(r, direction)
             table.append([r["n_e"], r["batch_size"], r["N"], direction, f"{p['trained']:.4g}",
-                          f"{p['batch_floor']:.4g} ± {p['batch_floor_se']:.2g}",
-                          f"{p['batch_n_floor']:.4g} ± {p['batch_n_floor_se']:.2g}", f"{p['sample_floor']:.4g}",
+                          _with_se(r, f"batch_floor_{direction}"), _with_se(r, f"batch_n_floor_{direction}"),
+                          f"{p['sample_floor']:.4g}",
                           f"{p['z']:.2f}", f"{p['batch_fraction']:.0%}", f"{p['batch_n_fraction']:.0%}"])
     lines += [markdown_table(["n_e", "B", "N", "error of", "trained", "batch floor", "batch+N floor", "N floor", "z",
                               "batch floor / trained", "batch+N floor / trained"], table)]
