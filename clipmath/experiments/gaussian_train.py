@@ -12,7 +12,15 @@ theory loss                  trained as                                      clo
 ``joint``                    ``joint``, ``inner`` metric                      Theorem 5.6
 ``quadratic_u_given_v``      ``conditional`` u_given_v, ``neg_sq_l2`` metric  Theorem 5.3, (50a-b)
 ``quadratic_v_given_u``      ``conditional`` v_given_u, ``neg_sq_l2`` metric  Theorem 5.3 mirrored
+``quadratic_conditional``    ``conditional`` two-sided, ``neg_sq_l2`` metric  docs/theory/quadratic_conditional.md
+``quadratic_joint``          ``joint``, ``neg_sq_l2`` metric                  docs/theory/quadratic_joint.md
+``mmd_conditional``          ``mmd_conditional`` (h = 1), ``inner`` metric    Theorem 5.1 (docs/theory/mmd.md)
+``mmd_joint``                ``mmd_joint`` (h = 1), ``inner`` metric          numerical (docs/theory/mmd.md)
 ===========================  ==============================================  ======================
+
+The MMD losses read the raw batch fields ``u`` and ``v`` (their kernels act on the data, not the
+embeddings); the trainer passes them (``PairLoss.reads``). Their Gaussian kernel has the trained
+losses' default bandwidth 1, the bandwidth :func:`~clipmath.theory.optimal_alignment` uses too.
 
 For each sample size N the first N pairs of one seeded draw are written to shards once, streamed,
 and the encoders trained with each loss. Three gaps are measured for A, for B_u (quadratic
@@ -71,8 +79,15 @@ LOSS_TABLE: dict[str, tuple[str, str, dict, str]] = {
     "joint": ("joint", "inner", {}, "u_given_v"),
     "quadratic_u_given_v": ("conditional", "neg_sq_l2", {"direction": "u_given_v"}, "u_given_v"),
     "quadratic_v_given_u": ("conditional", "neg_sq_l2", {"direction": "v_given_u"}, "v_given_u"),
+    "quadratic_conditional": ("conditional", "neg_sq_l2", {"direction": "two_sided"}, "u_given_v"),
+    "quadratic_joint": ("joint", "neg_sq_l2", {}, "u_given_v"),
+    "mmd_conditional": ("mmd_conditional", "inner", {"bandwidth": 1.0}, "u_given_v"),
+    "mmd_joint": ("mmd_joint", "inner", {"bandwidth": 1.0}, "u_given_v"),
 }
-TheoryLoss = Literal["conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u"]
+TheoryLoss = Literal[
+    "conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u", "quadratic_conditional", "quadratic_joint",
+    "mmd_conditional", "mmd_joint",
+]
 
 
 @dataclass
@@ -179,7 +194,7 @@ def _describe(pair: GaussianPair, loss: str, G: np.ndarray, H: np.ndarray) -> di
         mean, cov = tilted_model(pair, A, B_u, B_v).conditional(LOSS_TABLE[loss][3])
     except ValueError:  # an improper ν (inner tilting, ||C^1/2 A C^1/2|| >= 1) has no conditional
         mean = cov = None
-    B = {"quadratic_u_given_v": B_u, "quadratic_v_given_u": B_v}.get(loss)
+    B = B_v if loss == "quadratic_v_given_u" else B_u  # None for the inner-product losses
     return {"A": A, "B": B, "mean": mean, "cov": cov}
 
 

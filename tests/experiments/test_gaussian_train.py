@@ -107,3 +107,17 @@ def test_trained_encoders_approach_the_closed_forms_as_n_grows(tmp_path):
         assert mine[64000]["A_trained_vs_population"] < mine[1000]["A_trained_vs_population"] / 2, loss
         assert metrics["slopes"][loss]["A_trained_vs_population"] < -0.2, loss
         assert abs(metrics["slopes"][loss]["A_sampling_error"] + 0.5) < 0.15, loss
+
+
+def test_new_losses_train_towards_their_theory_optima(tmp_path):
+    # One training set of 2048 pairs per loss (MMD through the batch fields u, v): every trained A is
+    # within 10 % of its population optimum, against 100 % for A = 0 (measured 3.3 %, 2.3 %, 0.5 %,
+    # 3.1 % for the four losses, the sampling error of the empirical optimum being 0.6-3 % at this N).
+    metrics = _run(
+        tmp_path / "new", "--set", "losses=[quadratic_conditional, quadratic_joint, mmd_conditional, mmd_joint]",
+        "--set", "sample_sizes=[2048]", "--set", "replicates=1", "--set", "reference_draws=5",
+        "--set", "min_steps=300", "--set", "train.lr=0.03",
+    )
+    for entry in metrics["summary"]:
+        assert entry["A_trained_vs_population"] < 0.1, entry["loss"]
+        assert entry["A_sampling_error"] < 0.1, entry["loss"]
