@@ -27,7 +27,8 @@ raises :class:`~clipmath.theory.ConvergenceError`.
 
 Its own Monte-Carlo error (the SAA optimum :math:`\\hat A_K` of K batches scatters about
 :math:`A_B`) is estimated by the delta method: :math:`\\mathrm{Cov}(\\mathrm{vec}\\,\\hat A_K) \\approx
-\\mathcal H^{-1} \\mathrm{Cov}(g_k) \\mathcal H^{-1} / K`, :math:`g_k` the per-batch gradients at :math:`\\hat A_K`.
+\\mathcal H^{-1} \\mathrm{Cov}(g_k) \\mathcal H^{-1} / K`, :math:`g_k` the per-batch gradients at :math:`\\hat A_K`. Derivation and what it explains of the
+trained plateau of ``gaussian-process``: ``docs/theory/finite_batch.md``.
 """
 
 from __future__ import annotations
