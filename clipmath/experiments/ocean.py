@@ -461,17 +461,21 @@ def _plt():
     return plt
 
 
-def _show_pair(ax, field2d: np.ndarray, track: np.ndarray, config: OceanExperimentConfig, extras: dict, i: int):
-    """One field with its trajectory: the unit square (synthetic) or the SSH patch (med)."""
+def _show_pair(ax, field2d: np.ndarray, track: np.ndarray, config: OceanExperimentConfig, extras: dict, i: int,
+               limit: float | None = None):
+    """One field with its trajectory: the unit square (synthetic) or the SSH patch (med); colours
+    span [-limit, limit] (default: the field's own largest magnitude)."""
+    limit = float(np.abs(field2d).max()) if limit is None else limit
+    colours = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
     if config.data.source == "synthetic":
-        ax.imshow(field2d.T, origin="lower", extent=(0, 1, 0, 1), cmap="RdBu_r")
+        ax.imshow(field2d.T, origin="lower", extent=(0, 1, 0, 1), **colours)
         wrapped = np.mod(track[:, :2], 1.0)
         ax.scatter(wrapped[:, 0], wrapped[:, 1], c=np.arange(len(track)), s=3, cmap="viridis")
         ax.plot(*config.data.drifters.release_points[0], "k*", ms=8)
     else:
         half = extras["patch_half_deg"]
         width = half * math.cos(math.radians(extras["release_test"][i, 1]))
-        ax.imshow(field2d, origin="lower", extent=(-width, width, -half, half), cmap="RdBu_r", aspect="auto")
+        ax.imshow(field2d, origin="lower", extent=(-width, width, -half, half), aspect="auto", **colours)
         ax.plot(track[:, 0], track[:, 1], "k-", lw=1.2)
         ax.plot(0, 0, "k*", ms=8)
     ax.set_xticks([])
@@ -518,8 +522,9 @@ def _fig15(run_dir: Any, pairs: Pairs, figure: dict, config: OceanExperimentConf
     track = pairs.v_test[0]
     panels = [("truth", figure["truth"]), (f"retrieved (mode, #{figure['mode']})", figure["retrieved"]),
               ("posterior mean (eq. 28)", figure["posterior_mean"])]
+    limit = float(np.abs(figure["truth"]).max())  # one colour scale: the mean's smaller amplitude shows
     for ax, (title, f2d) in zip(axes, panels):
-        _show_pair(ax, f2d, track, config, pairs.extras, 0)
+        _show_pair(ax, f2d, track, config, pairs.extras, 0, limit)
         ax.set_title(title, fontsize=10)
     weights = np.sort(figure["weights"])[::-1][:20]
     axes[3].bar(range(len(weights)), weights)
