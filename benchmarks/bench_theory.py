@@ -10,7 +10,10 @@ used to need a numerical minimisation of (50b).
 
 Beside the table: the time per problem of the certified numerical oracles
 (``numerical_quadratic_alignment``, the (50b) route, and ``numerical_alignment`` over (G, H))
-on a small problem, the size theory-check and the tests use.
+and of the numerical optima without a closed form (``optimal_alignment`` for ``mmd_joint``
+and ``mmd_conditional`` below full rank, issue 11) on a small problem, the size theory-check
+and the tests use; and of the finite-batch floor (``finite_batch.batch_optimum``) at the size
+``gaussian-process`` uses (n_u = 12, n_v = 5, B = 512, 2^17 pairs).
 
 On a shared machine run it single-threaded (``OPENBLAS_NUM_THREADS=1``): oversubscribed BLAS
 threads slow LAPACK calls by orders of magnitude and drown the ratio in noise.
@@ -25,6 +28,7 @@ import scipy.linalg
 
 from common import compare, print_table
 
+from clipmath.datasets import GaussianProcessSource
 from clipmath.theory import (
     GaussianPair,
     numerical_alignment,
@@ -32,6 +36,7 @@ from clipmath.theory import (
     optimal_alignment,
     random_gaussian_pair,
 )
+from clipmath.theory.finite_batch import batch_optimum, gaussian_batches
 
 N = 1000
 #: (loss, rank or None for full, goal on the ratio)
@@ -43,6 +48,9 @@ CASES = [
     ("quadratic_u_given_v", None, 1.5),
     ("quadratic_u_given_v", 50, 1.3),
     ("quadratic_v_given_u", 50, 1.3),
+    ("quadratic_conditional", 50, 1.5),
+    ("quadratic_joint", 50, 1.5),
+    ("mmd_conditional", None, 1.5),
 ]
 
 
@@ -80,6 +88,14 @@ def oracle_times(repeat: int = 3) -> list[tuple[str, float]]:
          lambda: numerical_alignment(pair, "quadratic_u_given_v", 3, restarts=3)),
         ("numerical_alignment conditional, rank 3",
          lambda: numerical_alignment(pair, "conditional", 3, restarts=3)),
+        ("numerical_alignment quadratic_conditional, rank 3",
+         lambda: numerical_alignment(pair, "quadratic_conditional", 3, restarts=3)),
+        ("numerical_alignment quadratic_joint, rank 3",
+         lambda: numerical_alignment(pair, "quadratic_joint", 3, restarts=3)),
+        ("optimal_alignment mmd_conditional (numerical), rank 3",
+         lambda: optimal_alignment(pair, "mmd_conditional", 3)),
+        ("optimal_alignment mmd_joint (numerical), full rank",
+         lambda: optimal_alignment(pair, "mmd_joint")),
     ]
     out = []
     for name, run in runs:
@@ -92,6 +108,15 @@ def oracle_times(repeat: int = 3) -> list[tuple[str, float]]:
     return out
 
 
+def batch_floor_time() -> float:
+    """Seconds of one finite-batch floor at the gaussian-process size (B = 512, 2^17 pairs)."""
+    pair = GaussianProcessSource().pair()
+    batches = gaussian_batches(pair, 512, 2**17 // 512, seed=0)
+    start = time.perf_counter()
+    batch_optimum(pair, *batches)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     blocks, anchor = setup()
     rows = []
@@ -102,6 +127,7 @@ def main() -> None:
     print("\n| numerical oracle (n_u = n_v = 6) | s per problem |\n|---|---|")
     for name, seconds in oracle_times():
         print(f"| {name} | {seconds:.3g} |")
+    print(f"| finite_batch.batch_optimum, n_u = 12, n_v = 5, B = 512, 2^17 pairs | {batch_floor_time():.3g} |")
 
 
 if __name__ == "__main__":
