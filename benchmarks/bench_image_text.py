@@ -12,7 +12,8 @@ ids, ``open_clip.ClipLoss`` on ``model(images, ids)``, Adam, and the clamp of ``
 ``open_clip_vision`` and ``open_clip_text`` encoders loaded by ``load_open_clip_weights``,
 ``losses.build("clip")``, Adam and ``clamp_logit_scale_``; (b) the whole trainer,
 ``clipmath.multimodal.trainer.train`` on a ``TensorStream`` of the same tensors (its per-step
-``loss.item()``, NaN check, log and progress bar included). Runs of 10 steps alternate, ours then
+``loss.item()``, NaN check, log and progress bar included); on the CPU also (c) the trainer with
+``precision="bf16"`` (bf16 autocast) against the same float32 anchor. Runs of 10 steps alternate, ours then
 the anchor (a warm-up pair, then 9 pairs); the table shows the fastest run of each, the least
 disturbed by other load on a shared machine, where medians of runs a few seconds apart swing by
 +-20 %; the ratio of the medians is printed below it.
@@ -25,7 +26,9 @@ value after building the model and the batch; on CUDA ``torch.cuda.max_memory_al
 step is measured at B = 512, 1024, 2048; its estimate at 16,384 is ``a + b B + 4 k B^2``, with ``k``
 the number of B x B float32 buffers of the dense loss (measured on the loss alone at B = 4096) and
 ``a + b B`` (activations and embeddings) fitted to the measured peaks less ``4 k B^2``. The time of one accumulated step is
-printed beside it.
+printed beside it, and so is one whole step of ``train()`` with ``TrainConfig(micro_batches=32)``
+on a stream of 16,384 rows (the same accumulation, plus the stream's copy of the batch and Adam's
+moments).
 
 Threads: ``torch.set_num_threads(1)`` on both sides (a shared 2-core machine; see bench_mnist_train.py).
 
@@ -146,10 +149,11 @@ def _manual_loop(model, images, ids, device):
     return run
 
 
-def _trainer(model, images, ids, device):
+def _trainer(model, images, ids, device, precision="auto"):
     """clipmath's whole trainer on the same tensors (one epoch of STEPS batches)."""
     stream = TensorStream(images, ids, batch_size=BATCH, seed=SEED)
-    config = TrainConfig(epochs=1, optimizer="adam", lr=1e-4, device=device, threads=1, seed=SEED)
+    config = TrainConfig(epochs=1, optimizer="adam", lr=1e-4, device=device, threads=1, seed=SEED,
+                         precision=precision)
 
     def run() -> None:
         train(model, losses.build("clip"), stream, config)
@@ -180,6 +184,13 @@ def measure(kind: str, B: int, device: str) -> dict:
 
         def step() -> None:
             accumulated_step(model, loss_fn, batch, MICRO, autocast=_autocast(device))
+    elif kind == "trainer":  # one whole optimizer step of train(): the stream's batch copy and Adam's moments too
+        stream = TensorStream(images, ids, batch_size=B, seed=SEED)
+        config = TrainConfig(epochs=1, optimizer="adam", lr=1e-4, device=device, threads=1, seed=SEED,
+                             micro_batches=MICRO)
+
+        def step() -> None:
+            train(model, losses.build("clip", tile_size=TILE), stream, config)
     else:
         loss_fn = losses.build("clip")
 
@@ -232,7 +243,10 @@ def main(device: str = "cpu") -> None:
     images, ids = _data(STEPS * BATCH, device)
     anchor = _anchor_loop(reference, images, ids, device)
     rows, medians = [], []
-    for case, build in (("manual loop: BimodalModel + clip loss", _manual_loop), ("trainer.train", _trainer)):
+    cases = [("manual loop: BimodalModel + clip loss", _manual_loop), ("trainer.train", _trainer)]
+    if device == "cpu":  # bf16 autocast on the CPU (the trainer's default there is float32)
+        cases.append(("trainer.train, precision=bf16", lambda *args: _trainer(*args, precision="bf16")))
+    for case, build in cases:
         ours = build(_clipmath_model(reference, device), images, ids, device)
         times: dict[str, list[float]] = {"ours": [], "anchor": []}
         for k in range(REPEAT):
@@ -258,6 +272,7 @@ def main(device: str = "cpu") -> None:
     quadratic = buffers * 4 * BIG_B**2
     estimate = a + b * BIG_B + quadratic
     accumulated = _in_subprocess("accumulated", BIG_B, device)
+    trainer = _in_subprocess("trainer", BIG_B, device)
     print(f"\n## peak memory of one step ({device}, 1 thread)\n")
     print("| case | peak (GiB) | step (s) |")
     print("|---|---|---|")
@@ -271,7 +286,12 @@ def main(device: str = "cpu") -> None:
         f"| accumulated B={BIG_B}, {MICRO} micro-batches of {BIG_B // MICRO}, tiled clip (tile {TILE}) "
         f"| {accumulated['peak_bytes'] / GIB:.3f} | {accumulated['seconds']:.1f} |"
     )
-    print(f"\nratio accumulated / dense estimate at B={BIG_B}: {accumulated['peak_bytes'] / estimate:.3f}")
+    print(
+        f"| trainer.train, one step of B={BIG_B} with train.micro_batches={MICRO}, tiled clip (tile {TILE}) "
+        f"| {trainer['peak_bytes'] / GIB:.3f} | {trainer['seconds']:.1f} |"
+    )
+    print(f"\nratio accumulated / dense estimate at B={BIG_B}: {accumulated['peak_bytes'] / estimate:.3f}; "
+          f"trainer / dense estimate: {trainer['peak_bytes'] / estimate:.3f}")
 
 
 if __name__ == "__main__":
