@@ -77,6 +77,8 @@ class TrainConfig:
             feature cache: every negative of the whole (global) batch is kept and the gradient is
             the one-batch gradient up to round-off, while the encoders' activations are those of
             ``b / m`` rows (``b`` the per-rank batch, which m must divide); it costs one more forward.
+            Exact for encoders whose output for a row does not depend on the other rows; BatchNorm
+            in training mode (e.g. open_clip's ResNet towers) normalises each micro-batch alone.
         precision: ``auto`` (bf16 autocast on CUDA, float32 on CPU), ``fp32``, or ``bf16``
             (``torch.autocast`` to bfloat16 on either device; the losses compute in float32).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
