@@ -422,7 +422,8 @@ def _report(config: GaussianProcessConfig, pair: GaussianPair, sweeps: dict, zer
         (f"Batch size (n_e={s.n_e}, N={s.sample_size})", "batch_size", 9),
         (f"Sample size (n_e={s.n_e}, B={s.batch_size})", "sample_size", 10),
     ):
-        lines += [f"## Fig. {number}: {title}\n", markdown_table(columns, [[r[c] for c in columns] for r in sweeps[name]])]
+        table = markdown_table(columns, [[r[c] for c in columns] for r in sweeps[name]])
+        lines += [f"## Fig. {number}: {title}\n", table]
         full = [r for r in sweeps[name] if "batch_floor_u_given_v" in r]
         if full:
             lines += ["Finite-batch floors of the full-rank settings (± one delta-method standard error):\n",
@@ -447,9 +448,11 @@ def plateau(row: dict, direction: str) -> dict:
         ``trained - batch_n_floor`` in standard errors of that floor (``z``), and the fractions of
         the trained error the batch floor and the batch-and-N floor account for.
     """
-    trained, combined, se = row[f"err_{direction}"], row[f"batch_n_floor_{direction}"], row[f"batch_n_floor_{direction}_se"]
+    trained, combined = row[f"err_{direction}"], row[f"batch_n_floor_{direction}"]
+    se = row[f"batch_n_floor_{direction}_se"]
     return {
-        "trained": trained, "batch_floor": row[f"batch_floor_{direction}"], "batch_floor_se": row[f"batch_floor_{direction}_se"],
+        "trained": trained, "batch_floor": row[f"batch_floor_{direction}"],
+        "batch_floor_se": row[f"batch_floor_{direction}_se"],
         "batch_n_floor": combined, "batch_n_floor_se": se, "sample_floor": row[f"sample_floor_{direction}"],
         "z": (trained - combined) / se, "batch_fraction": row[f"batch_floor_{direction}"] / trained,
         "batch_n_fraction": combined / trained,
@@ -457,7 +460,6 @@ def plateau(row: dict, direction: str) -> dict:
 
 
 def _plateau_lines(config: GaussianProcessConfig, sweeps: dict) -> list[str]:
-    s = config.sweeps
     rows = [r for r in sweeps["embedding_dim"] if "batch_n_floor_u_given_v" in r]
     if not rows:
         return []

@@ -180,7 +180,9 @@ def two_sided_quadratic_weight(sigma: np.ndarray) -> np.ndarray:
     return np.where(b >= 0.0, small, large)
 
 
-def optimal_alignment(pair: GaussianPair, loss: str, rank: int | None = None, *, bandwidth: float | None = None) -> Alignment:
+def optimal_alignment(
+    pair: GaussianPair, loss: str, rank: int | None = None, *, bandwidth: float | None = None
+) -> Alignment:
     """The population minimiser of ``loss`` over linear encoders with embedding dimension ``rank``.
 
     Closed forms in the canonical bases (one SVD of W, cached by ``pair``) wherever one exists:

@@ -27,8 +27,8 @@ raises :class:`~clipmath.theory.ConvergenceError`.
 
 Its own Monte-Carlo error (the SAA optimum :math:`\\hat A_K` of K batches scatters about
 :math:`A_B`) is estimated by the delta method: :math:`\\mathrm{Cov}(\\mathrm{vec}\\,\\hat A_K) \\approx
-\\mathcal H^{-1} \\mathrm{Cov}(g_k) \\mathcal H^{-1} / K`, :math:`g_k` the per-batch gradients at :math:`\\hat A_K`. Derivation and what it explains of the
-trained plateau of ``gaussian-process``: ``docs/theory/finite_batch.md``.
+\\mathcal H^{-1} \\mathrm{Cov}(g_k) \\mathcal H^{-1} / K`, :math:`g_k` the per-batch gradients at :math:`\\hat A_K`.
+Derivation and what it explains of the trained plateau of ``gaussian-process``: ``docs/theory/finite_batch.md``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def batch_optimum(
     inv_u, inv_v = (e_u / lam_u) @ e_u.T, (e_v / lam_v) @ e_v.T
     A = inv_u @ pair.cov_uv @ inv_v  # Theorem 5.1
     relative, xs, fs = np.inf, [], []
-    for iteration in range(1, max_iterations + 1):
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 (reported after the loop)
         _, grads = _batch_losses_and_gradients(A, u, v)
         step = -inv_u @ grads.mean(axis=0) @ inv_v
         relative = np.linalg.norm(pair._whiten(step)) / np.linalg.norm(pair._whiten(A + step))
@@ -155,9 +155,11 @@ def gaussian_batches(pair: GaussianPair, batch_size: int, n_batches: int, seed) 
 def epoch_batches(
     u: np.ndarray, v: np.ndarray, batch_size: int, n_batches: int, seed
 ) -> tuple[np.ndarray, np.ndarray]:
-    """K batches of B pairs as training draws them from a fixed set of N pairs: each epoch a fresh
-    permutation cut into floor(N / B) batches (the last partial batch dropped), epochs repeated
-    until K batches are drawn."""
+    """K batches of B pairs as training draws them from a fixed set of N pairs.
+
+    Each epoch is a fresh permutation cut into floor(N / B) batches (the last partial batch
+    dropped), epochs repeated until K batches are drawn.
+    """
     rng = np.random.default_rng(seed)
     per_epoch = len(u) // batch_size
     if per_epoch < 1:

@@ -1,4 +1,6 @@
-"""Population MMD losses of linear encoders on Gaussian data (Appendix B and Problem 3.11 of Baptista, Stuart & Tran 2025).
+"""Population MMD losses of linear encoders on Gaussian data.
+
+Appendix B and Problem 3.11 of Baptista, Stuart & Tran (2025).
 
 Inner-product tilting :math:`\\rho \\propto e^{u^\\top A v}` and the Gaussian kernel
 :math:`k(x, y) = \\exp(-|x - y|^2 / (2h^2))` with one bandwidth h for u, v and (u, v) (the
@@ -15,7 +17,8 @@ and :math:`\\mathbb E_v \\exp(-\\tfrac12 v^\\top Q v) = \\det(I + C_{vv} Q)^{-1/
 
 - ``mmd_conditional`` (weights (1, 1), the trained default ``two_sided``):
   :math:`L = L(1, 0) + L(0, 1)` with
-  :math:`L(1, 0) = \\tfrac12 \\mathbb E_v \\mathbb E_{\\nu_{u|v} \\otimes \\nu_{u|v}} k - \\mathbb E_v \\mathbb E_{\\mu_{u|v} \\otimes \\nu_{u|v}} k`.
+  :math:`L(1, 0) = \\tfrac12 \\mathbb E_v \\mathbb E_{\\nu_{u|v} \\otimes \\nu_{u|v}} k
+  - \\mathbb E_v \\mathbb E_{\\mu_{u|v} \\otimes \\nu_{u|v}} k`.
   With :math:`\\nu_{u|v} = \\mathcal N(C_{uu} A v, C_{uu})` (eq. 41) and
   :math:`\\mu_{u|v} = \\mathcal N(M v, S)` (eq. 37), :math:`E = M - C_{uu} A`, :math:`K = h^2 I + S + C_{uu}`:
 
@@ -30,8 +33,9 @@ and :math:`\\mathbb E_v \\exp(-\\tfrac12 v^\\top Q v) = \\det(I + C_{vv} Q)^{-1/
   = -2 \\det(I + (\\mathcal C + \\mathcal C_\\nu)/h^2)^{-1/2} + \\det(I + 2 \\mathcal C_\\nu/h^2)^{-1/2}`, ν the
   tilted Gaussian of precision (40); ``+inf`` where ν is improper
   (:math:`\\|C_{uu}^{1/2} A C_{vv}^{1/2}\\|_2 \\ge 1`). Gradient
-  :math:`\\partial_A = 2 (\\mathcal C_\\nu N \\mathcal C_\\nu)_{uv}`, :math:`N = \\varphi_1 K_1^{-1} - \\varphi_2 K_2^{-1}`,
-  :math:`K_1 = h^2 I + \\mathcal C + \\mathcal C_\\nu`, :math:`K_2 = h^2 I + 2 \\mathcal C_\\nu`, φ the two determinants.
+  :math:`\\partial_A = 2 (\\mathcal C_\\nu N \\mathcal C_\\nu)_{uv}`,
+  :math:`N = \\varphi_1 K_1^{-1} - \\varphi_2 K_2^{-1}`, :math:`K_1 = h^2 I + \\mathcal C + \\mathcal C_\\nu`,
+  :math:`K_2 = h^2 I + 2 \\mathcal C_\\nu`, φ the two determinants.
 
 Derivations: ``docs/theory/mmd.md``.
 """

@@ -66,8 +66,11 @@ def tilted_model(
 
 
 def alignment_model(pair: GaussianPair, alignment) -> GaussianPair:
-    """ν of an :class:`~clipmath.theory.Alignment`: the quadratic tilting (both B = GᵀG, HᵀH) for a
-    loss with the quadratic tilting (any ``quadratic_*``), the inner-product tilting otherwise."""
+    """ν of an :class:`~clipmath.theory.Alignment`.
+
+    The quadratic tilting (both B = GᵀG, HᵀH) for a loss with the quadratic tilting (any
+    ``quadratic_*``), the inner-product tilting otherwise.
+    """
     if alignment.loss.startswith("quadratic"):
         return tilted_model(pair, alignment.A, alignment.G.T @ alignment.G, alignment.H.T @ alignment.H)
     return tilted_model(pair, alignment.A)
@@ -83,7 +86,7 @@ def model_gaps(pair: GaussianPair, model: GaussianPair) -> dict[str, float]:
     """
     out = {}
     for which in ("u_given_v", "v_given_u"):
-        for name, got, want in zip(("mean", "cov"), model.conditional(which), pair.conditional(which)):
+        for name, got, want in zip(("mean", "cov"), model.conditional(which), pair.conditional(which), strict=True):
             out[f"{which}_{name}"] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     for side in ("u", "v"):
         want = pair.marginal(side)

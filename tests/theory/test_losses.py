@@ -124,7 +124,8 @@ def test_gradient_matches_central_differences(loss):
             assert grads[name] is None
             continue
         # The loss sees B only through its symmetric part: differentiate along symmetric directions.
-        num_b = numeric(lambda b: population_loss(pair, loss, A, **{**tilt, name: 0.5 * (b + b.T)}), tilt[name])
+        num_b = numeric(lambda b, name=name: population_loss(pair, loss, A, **{**tilt, name: 0.5 * (b + b.T)}),
+                        tilt[name])
         np.testing.assert_allclose(grads[name], num_b, atol=1e-7)
 
 
