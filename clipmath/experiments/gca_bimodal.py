@@ -10,7 +10,9 @@ defaults) and gathers their headline metrics into one table:
 * ``mnist-labels``: the crossmodal classifier's test accuracy and expected calibration error
   (Algorithm 2 of Baptista, Stuart & Tran 2025);
 * ``image-text``: held-out text→image and image→text R@5 and zero-shot top-1 accuracy per style;
-* any other experiment (``ocean``): every number of its ``metrics.json`` whose name says
+* ``ocean``: held-out R@1 and R@5 in both directions (coefficients→trajectory ``u→v`` and back)
+  within pools of 128 candidates (Fig. 14 of Baptista, Stuart & Tran 2025);
+* any other experiment: every number of its ``metrics.json`` whose name says
   accuracy, recall (``R@``) or calibration (``ece``), by its path.
 
 Each run is the experiment's own entry point (``registry.get(name).run``) on its ``quick``
@@ -128,6 +130,10 @@ def headline_metrics(experiment: str, metrics: dict) -> dict[str, float]:
         for pool, z in metrics.get("zero_shot", {}).items():
             out[f"{pool} zero-shot acc1"] = z["acc1"]
         return out
+    if experiment == "ocean":  # held-out recall within pools of eval.pool_size candidates (Fig. 14)
+        recall = metrics["recall"]
+        return {f"test R@{k} {d.replace('_to_', '→')}": recall[f"test_pool_{d}@{k}"]
+                for d in ("u_to_v", "v_to_u") for k in (1, 5) if f"test_pool_{d}@{k}" in recall}
     return {path: value for path, value in _numbers(metrics) if _HEADLINE_KEY.search(path.rsplit(".", 1)[-1])}
 
 
