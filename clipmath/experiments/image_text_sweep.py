@@ -72,7 +72,9 @@ def loss_metric_table(table: dict, overrides: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clipmath.experiments.image_text_sweep", description=__doc__.split("\n")[0])
+    """The command line of :func:`run_sweep`; prints the table and returns 0."""
+    parser = argparse.ArgumentParser(prog="python -m clipmath.experiments.image_text_sweep",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder of the runs and the table")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every run (repeatable), e.g. data.validation=true")

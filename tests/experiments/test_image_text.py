@@ -243,7 +243,7 @@ def test_zero_shot_metrics_and_freezing():
 def test_loss_metric_sweep_tabulates_finished_runs_without_rerunning_them(tmp_path):
     from clipmath.experiments import image_text_sweep as sweep
 
-    for k, (loss, metric) in enumerate((l, m) for l in sweep.LOSSES for m in sweep.METRICS):
+    for k, (loss, metric) in enumerate((name, m) for name in sweep.LOSSES for m in sweep.METRICS):
         run = tmp_path / f"{loss}-{metric}"
         run.mkdir()
         retrieval = {c: k / 10 for c in sweep.COLUMNS}
@@ -251,7 +251,7 @@ def test_loss_metric_sweep_tabulates_finished_runs_without_rerunning_them(tmp_pa
             "evaluated_on": "validation", "timings": {"train_seconds": 60.0 + k},
             "retrieval": {"twemoji": retrieval}, "zero_shot": {"twemoji": {"acc1": 0.5}}}))
     table = sweep.run_sweep(tmp_path, ["data.validation=true"])  # every run is finished: nothing trains
-    assert list(table) == [f"{l}-{m}" for l in sweep.LOSSES for m in sweep.METRICS]
+    assert list(table) == [f"{name}-{m}" for name in sweep.LOSSES for m in sweep.METRICS]
     assert table["gca_uot-neg_sq_l2"]["twemoji"]["text_to_image_R@5"] == pytest.approx(0.5)
     text = (tmp_path / "loss_metric.md").read_text()
     assert "validation set" in text and text.count("| twemoji |") == 6
