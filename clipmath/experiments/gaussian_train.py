@@ -5,9 +5,9 @@ and linear encoders :math:`g_u(u) = Gu`, :math:`g_v(v) = Hv` (eq. 38, :math:`n_e
 unnormalised, τ = 1 absorbed into G and H), each loss below has a population minimiser in
 closed form, written through :math:`A = G^\\top H` (and :math:`B_u = G^\\top G`):
 
-===========================  ==============================================  ======================
-theory loss                  trained as                                      closed form
-===========================  ==============================================  ======================
+===========================  ===============================================  ======================
+theory loss                  trained as                                       closed form
+===========================  ===============================================  ======================
 ``conditional``              ``conditional`` two-sided, ``inner`` metric      Theorem 5.1
 ``joint``                    ``joint``, ``inner`` metric                      Theorem 5.6
 ``quadratic_u_given_v``      ``conditional`` u_given_v, ``neg_sq_l2`` metric  Theorem 5.3, (50a-b)
@@ -16,7 +16,7 @@ theory loss                  trained as                                      clo
 ``quadratic_joint``          ``joint``, ``neg_sq_l2`` metric                  docs/theory/quadratic_joint.md
 ``mmd_conditional``          ``mmd_conditional`` (h = 1), ``inner`` metric    Theorem 5.1 (docs/theory/mmd.md)
 ``mmd_joint``                ``mmd_joint`` (h = 1), ``inner`` metric          numerical (docs/theory/mmd.md)
-===========================  ==============================================  ======================
+===========================  ===============================================  ======================
 
 The MMD losses read the raw batch fields ``u`` and ``v`` (their kernels act on the data, not the
 embeddings); the trainer passes them (``PairLoss.reads``). Their Gaussian kernel has the trained

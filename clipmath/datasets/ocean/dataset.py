@@ -4,15 +4,15 @@
 measures the step error on a subset (the step-halving check), adds the observation noise and
 returns an ``xarray.Dataset``:
 
-=================  ===============================  =======  ==========================================
-variable           dims                             dtype    meaning
-=================  ===============================  =======  ==========================================
-``coefficients``   (sample, part, mode)             float64  :math:`\\psi_k`, part = ("real", "imag")
-``frequencies``    (sample, mode)                   float64  :math:`\\omega_k`
-``wavenumbers``    (mode, coord)                    int32    k, coord = ("x1", "x2")
-``release_points`` (release, coord)                 float64  :math:`x_0`
-``trajectories``   (sample, release, time, coord)   float32  observed :math:`x(t_j)` (+ noise), unwrapped
-=================  ===============================  =======  ==========================================
+==================  ===============================  =======  ==========================================
+variable            dims                             dtype    meaning
+==================  ===============================  =======  ==========================================
+``coefficients``    (sample, part, mode)             float64  :math:`\\psi_k`, part = ("real", "imag")
+``frequencies``     (sample, mode)                   float64  :math:`\\omega_k`
+``wavenumbers``     (mode, coord)                    int32    k, coord = ("x1", "x2")
+``release_points``  (release, coord)                 float64  :math:`x_0`
+``trajectories``    (sample, release, time, coord)   float32  observed :math:`x(t_j)` (+ noise), unwrapped
+==================  ===============================  =======  ==========================================
 
 with the coordinate ``time`` (:math:`t_j = jT/J`) and CF attributes (units, long names; the
 generating :class:`OceanConfig` as JSON in the global attribute ``config``, the check in
