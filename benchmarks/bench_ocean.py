@@ -27,8 +27,6 @@ import time
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from common import print_table
-
 from clipmath.datasets.ocean import (
     PAPER_SAMPLES,
     DrifterConfig,
@@ -39,6 +37,8 @@ from clipmath.datasets.ocean import (
     simulate_ocean,
     wavenumbers,
 )
+
+from common import print_table
 
 N_OURS = 4096  # flows timed for our kernel (1/16 of the paper set)
 N_ANCHOR = 16  # flows integrated by solve_ivp, one at a time
@@ -74,8 +74,15 @@ def anchor(flows, tol: float):
     """solve_ivp RK45 per flow: (tracks (n, J, 2), function evaluations per track)."""
     tracks, nfev = [], []
     for i in range(len(flows)):
-        sol = solve_ivp(rhs(flows.coefficients[i], flows.frequencies[i]), (0.0, 0.1), [0.75, 0.75],
-                        method="RK45", rtol=tol, atol=tol, t_eval=TIMES)
+        sol = solve_ivp(
+            rhs(flows.coefficients[i], flows.frequencies[i]),
+            (0.0, 0.1),
+            [0.75, 0.75],
+            method="RK45",
+            rtol=tol,
+            atol=tol,
+            t_eval=TIMES,
+        )
         tracks.append(sol.y.T)
         nfev.append(sol.nfev)
     return np.array(tracks), float(np.mean(nfev))
@@ -104,7 +111,9 @@ def per_trajectory() -> None:
     reference = drifter_tracks(head, dt=1e-5)[:, 0]
     ours_err = np.abs(ours[:, 0] - reference).max(axis=(1, 2))
     print(f"\nours: {N_OURS} flows in {wall:.2f} s wall, {cpu:.2f} s CPU ({ours_s * 1e3:.3f} ms CPU per trajectory)")
-    print(f"error against dt = 1e-5 on {N_ANCHOR} flows: ours max {ours_err.max():.3g}, median {np.median(ours_err):.3g}")
+    print(
+        f"error against dt = 1e-5 on {N_ANCHOR} flows: ours max {ours_err.max():.3g}, median {np.median(ours_err):.3g}"
+    )
     print("\n| solve_ivp RK45 rtol = atol | max error | median error | evaluations / track | ms CPU / track |")
     print("|---|---|---|---|---|")
     chosen = None
@@ -123,10 +132,14 @@ def per_trajectory() -> None:
     print_table("ocean: drifter tracks at matched accuracy, CPU seconds (ratio = ours / anchor)", rows)
     ours_rate = 1000 / ours_s
     anchor_rate = anchor_steps / anchor_s
-    print(f"\ntrajectory-steps per CPU second: ours {ours_rate:.3g} (1,000 steps per track), "
-          f"anchor {anchor_rate:.3g} ({anchor_steps:.0f} steps per track): {ours_rate / anchor_rate:.0f}x")
-    print(f"trajectories per CPU second at matched accuracy: ours {1 / ours_s:.0f}, anchor {1 / anchor_s:.1f}: "
-          f"{anchor_s / ours_s:.0f}x")
+    print(
+        f"\ntrajectory-steps per CPU second: ours {ours_rate:.3g} (1,000 steps per track), "
+        f"anchor {anchor_rate:.3g} ({anchor_steps:.0f} steps per track): {ours_rate / anchor_rate:.0f}x"
+    )
+    print(
+        f"trajectories per CPU second at matched accuracy: ours {1 / ours_s:.0f}, anchor {1 / anchor_s:.1f}: "
+        f"{anchor_s / ours_s:.0f}x"
+    )
 
 
 def paper_size(full: bool) -> None:
@@ -140,14 +153,28 @@ def paper_size(full: bool) -> None:
     plain = sample_flows(FlowConfig(), N_PLAIN, seed=0)
     _, p_wall, p_cpu = timed(lambda: plain_numpy(plain, 1e-5, PLAIN_STEPS))
     per_step = PAPER_SAMPLES / N_PLAIN / PLAIN_STEPS
-    rows.append(("plain numpy, dt = 1e-5 (10,000 steps)", p_wall * per_step * 10_000, p_cpu * per_step * 10_000,
-                 f"{PLAIN_STEPS} steps on {N_PLAIN}"))
-    rows.append(("plain numpy, dt = 1e-4 (1,000 steps)", p_wall * per_step * 1_000, p_cpu * per_step * 1_000,
-                 f"{PLAIN_STEPS} steps on {N_PLAIN}"))
+    rows.append(
+        (
+            "plain numpy, dt = 1e-5 (10,000 steps)",
+            p_wall * per_step * 10_000,
+            p_cpu * per_step * 10_000,
+            f"{PLAIN_STEPS} steps on {N_PLAIN}",
+        )
+    )
+    rows.append(
+        (
+            "plain numpy, dt = 1e-4 (1,000 steps)",
+            p_wall * per_step * 1_000,
+            p_cpu * per_step * 1_000,
+            f"{PLAIN_STEPS} steps on {N_PLAIN}",
+        )
+    )
     if full:
         _, f_wall, f_cpu = timed(lambda: simulate_ocean(OceanConfig(), progress=False))
         rows.append(("ours, simulate_ocean(OceanConfig()) in full, 1 process", f_wall, f_cpu, "measured"))
-    print(f"\n## ocean: the paper-size set, {PAPER_SAMPLES} flows x 1,000 points (goal: <= 180 s at dt = 1e-5 accuracy)\n")
+    print(
+        f"\n## ocean: the paper-size set, {PAPER_SAMPLES} flows x 1,000 points (goal: <= 180 s at dt = 1e-5 accuracy)\n"
+    )
     print("| case | wall s | CPU s | how |")
     print("|---|---|---|---|")
     for case, w, c, how in rows:

@@ -26,8 +26,6 @@ import time
 import numpy as np
 import scipy.linalg
 
-from common import compare, print_table
-
 from clipmath.datasets import GaussianProcessSource
 from clipmath.theory import (
     GaussianPair,
@@ -37,6 +35,8 @@ from clipmath.theory import (
     random_gaussian_pair,
 )
 from clipmath.theory.finite_batch import batch_optimum, gaussian_batches
+
+from common import compare, print_table
 
 N = 1000
 #: (loss, rank or None for full, goal on the ratio)
@@ -82,20 +82,28 @@ def oracle_times(repeat: int = 3) -> list[tuple[str, float]]:
     """Seconds per problem of the certified numerical oracles at n_u = n_v = 6, rank 3."""
     pair = random_gaussian_pair(6, 6, seed=1)
     runs = [
-        ("numerical_quadratic_alignment (50b), rank 3",
-         lambda: numerical_quadratic_alignment(pair, "quadratic_u_given_v", 3)),
-        ("numerical_alignment quadratic_u_given_v, rank 3",
-         lambda: numerical_alignment(pair, "quadratic_u_given_v", 3, restarts=3)),
-        ("numerical_alignment conditional, rank 3",
-         lambda: numerical_alignment(pair, "conditional", 3, restarts=3)),
-        ("numerical_alignment quadratic_conditional, rank 3",
-         lambda: numerical_alignment(pair, "quadratic_conditional", 3, restarts=3)),
-        ("numerical_alignment quadratic_joint, rank 3",
-         lambda: numerical_alignment(pair, "quadratic_joint", 3, restarts=3)),
-        ("optimal_alignment mmd_conditional (numerical), rank 3",
-         lambda: optimal_alignment(pair, "mmd_conditional", 3)),
-        ("optimal_alignment mmd_joint (numerical), full rank",
-         lambda: optimal_alignment(pair, "mmd_joint")),
+        (
+            "numerical_quadratic_alignment (50b), rank 3",
+            lambda: numerical_quadratic_alignment(pair, "quadratic_u_given_v", 3),
+        ),
+        (
+            "numerical_alignment quadratic_u_given_v, rank 3",
+            lambda: numerical_alignment(pair, "quadratic_u_given_v", 3, restarts=3),
+        ),
+        ("numerical_alignment conditional, rank 3", lambda: numerical_alignment(pair, "conditional", 3, restarts=3)),
+        (
+            "numerical_alignment quadratic_conditional, rank 3",
+            lambda: numerical_alignment(pair, "quadratic_conditional", 3, restarts=3),
+        ),
+        (
+            "numerical_alignment quadratic_joint, rank 3",
+            lambda: numerical_alignment(pair, "quadratic_joint", 3, restarts=3),
+        ),
+        (
+            "optimal_alignment mmd_conditional (numerical), rank 3",
+            lambda: optimal_alignment(pair, "mmd_conditional", 3),
+        ),
+        ("optimal_alignment mmd_joint (numerical), full rank", lambda: optimal_alignment(pair, "mmd_joint")),
     ]
     out = []
     for name, run in runs:

@@ -21,7 +21,7 @@ with a ``{}`` for it: the answer is unambiguous, one class name per digit.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -117,7 +117,8 @@ def digit_captions(
     templates = _check_templates(templates)
     choice = np.random.default_rng(seed).integers(len(templates), size=len(labels))
     return [
-        templates[t].format(name=DIGIT_CLASSNAMES[y], digit=y) for y, t in zip(labels.tolist(), choice.tolist())
+        templates[t].format(name=DIGIT_CLASSNAMES[y], digit=y)
+        for y, t in zip(labels.tolist(), choice.tolist(), strict=False)
     ]
 
 
@@ -184,7 +185,7 @@ def mnist_caption_samples(
 
 
 def _with_captions(samples: Iterator[dict], captions: list[str], order) -> Iterator[dict]:
-    for sample, i in zip(samples, order):
+    for sample, i in zip(samples, order, strict=False):
         sample["caption"] = captions[i]
         yield sample
 

@@ -59,9 +59,9 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -490,8 +490,13 @@ def emoji_entries(
     catalog = emoji_catalog()
     train, test = emoji_split(catalog, test_fraction, seed=seed)
     fit, validation = emoji_split([catalog[i] for i in train.tolist()], test_fraction, seed=seed + 1)
-    index = {"train": train, "test": test, "all": np.arange(len(catalog)), "fit": train[fit],
-             "validation": train[validation]}[split]
+    index = {
+        "train": train,
+        "test": test,
+        "all": np.arange(len(catalog)),
+        "fit": train[fit],
+        "validation": train[validation],
+    }[split]
     if limit is not None and limit < len(index):
         index = np.sort(np.random.default_rng([seed, limit]).choice(index, size=limit, replace=False))
     return tuple(catalog[i] for i in index.tolist())

@@ -43,9 +43,10 @@ import json
 import logging
 import os
 import tarfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -232,7 +233,8 @@ def _caption_and_meta(group: _Group) -> tuple[str, dict]:
 
 def _image(group: _Group, size: int | None, mode: str) -> tuple[Image.Image, bytes | None, str]:
     """(the RGB image, resized; the source bytes when they can be passed on unchanged, else None;
-    the source format)."""
+    the source format).
+    """
     ext = next((e for e in IMAGE_EXTENSIONS if e in group.files), None)
     if ext is None:
         raise _Skip("no image")

@@ -62,8 +62,9 @@ def rotate_digits(images: np.ndarray, angle: float) -> np.ndarray:
         return images.copy()
     # Axes (2, 1): from x (columns) towards y (rows, pointing down) is counter-clockwise on screen
     # for scipy's positive angle on axes (1, 2); rows first turns the other way.
-    turned = ndimage.rotate(images.astype(np.float64), angle, axes=(2, 1), reshape=False, order=1, mode="constant",
-                            cval=0.0)
+    turned = ndimage.rotate(
+        images.astype(np.float64), angle, axes=(2, 1), reshape=False, order=1, mode="constant", cval=0.0
+    )
     return np.clip(np.rint(turned), 0, 255).astype(np.uint8)
 
 

@@ -1,6 +1,6 @@
-"""``gaussian-2d``: the two-dimensional illustration of Section 5.4 of Baptista, Stuart & Tran (2025).
+r"""``gaussian-2d``: the two-dimensional illustration of Section 5.4 of Baptista, Stuart & Tran (2025).
 
-Data :math:`\\mu = \\mathcal N(0, \\mathcal C)` with :math:`\\mathcal C = [[1.5, 1], [1, 1.5]]` (u, v scalars,
+Data :math:`\mu = \mathcal N(0, \mathcal C)` with :math:`\mathcal C = [[1.5, 1], [1, 1.5]]` (u, v scalars,
 :math:`n_e = 1`). For three learners the population-optimal encoders are computed twice, by the
 closed forms and by minimising the exact population loss numerically over (G, H), and the model
 ν they define is compared with the truth (digest §8 table):
@@ -48,8 +48,11 @@ LEARNERS = {
     "conditional": (2, "inner-product tilting, two-sided conditional loss", "Theorem 5.1"),
     "quadratic_u_given_v": (3, "quadratic tilting, one-sided u|v loss", "Theorem 5.3"),
     "joint": (4, "inner-product tilting, joint loss", "Theorem 5.6"),
-    "quadratic_conditional": (7, "quadratic tilting, two-sided conditional loss",
-                              "closed form, docs/theory/quadratic_conditional.md"),
+    "quadratic_conditional": (
+        7,
+        "quadratic tilting, two-sided conditional loss",
+        "closed form, docs/theory/quadratic_conditional.md",
+    ),
     "quadratic_joint": (8, "quadratic tilting, joint loss", "closed form, docs/theory/quadratic_joint.md"),
     "mmd_conditional": (9, "inner-product tilting, MMD conditional loss", "Theorem 5.1, docs/theory/mmd.md"),
     "mmd_joint": (10, "inner-product tilting, MMD joint loss", "numerical optimum, docs/theory/mmd.md"),
@@ -59,15 +62,38 @@ PAPER_LEARNERS = ("conditional", "quadratic_u_given_v", "joint")
 PAPER_COV = [[1.5, 1.0], [1.0, 1.5]]
 #: digest §8, derived from the closed forms for PAPER_COV (the paper shows only plots).
 PAPER_TABLE = {
-    "conditional": {"A": 4 / 9, "u_given_v_mean": 2 / 3, "u_given_v_var": 1.5, "v_given_u_mean": 2 / 3,
-                    "v_given_u_var": 1.5, "joint_cov": [[2.7, 1.8], [1.8, 2.7]]},
-    "quadratic_u_given_v": {"A": 0.8, "B_u": 0.5333, "u_given_v_mean": 2 / 3, "u_given_v_var": 0.8333,
-                            "v_given_u_mean": 0.4286, "v_given_u_var": 0.5357,
-                            "joint_cov": [[1.1667, 0.5], [0.5, 0.75]]},
-    "joint": {"A": 1 / 3, "u_given_v_mean": 0.5, "u_given_v_var": 1.5, "v_given_u_mean": 0.5,
-              "v_given_u_var": 1.5, "joint_cov": [[2.0, 1.0], [1.0, 2.0]]},
-    "truth": {"u_given_v_mean": 2 / 3, "u_given_v_var": 0.8333, "v_given_u_mean": 2 / 3,
-              "v_given_u_var": 0.8333, "joint_cov": [[1.5, 1.0], [1.0, 1.5]]},
+    "conditional": {
+        "A": 4 / 9,
+        "u_given_v_mean": 2 / 3,
+        "u_given_v_var": 1.5,
+        "v_given_u_mean": 2 / 3,
+        "v_given_u_var": 1.5,
+        "joint_cov": [[2.7, 1.8], [1.8, 2.7]],
+    },
+    "quadratic_u_given_v": {
+        "A": 0.8,
+        "B_u": 0.5333,
+        "u_given_v_mean": 2 / 3,
+        "u_given_v_var": 0.8333,
+        "v_given_u_mean": 0.4286,
+        "v_given_u_var": 0.5357,
+        "joint_cov": [[1.1667, 0.5], [0.5, 0.75]],
+    },
+    "joint": {
+        "A": 1 / 3,
+        "u_given_v_mean": 0.5,
+        "u_given_v_var": 1.5,
+        "v_given_u_mean": 0.5,
+        "v_given_u_var": 1.5,
+        "joint_cov": [[2.0, 1.0], [1.0, 2.0]],
+    },
+    "truth": {
+        "u_given_v_mean": 2 / 3,
+        "u_given_v_var": 0.8333,
+        "v_given_u_mean": 2 / 3,
+        "v_given_u_var": 0.8333,
+        "joint_cov": [[1.5, 1.0], [1.0, 1.5]],
+    },
 }
 PAPER_SAME_SIGN = 0.881
 
@@ -161,8 +187,9 @@ def _learner_metrics(pair: GaussianPair, loss: str, config: Gaussian2DConfig) ->
     kernel = {"bandwidth": config.mmd_bandwidth} if loss in MMD_LOSSES else {}
     closed = optimal_alignment(pair, loss, **kernel)
     # Other starts than optimal_alignment's own (seed 0), so that a numerical optimum is re-found independently.
-    fitted = numerical_alignment(pair, loss, restarts=config.fit.restarts, seed=config.seed + 1, gtol=config.fit.gtol,
-                                 **kernel)
+    fitted = numerical_alignment(
+        pair, loss, restarts=config.fit.restarts, seed=config.seed + 1, gtol=config.fit.gtol, **kernel
+    )
     model = alignment_model(pair, closed)
     values = {"A": closed.A.item(), **_summary(model)}
     numerical = {"A": fitted.A.item(), **_summary(alignment_model(pair, fitted))}
@@ -212,10 +239,17 @@ def _draw_figures(
         model, stats = models[loss], _summary(models[loss])
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
         for ax, which, given in ((axes[0], "u_given_v", "v"), (axes[1], "v_given_u", "u")):
-            ax.plot(x, norm.pdf(x, truth[f"{which}_mean"] * fc.condition_at, np.sqrt(truth[f"{which}_var"])),
-                    "k--", label="truth µ")
-            ax.plot(x, norm.pdf(x, stats[f"{which}_mean"] * fc.condition_at, np.sqrt(stats[f"{which}_var"])),
-                    label="model ν")
+            ax.plot(
+                x,
+                norm.pdf(x, truth[f"{which}_mean"] * fc.condition_at, np.sqrt(truth[f"{which}_var"])),
+                "k--",
+                label="truth µ",
+            )
+            ax.plot(
+                x,
+                norm.pdf(x, stats[f"{which}_mean"] * fc.condition_at, np.sqrt(stats[f"{which}_var"])),
+                label="model ν",
+            )
             ax.set(title=f"{which.replace('_given_', ' | ')} = {fc.condition_at:g}", xlabel=which[0])
             ax.legend()
         for modality, style in (("u", "-"), ("v", ":")):
@@ -233,7 +267,7 @@ def _draw_figures(
     for name, learners in (("fig5_model_densities", PAPER_LEARNERS), ("fig5b_model_densities_new_losses", extra)):
         fig, axes = plt.subplots(1, 1 + len(learners), figsize=(4 * (1 + len(learners)), 4.2))
         contour(axes[0], pair, "truth µ")
-        for ax, loss in zip(axes[1:], learners):
+        for ax, loss in zip(axes[1:], learners, strict=False):
             contour(ax, models[loss], f"ν: {loss}")
         run_dir.save_figure(fig, name)
         names.append(name)
@@ -242,8 +276,12 @@ def _draw_figures(
     image = axes[0].imshow(sign.density(uu, vv), origin="lower", extent=[-fc.extent, fc.extent] * 2)
     fig.colorbar(image, ax=axes[0])
     axes[0].set(title=f"sign model ν (τ = {sign.tau:g})", xlabel="u", ylabel="v")
-    axes[1].plot(x, norm.pdf(x, truth["u_given_v_mean"] * fc.condition_at, np.sqrt(truth["u_given_v_var"])),
-                 "k--", label="truth µ(u | v)")
+    axes[1].plot(
+        x,
+        norm.pdf(x, truth["u_given_v_mean"] * fc.condition_at, np.sqrt(truth["u_given_v_var"])),
+        "k--",
+        label="truth µ(u | v)",
+    )
     axes[1].plot(x, sign.conditional_density(x, fc.condition_at), label="ν(u | v)")
     axes[1].plot(x, sign.marginal_density(x, "u"), ":", label="ν_u = µ_u")
     axes[1].set(title=f"v = {fc.condition_at:g}", xlabel="u")
@@ -269,7 +307,8 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
         "closed form and, independently, from minimising the exact population loss over (G, H) with BFGS "
         f"({config.fit.restarts} random starts, gradient tolerance {config.fit.gtol:g}). The model ν they define "
         "is a Gaussian (precision (40) or (47)); its conditionals at the closed form are listed beside the "
-        "numerical ones" + (" and the digest's §8 table (4 decimals there)." if paper else ".")
+        "numerical ones"
+        + (" and the digest's §8 table (4 decimals there)." if paper else ".")
         + " Where no closed form exists (`mmd_joint`) the first column is `optimal_alignment`'s numerical optimum "
         "(seeded starts) and the second a re-minimisation from other starts. Rows `loss` and `kl` give the "
         "population loss at the optimum and KL(µ‖ν) (Lemma E.1).",
@@ -285,8 +324,16 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
         headers = ["quantity", "closed form", "numerical", "relative error"] if learner else ["quantity", "value"]
         headers += ["§8 table"] if paper else []
         rows = []
-        for key in ("A", "B_u", "B_v", "u_given_v_mean", "u_given_v_var", "v_given_u_mean", "v_given_u_var",
-                    "joint_cov"):
+        for key in (
+            "A",
+            "B_u",
+            "B_v",
+            "u_given_v_mean",
+            "u_given_v_var",
+            "v_given_u_mean",
+            "v_given_u_var",
+            "joint_cov",
+        ):
             if key not in entry:
                 continue
             row = [key, _fmt(entry[key])]
@@ -309,8 +356,11 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
         markdown_table(
             ["quantity", "value", "reference"],
             [
-                ["P_ν(sign u = sign v \\| v)", f"{sign['same_sign_probability']:.6g}",
-                 f"{PAPER_SAME_SIGN} (digest §8)" if paper else ""],
+                [
+                    "P_ν(sign u = sign v \\| v)",
+                    f"{sign['same_sign_probability']:.6g}",
+                    f"{PAPER_SAME_SIGN} (digest §8)" if paper else "",
+                ],
                 ["P_µ(sign u = sign v) (data)", f"{sign['true_same_sign_probability']:.6g}", "½ + arcsin(ρ)/π"],
             ],
         ),
@@ -353,12 +403,21 @@ def run(config: Gaussian2DConfig, run_dir: RunDir) -> Headline:
         (f"A {loss} (numerical)", metrics[loss]["A_numerical"], metrics[loss]["A"], LEARNERS[loss][2])
         for loss in LEARNERS
     ]
-    rows += [(f"KL(µ‖ν) {loss}", metrics[loss]["kl"], metrics["joint"]["kl"], "KL of the joint optimum (Thm 5.6)")
-             for loss in LEARNERS if loss not in PAPER_LEARNERS]
+    rows += [
+        (f"KL(µ‖ν) {loss}", metrics[loss]["kl"], metrics["joint"]["kl"], "KL of the joint optimum (Thm 5.6)")
+        for loss in LEARNERS
+        if loss not in PAPER_LEARNERS
+    ]
     quad = metrics["quadratic_u_given_v"]
     rows.append(("B_u quadratic_u_given_v (numerical)", quad["B_u_numerical"], quad["B_u"], "closed form, Theorem 5.3"))
-    rows.append(("same-sign probability (sign model)", sign.same_sign_probability,
-                 PAPER_SAME_SIGN if paper else "", "digest §8, τ = 1"))
+    rows.append(
+        (
+            "same-sign probability (sign model)",
+            sign.same_sign_probability,
+            PAPER_SAME_SIGN if paper else "",
+            "digest §8, τ = 1",
+        )
+    )
     rows.append(("max relative error, closed vs numerical", metrics["max_relative_error"], 1e-6, "required bound"))
     return Headline(rows=rows)
 

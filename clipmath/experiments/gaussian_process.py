@@ -1,19 +1,19 @@
-"""``gaussian-process``: Section 6.1 of Baptista, Stuart & Tran (2025), Figs. 7-10.
+r"""``gaussian-process``: Section 6.1 of Baptista, Stuart & Tran (2025), Figs. 7-10.
 
 Data (eqs. 56-57, :class:`clipmath.datasets.GaussianProcessSource`): a random field
-:math:`w \\sim \\mathcal N(0, (-\\Delta + \\tau^2)^{-\\alpha})` on (0, 1), observed as
-:math:`u = (w(x_i))_{i \\le n_u} + \\eta` and :math:`v` = its first :math:`n_v` whitened KL
+:math:`w \sim \mathcal N(0, (-\Delta + \tau^2)^{-\alpha})` on (0, 1), observed as
+:math:`u = (w(x_i))_{i \le n_u} + \eta` and :math:`v` = its first :math:`n_v` whitened KL
 coefficients; (u, v) is Gaussian with a known joint covariance.
 
 Model: unnormalised linear encoders :math:`g_u(u) = Gu`, :math:`g_v(v) = Hv` (eq. 38), inner-product
 metric, τ = 1, trained with the two-sided conditional (CLIP) loss on streamed mini-batches. The
 learned conditional expectations are those of the tilted law, eq. (41):
 
-.. math::  \\mathbb E_\\nu[u \\mid v] = C_{uu} A v, \\qquad \\mathbb E_\\nu[v \\mid u] = C_{vv} A^\\top u, \\qquad A = G^\\top H,
+.. math::  \mathbb E_\nu[u \mid v] = C_{uu} A v, \qquad \mathbb E_\nu[v \mid u] = C_{vv} A^\top u, \qquad A = G^\top H,
 
-compared with the truth (37), :math:`\\mathbb E_\\mu[u \\mid v] = C_{uv} C_{vv}^{-1} v`, by the squared
+compared with the truth (37), :math:`\mathbb E_\mu[u \mid v] = C_{uv} C_{vv}^{-1} v`, by the squared
 :math:`L^2` error averaged over ``eval_draws`` draws of the conditioning variable,
-:math:`\\frac1M \\sum_m |\\mathbb E_\\nu[u \\mid v_m] - \\mathbb E_\\mu[u \\mid v_m]|^2` (and the same for v|u).
+:math:`\frac1M \sum_m |\mathbb E_\nu[u \mid v_m] - \mathbb E_\mu[u \mid v_m]|^2` (and the same for v|u).
 Beside it stands the same error of the closed-form optimum of the same rank (Theorem 5.1,
 ``optimal_alignment(pair, "conditional", rank=min(n_e, n_u, n_v))``), the "floor": the rank-n_e
 model the loss aims at. At full rank it is 0 (Corollary 5.2: the conditional means are exact);
@@ -152,20 +152,18 @@ class GaussianProcessConfig:
         _check(self)
 
 
-def conditional_mean_errors(
-    pair: GaussianPair, A: np.ndarray, u: np.ndarray, v: np.ndarray
-) -> tuple[float, float]:
-    """Mean squared errors of the model's conditional expectations (eq. 41 against eq. 37).
+def conditional_mean_errors(pair: GaussianPair, A: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    r"""Mean squared errors of the model's conditional expectations (eq. 41 against eq. 37).
 
     Args:
         pair: the data law µ.
-        A: (n_u, n_v) coupling :math:`G^\\top H` of the model.
+        A: (n_u, n_v) coupling :math:`G^\top H` of the model.
         u: (M, n_u) draws of u, the conditioning values of v|u.
         v: (M, n_v) draws of v, the conditioning values of u|v.
 
     Returns:
-        :math:`\\frac1M\\sum_m |(C_{uu}A - C_{uv}C_{vv}^{-1}) v_m|^2` and
-        :math:`\\frac1M\\sum_m |(C_{vv}A^\\top - C_{vu}C_{uu}^{-1}) u_m|^2`.
+        :math:`\frac1M\sum_m |(C_{uu}A - C_{uv}C_{vv}^{-1}) v_m|^2` and
+        :math:`\frac1M\sum_m |(C_{vv}A^\top - C_{vu}C_{uu}^{-1}) u_m|^2`.
     """
     mean_u_given_v, _ = pair.conditional("u_given_v")
     mean_v_given_u, _ = pair.conditional("v_given_u")
@@ -177,13 +175,13 @@ def conditional_mean_errors(
 def error_standard_errors(
     pair: GaussianPair, A: np.ndarray, covariance: np.ndarray, u: np.ndarray, v: np.ndarray
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Delta-method standard errors and noise biases of :func:`conditional_mean_errors` at a random A.
+    r"""Delta-method standard errors and noise biases of :func:`conditional_mean_errors` at a random A.
 
-    Each error is a quadratic form :math:`e(A) = \\mathrm{vec}(D)^\\top Q\\, \\mathrm{vec}(D)` of the
-    gap D (for u|v, :math:`D = C_{uu} A - M`, :math:`Q = C_{uu}^2 \\otimes \\hat V`, :math:`\\hat V = v^\\top v / M`,
+    Each error is a quadratic form :math:`e(A) = \mathrm{vec}(D)^\top Q\, \mathrm{vec}(D)` of the
+    gap D (for u|v, :math:`D = C_{uu} A - M`, :math:`Q = C_{uu}^2 \otimes \hat V`, :math:`\hat V = v^\top v / M`,
     row-major vec of A; the mirror for v|u). For A scattered with covariance Σ (of vec A) about its
-    mean, the standard error is :math:`\\sqrt{g^\\top \\Sigma g}` with g the gradient of e, and the noise
-    adds :math:`\\mathrm{Tr}(Q \\Sigma)` to e in expectation (the bias of the plug-in error).
+    mean, the standard error is :math:`\sqrt{g^\top \Sigma g}` with g the gradient of e, and the noise
+    adds :math:`\mathrm{Tr}(Q \Sigma)` to e in expectation (the bias of the plug-in error).
 
     Returns:
         ``((se_u_given_v, se_v_given_u), (bias_u_given_v, bias_v_given_u))``.
@@ -200,12 +198,12 @@ def error_standard_errors(
 
 
 def field_given_v(src: GaussianProcessSource, x: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of :math:`w(x) \\mid v` from the KL expansion (56).
+    r"""Mean and standard deviation of :math:`w(x) \mid v` from the KL expansion (56).
 
-    With :math:`w = \\sum_j \\sqrt{\\lambda_j}\\psi_j \\xi_j` and :math:`v = \\xi_{1:n_v}`, the first
+    With :math:`w = \sum_j \sqrt{\lambda_j}\psi_j \xi_j` and :math:`v = \xi_{1:n_v}`, the first
     :math:`n_v` terms are fixed by v and the others stay independent N(0, 1):
-    :math:`\\mathbb E[w(x) \\mid v] = \\sum_{j \\le n_v} \\sqrt{\\lambda_j}\\psi_j(x) v_j` and
-    :math:`\\mathrm{Var}[w(x) \\mid v] = \\sum_{j > n_v} \\lambda_j \\psi_j(x)^2`.
+    :math:`\mathbb E[w(x) \mid v] = \sum_{j \le n_v} \sqrt{\lambda_j}\psi_j(x) v_j` and
+    :math:`\mathrm{Var}[w(x) \mid v] = \sum_{j > n_v} \lambda_j \psi_j(x)^2`.
 
     Args:
         src: the source.
@@ -229,8 +227,14 @@ class _Floors:
     def _errors(self, pair: GaussianPair, name: str, fit) -> dict:
         err = conditional_mean_errors(pair, fit.A, self.u_eval, self.v_eval)
         se, bias = error_standard_errors(pair, fit.A, fit.covariance, self.u_eval, self.v_eval)
-        return {f"{name}_u_given_v": err[0], f"{name}_u_given_v_se": se[0], f"{name}_u_given_v_noise": bias[0],
-                f"{name}_v_given_u": err[1], f"{name}_v_given_u_se": se[1], f"{name}_v_given_u_noise": bias[1]}
+        return {
+            f"{name}_u_given_v": err[0],
+            f"{name}_u_given_v_se": se[0],
+            f"{name}_u_given_v_noise": bias[0],
+            f"{name}_v_given_u": err[1],
+            f"{name}_v_given_u_se": se[1],
+            f"{name}_v_given_u_noise": bias[1],
+        }
 
     def get(self, pair: GaussianPair, src: GaussianProcessSource, b: int, n: int) -> dict:
         seed, batches = self.config.seed, self.config.batch_floor.pairs // b
@@ -244,8 +248,11 @@ class _Floors:
             fit = batch_optimum(pair, *epoch_batches(u, v, b, batches, [seed, 3_000_017, b]))
             empirical = optimal_alignment(GaussianPair.from_samples(u, v), "conditional").A  # Remark D.2
             sample = conditional_mean_errors(pair, empirical, self.u_eval, self.v_eval)
-            self.cache["batch_n", b, n] = {**self._errors(pair, "batch_n_floor", fit),
-                                           "sample_floor_u_given_v": sample[0], "sample_floor_v_given_u": sample[1]}
+            self.cache["batch_n", b, n] = {
+                **self._errors(pair, "batch_n_floor", fit),
+                "sample_floor_u_given_v": sample[0],
+                "sample_floor_v_given_u": sample[1],
+            }
         return {**self.cache["batch", b], **self.cache["batch_n", b, n]}
 
 
@@ -265,13 +272,13 @@ def _check(config: GaussianProcessConfig) -> None:
     config.loss.build()  # an unknown loss, metric or hyperparameter: named at load, not mid-run
     for n_e, b, n in {s for runs in _settings(config.sweeps).values() for s in runs}:
         if n_e < 1 or b < 1 or n < b:
-            raise ValueError(f"sweeps: setting n_e={n_e}, batch_size={b}, N={n}: expected n_e >= 1 and N >= batch_size >= 1")
+            raise ValueError(
+                f"sweeps: setting n_e={n_e}, batch_size={b}, N={n}: expected n_e >= 1 and N >= batch_size >= 1"
+            )
     if config.batch_floor.pairs < 2 * max(config.sweeps.batch_sizes + [config.sweeps.batch_size]):
         raise ValueError(f"batch_floor.pairs={config.batch_floor.pairs}: expected at least two of the largest batch")
     if config.eval_draws < 1 or config.fig7_samples < 1:
-        raise ValueError(
-            f"eval_draws={config.eval_draws}, fig7_samples={config.fig7_samples}: expected integers >= 1"
-        )
+        raise ValueError(f"eval_draws={config.eval_draws}, fig7_samples={config.fig7_samples}: expected integers >= 1")
 
 
 def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
@@ -286,7 +293,9 @@ def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
 
     results: dict[tuple[int, int, int], dict] = {}
     floors = _Floors(config, u_eval, v_eval)
-    for n_e, b, n in sorted({s for runs in _settings(config.sweeps).values() for s in runs}, key=lambda s: (s[2], s[1], s[0])):
+    for n_e, b, n in sorted(
+        {s for runs in _settings(config.sweeps).values() for s in runs}, key=lambda s: (s[2], s[1], s[0])
+    ):
         stream = pair_stream(src, n, config.seed, b, config.stream, run_dir, source)
         model = linear_model(pair.n_u, pair.n_v, n_e, config.loss.metric, config.seed)
         result = train(model, config.loss.build(), stream, train_config, run_dir, tag=f"ne{n_e}-B{b}-N{n}")
@@ -295,12 +304,28 @@ def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
         err = conditional_mean_errors(pair, G.T @ H, u_eval, v_eval)
         floor = conditional_mean_errors(pair, floor_A, u_eval, v_eval)
         results[(n_e, b, n)] = {
-            "n_e": n_e, "batch_size": b, "N": n, "steps": result.steps, "final_epoch_loss": result.epoch_losses[-1],
-            "err_u_given_v": err[0], "err_v_given_u": err[1], "floor_u_given_v": floor[0], "floor_v_given_u": floor[1],
+            "n_e": n_e,
+            "batch_size": b,
+            "N": n,
+            "steps": result.steps,
+            "final_epoch_loss": result.epoch_losses[-1],
+            "err_u_given_v": err[0],
+            "err_v_given_u": err[1],
+            "floor_u_given_v": floor[0],
+            "floor_v_given_u": floor[1],
         }
         if config.batch_floor.enabled and n_e >= k:
             results[(n_e, b, n)].update(floors.get(pair, src, b, n))
-        logger.info("n_e=%d B=%d N=%d: errors u|v %.4g (floor %.4g), v|u %.4g (floor %.4g)", n_e, b, n, err[0], floor[0], err[1], floor[1])
+        logger.info(
+            "n_e=%d B=%d N=%d: errors u|v %.4g (floor %.4g), v|u %.4g (floor %.4g)",
+            n_e,
+            b,
+            n,
+            err[0],
+            floor[0],
+            err[1],
+            floor[1],
+        )
 
     sweeps = {name: [results[s] for s in runs] for name, runs in _settings(config.sweeps).items()}
     zero = conditional_mean_errors(pair, np.zeros((pair.n_u, pair.n_v)), u_eval, v_eval)
@@ -320,16 +345,39 @@ def run(config: GaussianProcessConfig, run_dir: Any) -> Headline:
     base = results[(s.n_e, s.batch_size, s.sample_size)]
     smallest = results[(min(s.embedding_dims), s.batch_size, s.sample_size)]
     where = f"n_e={s.n_e}, B={s.batch_size}, N={s.sample_size}"
-    return Headline([
-        (f"E|E_nu[u|v] - E_mu[u|v]|^2, {where}", base["err_u_given_v"], base["floor_u_given_v"], "closed-form optimum, same rank"),
-        (f"E|E_nu[v|u] - E_mu[v|u]|^2, {where}", base["err_v_given_u"], base["floor_v_given_u"], "closed-form optimum, same rank"),
-        (f"E|E_nu[u|v] - E_mu[u|v]|^2, n_e={smallest['n_e']}", smallest["err_u_given_v"], smallest["floor_u_given_v"],
-         "closed-form optimum, same rank"),
-        ("E|E_mu[u|v]|^2 (error of A = 0)", zero[0], "", "scale of the u|v errors"),
-        *((f"E|E_nu[{d[0]}|{d[-1]}] - E_mu[{d[0]}|{d[-1]}]|^2, {where}", base[f"err_{d}"], base[f"batch_n_floor_{d}"],
-           f"finite-batch floor on the N pairs (± {base[f'batch_n_floor_{d}_se']:.2g})")
-          for d in ("u_given_v", "v_given_u") if f"batch_n_floor_{d}" in base),
-    ])
+    return Headline(
+        [
+            (
+                f"E|E_nu[u|v] - E_mu[u|v]|^2, {where}",
+                base["err_u_given_v"],
+                base["floor_u_given_v"],
+                "closed-form optimum, same rank",
+            ),
+            (
+                f"E|E_nu[v|u] - E_mu[v|u]|^2, {where}",
+                base["err_v_given_u"],
+                base["floor_v_given_u"],
+                "closed-form optimum, same rank",
+            ),
+            (
+                f"E|E_nu[u|v] - E_mu[u|v]|^2, n_e={smallest['n_e']}",
+                smallest["err_u_given_v"],
+                smallest["floor_u_given_v"],
+                "closed-form optimum, same rank",
+            ),
+            ("E|E_mu[u|v]|^2 (error of A = 0)", zero[0], "", "scale of the u|v errors"),
+            *(
+                (
+                    f"E|E_nu[{d[0]}|{d[-1]}] - E_mu[{d[0]}|{d[-1]}]|^2, {where}",
+                    base[f"err_{d}"],
+                    base[f"batch_n_floor_{d}"],
+                    f"finite-batch floor on the N pairs (± {base[f'batch_n_floor_{d}_se']:.2g})",
+                )
+                for d in ("u_given_v", "v_given_u")
+                if f"batch_n_floor_{d}" in base
+            ),
+        ]
+    )
 
 
 def _fig7(run_dir: Any, src: GaussianProcessSource, pair: GaussianPair, config: GaussianProcessConfig) -> None:
@@ -353,8 +401,12 @@ def _fig7(run_dir: Any, src: GaussianProcessSource, pair: GaussianPair, config: 
         ("v | u", np.arange(1, pair.n_v + 1), v_s, m_vu @ u0, np.sqrt(np.diag(s_vu)), "KL index j"),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for ax, (title, grid, samples, mean, sd, xlabel) in zip(axes, panels):
-        style = dict(color="0.6", lw=0.3, alpha=0.3) if title == "w | v" else dict(color="0.6", marker=".", ls="none", ms=2, alpha=0.3)
+    for ax, (title, grid, samples, mean, sd, xlabel) in zip(axes, panels, strict=False):
+        style = (
+            dict(color="0.6", lw=0.3, alpha=0.3)
+            if title == "w | v"
+            else dict(color="0.6", marker=".", ls="none", ms=2, alpha=0.3)
+        )
         for sample in samples:
             ax.plot(grid, sample, **style)
         ax.plot(grid, mean, "C3-" if title == "w | v" else "C3o-", lw=1.5, label="exact conditional mean")
@@ -373,15 +425,23 @@ def _sweep_figure(run_dir: Any, rows: list[dict], x: str, name: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     values = [r[x] for r in rows]
-    for ax, direction in zip(axes, ("u_given_v", "v_given_u")):
+    for ax, direction in zip(axes, ("u_given_v", "v_given_u"), strict=False):
         ax.plot(values, [r[f"err_{direction}"] for r in rows], "o-", label="trained")
         ax.plot(values, [r[f"floor_{direction}"] for r in rows], "s--", label="closed-form optimum (floor)")
-        for floor, style, label in (("batch_floor", "^:", "finite-batch floor (B pairs from µ), ±2 SE"),
-                                    ("batch_n_floor", "v:", "finite-batch floor on the N training pairs, ±2 SE")):
-            kept = [(x_, r) for x_, r in zip(values, rows) if f"{floor}_{direction}" in r]
+        for floor, style, label in (
+            ("batch_floor", "^:", "finite-batch floor (B pairs from µ), ±2 SE"),
+            ("batch_n_floor", "v:", "finite-batch floor on the N training pairs, ±2 SE"),
+        ):
+            kept = [(x_, r) for x_, r in zip(values, rows, strict=False) if f"{floor}_{direction}" in r]
             if kept:
-                ax.errorbar([x_ for x_, _ in kept], [r[f"{floor}_{direction}"] for _, r in kept],
-                            yerr=[2 * r[f"{floor}_{direction}_se"] for _, r in kept], fmt=style, capsize=3, label=label)
+                ax.errorbar(
+                    [x_ for x_, _ in kept],
+                    [r[f"{floor}_{direction}"] for _, r in kept],
+                    yerr=[2 * r[f"{floor}_{direction}_se"] for _, r in kept],
+                    fmt=style,
+                    capsize=3,
+                    label=label,
+                )
         ax.set_title(f"E|E_ν[{direction[0]}|{direction[-1]}] − E_µ[{direction[0]}|{direction[-1]}]|²")
         ax.set_xlabel(x)
         ax.set_yscale("symlog", linthresh=1e-5)
@@ -413,9 +473,19 @@ def _report(config: GaussianProcessConfig, pair: GaussianPair, sweeps: dict, zer
         f"and {zero[1]:.4g} (v|u).\n",
         "![Fig. 7](fig7_conditionals.png)\n",
     ]
-    columns = ["n_e", "batch_size", "N", "steps", "err_u_given_v", "floor_u_given_v", "err_v_given_u", "floor_v_given_u"]
-    floor_columns = [f"{name}_{d}" for d in ("u_given_v", "v_given_u")
-                     for name in ("batch_floor", "batch_n_floor", "sample_floor")]
+    columns = [
+        "n_e",
+        "batch_size",
+        "N",
+        "steps",
+        "err_u_given_v",
+        "floor_u_given_v",
+        "err_v_given_u",
+        "floor_v_given_u",
+    ]
+    floor_columns = [
+        f"{name}_{d}" for d in ("u_given_v", "v_given_u") for name in ("batch_floor", "batch_n_floor", "sample_floor")
+    ]
     lines += _plateau_lines(config, sweeps)
     for title, name, number in (
         (f"Embedding dimension (N={s.sample_size}, B={s.batch_size})", "embedding_dim", 8),
@@ -426,10 +496,13 @@ def _report(config: GaussianProcessConfig, pair: GaussianPair, sweeps: dict, zer
         lines += [f"## Fig. {number}: {title}\n", table]
         full = [r for r in sweeps[name] if "batch_floor_u_given_v" in r]
         if full:
-            lines += ["Finite-batch floors of the full-rank settings (± one delta-method standard error):\n",
-                      markdown_table(["n_e", "batch_size", "N", *floor_columns],
-                                     [[r["n_e"], r["batch_size"], r["N"], *(_with_se(r, c) for c in floor_columns)]
-                                      for r in full])]
+            lines += [
+                "Finite-batch floors of the full-rank settings (± one delta-method standard error):\n",
+                markdown_table(
+                    ["n_e", "batch_size", "N", *floor_columns],
+                    [[r["n_e"], r["batch_size"], r["N"], *(_with_se(r, c) for c in floor_columns)] for r in full],
+                ),
+            ]
         lines.append(f"![Fig. {number}](fig{number}_{name}.png)\n")
     return "\n".join(lines)
 
@@ -451,10 +524,14 @@ def plateau(row: dict, direction: str) -> dict:
     trained, combined = row[f"err_{direction}"], row[f"batch_n_floor_{direction}"]
     se = row[f"batch_n_floor_{direction}_se"]
     return {
-        "trained": trained, "batch_floor": row[f"batch_floor_{direction}"],
+        "trained": trained,
+        "batch_floor": row[f"batch_floor_{direction}"],
         "batch_floor_se": row[f"batch_floor_{direction}_se"],
-        "batch_n_floor": combined, "batch_n_floor_se": se, "sample_floor": row[f"sample_floor_{direction}"],
-        "z": (trained - combined) / se, "batch_fraction": row[f"batch_floor_{direction}"] / trained,
+        "batch_n_floor": combined,
+        "batch_n_floor_se": se,
+        "sample_floor": row[f"sample_floor_{direction}"],
+        "z": (trained - combined) / se,
+        "batch_fraction": row[f"batch_floor_{direction}"] / trained,
         "batch_n_fraction": combined / trained,
     }
 
@@ -477,12 +554,39 @@ def _plateau_lines(config: GaussianProcessConfig, sweeps: dict) -> list[str]:
     for r in rows:
         for direction in ("u_given_v", "v_given_u"):
             p = plateau(r, direction)
-            table.append([r["n_e"], r["batch_size"], r["N"], direction, f"{p['trained']:.4g}",
-                          _with_se(r, f"batch_floor_{direction}"), _with_se(r, f"batch_n_floor_{direction}"),
-                          f"{p['sample_floor']:.4g}",
-                          f"{p['z']:.2f}", f"{p['batch_fraction']:.0%}", f"{p['batch_n_fraction']:.0%}"])
-    lines += [markdown_table(["n_e", "B", "N", "error of", "trained", "batch floor", "batch+N floor", "N floor", "z",
-                              "batch floor / trained", "batch+N floor / trained"], table)]
+            table.append(
+                [
+                    r["n_e"],
+                    r["batch_size"],
+                    r["N"],
+                    direction,
+                    f"{p['trained']:.4g}",
+                    _with_se(r, f"batch_floor_{direction}"),
+                    _with_se(r, f"batch_n_floor_{direction}"),
+                    f"{p['sample_floor']:.4g}",
+                    f"{p['z']:.2f}",
+                    f"{p['batch_fraction']:.0%}",
+                    f"{p['batch_n_fraction']:.0%}",
+                ]
+            )
+    lines += [
+        markdown_table(
+            [
+                "n_e",
+                "B",
+                "N",
+                "error of",
+                "trained",
+                "batch floor",
+                "batch+N floor",
+                "N floor",
+                "z",
+                "batch floor / trained",
+                "batch+N floor / trained",
+            ],
+            table,
+        )
+    ]
     return lines
 
 

@@ -1,9 +1,9 @@
-"""``gaussian-train``: trained linear encoders against the Gaussian closed forms, as N grows.
+r"""``gaussian-train``: trained linear encoders against the Gaussian closed forms, as N grows.
 
-Section 5 of Baptista, Stuart & Tran (2025): for :math:`(u, v) \\sim \\mathcal N(0, \\mathcal C)`
-and linear encoders :math:`g_u(u) = Gu`, :math:`g_v(v) = Hv` (eq. 38, :math:`n_e \\le \\min(n_u, n_v)`,
+Section 5 of Baptista, Stuart & Tran (2025): for :math:`(u, v) \sim \mathcal N(0, \mathcal C)`
+and linear encoders :math:`g_u(u) = Gu`, :math:`g_v(v) = Hv` (eq. 38, :math:`n_e \le \min(n_u, n_v)`,
 unnormalised, τ = 1 absorbed into G and H), each loss below has a population minimiser in
-closed form, written through :math:`A = G^\\top H` (and :math:`B_u = G^\\top G`):
+closed form, written through :math:`A = G^\top H` (and :math:`B_u = G^\top G`):
 
 ===========================  ===============================================  ======================
 theory loss                  trained as                                       closed form
@@ -85,18 +85,24 @@ LOSS_TABLE: dict[str, tuple[str, str, dict, str]] = {
     "mmd_joint": ("mmd_joint", "inner", {"bandwidth": 1.0}, "u_given_v"),
 }
 TheoryLoss = Literal[
-    "conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u", "quadratic_conditional", "quadratic_joint",
-    "mmd_conditional", "mmd_joint",
+    "conditional",
+    "joint",
+    "quadratic_u_given_v",
+    "quadratic_v_given_u",
+    "quadratic_conditional",
+    "quadratic_joint",
+    "mmd_conditional",
+    "mmd_joint",
 ]
 
 
 @dataclass
 class DataConfig:
-    """The Gaussian law.
+    r"""The Gaussian law.
 
     Attributes:
         n_u: dimension of u; with ``n_v`` both None, the 2-D example of Section 5.4
-            (:math:`\\mathcal C = [[1.5, 1], [1, 1.5]]`).
+            (:math:`\mathcal C = [[1.5, 1], [1, 1.5]]`).
         n_v: dimension of v.
         cov_seed: seed of the random covariance (when n_u, n_v are given).
     """
@@ -113,7 +119,9 @@ class DataConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=10, lr=0.03, schedule="cosine", warmup_steps=20, checkpoint_every=200, log_every=10, threads=1)
+    return TrainConfig(
+        epochs=10, lr=0.03, schedule="cosine", warmup_steps=20, checkpoint_every=200, log_every=10, threads=1
+    )
 
 
 @dataclass
@@ -208,7 +216,7 @@ def _errors(x: dict, ref: dict, gap: str) -> dict[str, float | None]:
     return {f"{q}_{gap}": _relative(x[q], ref[q]) for q in QUANTITIES}
 
 
-def _sampling_error(pair: GaussianPair, loss: str, n: int, config: "GaussianTrainConfig", population: dict) -> dict:
+def _sampling_error(pair: GaussianPair, loss: str, n: int, config: GaussianTrainConfig, population: dict) -> dict:
     """RMS relative error of the empirical optimum (Remark D.2) over ``reference_draws`` draws of N pairs."""
     draws = []
     for seed in range(config.seed, config.seed + config.reference_draws):
@@ -217,21 +225,26 @@ def _sampling_error(pair: GaussianPair, loss: str, n: int, config: "GaussianTrai
     return {key: _rms([d[key] for d in draws]) for key in draws[0]}
 
 
-def _check(config: "GaussianTrainConfig", pair: GaussianPair) -> None:
+def _check(config: GaussianTrainConfig, pair: GaussianPair) -> None:
     k = min(pair.n_u, pair.n_v)
     sizes = config.sample_sizes
     check_values(
         ("seed", config.seed, config.seed >= 0, "an integer >= 0"),
         ("batch_size", config.batch_size, config.batch_size >= 1, "an integer >= 1"),
         ("n_e", config.n_e, 1 <= config.n_e <= k, f"1 <= n_e <= min(n_u, n_v) = {k}"),
-        ("sample_sizes", sizes, bool(sizes) and min(sizes) >= config.batch_size, f"sizes >= batch_size={config.batch_size}"),
+        (
+            "sample_sizes",
+            sizes,
+            bool(sizes) and min(sizes) >= config.batch_size,
+            f"sizes >= batch_size={config.batch_size}",
+        ),
         ("replicates", config.replicates, config.replicates >= 1, "an integer >= 1"),
         ("reference_draws", config.reference_draws, config.reference_draws >= 1, "an integer >= 1"),
         ("min_steps", config.min_steps, config.min_steps >= 0, "an integer >= 0"),
     )
 
 
-def run(config: "GaussianTrainConfig", run_dir: Any) -> Headline:
+def run(config: GaussianTrainConfig, run_dir: Any) -> Headline:
     """Train every (N, replicate, loss) of the sweep, compare with the closed forms, write the report."""
     params = config.data.source_params()
     pair = build_source("gaussian", **params)  # the config checked itself against it when loaded
@@ -260,13 +273,18 @@ def run(config: "GaussianTrainConfig", run_dir: Any) -> Headline:
                 result = train(model, build_loss(loss), stream, train_config, run_dir, evaluate=evaluate, tag=tag)
                 trained = _describe(pair, loss, *linear_weights(model))
                 empirical = _optimum(empirical_pair, pair, loss, config.n_e)
-                rows.append({
-                    "loss": loss, "N": n, "replicate": replicate, "steps": result.steps,
-                    "final_epoch_loss": result.epoch_losses[-1],
-                    **_errors(trained, population[loss], "trained_vs_population"),
-                    **_errors(trained, empirical, "trained_vs_empirical"),
-                    **_errors(empirical, population[loss], "empirical_vs_population"),
-                })
+                rows.append(
+                    {
+                        "loss": loss,
+                        "N": n,
+                        "replicate": replicate,
+                        "steps": result.steps,
+                        "final_epoch_loss": result.epoch_losses[-1],
+                        **_errors(trained, population[loss], "trained_vs_population"),
+                        **_errors(trained, empirical, "trained_vs_empirical"),
+                        **_errors(empirical, population[loss], "empirical_vs_population"),
+                    }
+                )
                 logger.info("%s: rel. error of A %.4g (vs population)", tag, rows[-1]["A_trained_vs_population"])
 
     summary = []
@@ -284,7 +302,8 @@ def run(config: "GaussianTrainConfig", run_dir: Any) -> Headline:
                 [s["N"] for s in summary if s["loss"] == loss],
                 [math.nan if s[f"{q}_{gap}"] is None else s[f"{q}_{gap}"] for s in summary if s["loss"] == loss],
             )
-            for q in ("A", "mean") for gap in SUMMARY_GAPS
+            for q in ("A", "mean")
+            for gap in SUMMARY_GAPS
         }
         for loss in config.losses
     }
@@ -305,8 +324,12 @@ def run(config: "GaussianTrainConfig", run_dir: Any) -> Headline:
     for loss in config.losses:
         last = next(s for s in summary if s["loss"] == loss and s["N"] == n_max)
         headline += [
-            (f"{loss}: RMS rel. error of A, N={n_max}", last["A_trained_vs_population"],
-             last["A_sampling_error"], "empirical optimum (sampling error)"),
+            (
+                f"{loss}: RMS rel. error of A, N={n_max}",
+                last["A_trained_vs_population"],
+                last["A_sampling_error"],
+                "empirical optimum (sampling error)",
+            ),
             (f"{loss}: slope of trained error", slopes[loss]["A_trained_vs_population"], -0.5, "1/sqrt(N)"),
             (f"{loss}: slope of sampling error", slopes[loss]["A_sampling_error"], -0.5, "1/sqrt(N)"),
         ]
@@ -333,8 +356,9 @@ def _figure(run_dir: Any, summary: list[dict], loss_names: list[str]) -> None:
         for row, (q, name) in enumerate((("A", "A = GᵀH"), ("mean", "conditional mean map"))):
             ax = axes[row, col]
             for gap in SUMMARY_GAPS:
-                ax.loglog(n, [np.nan if s[f"{q}_{gap}"] is None else s[f"{q}_{gap}"] for s in mine], "o-",
-                          label=_LABELS[gap])
+                ax.loglog(
+                    n, [np.nan if s[f"{q}_{gap}"] is None else s[f"{q}_{gap}"] for s in mine], "o-", label=_LABELS[gap]
+                )
             anchor = mine[0][f"{q}_sampling_error"]
             if anchor:
                 ax.loglog(n, anchor * np.sqrt(n[0] / n), "k--", lw=1, label="∝ 1/√N")
@@ -346,7 +370,7 @@ def _figure(run_dir: Any, summary: list[dict], loss_names: list[str]) -> None:
     run_dir.save_figure(fig, "relative_errors")
 
 
-def _report(config: "GaussianTrainConfig", pair: GaussianPair, summary: list[dict], slopes: dict) -> str:
+def _report(config: GaussianTrainConfig, pair: GaussianPair, summary: list[dict], slopes: dict) -> str:
     sigma = np.array2string(pair.canonical_correlations(), precision=4)
     columns = [f"{q}_{gap}" for q in QUANTITIES for gap in SUMMARY_GAPS]
     lines = [
@@ -359,8 +383,7 @@ def _report(config: "GaussianTrainConfig", pair: GaussianPair, summary: list[dic
         "Relative Frobenius errors `|X - X_ref| / |X_ref|` of A = GᵀH, B (GᵀG or HᵀH for the quadratic "
         "losses), and the mean map and covariance of the model conditional the loss matches (tilted law ν), "
         "as root mean squares:\n",
-        "- **trained vs population**: the total error against Theorems 5.1 / 5.6 / 5.3 (RMS over the "
-        "training sets);",
+        "- **trained vs population**: the total error against Theorems 5.1 / 5.6 / 5.3 (RMS over the training sets);",
         "- **sampling error**: the closed form on a sample's second moments (Remark D.2) against the "
         f"population one, RMS over {config.reference_draws} draws of N pairs: what any estimator from N "
         "pairs can be expected to miss; it falls like 1/√N;",
@@ -381,7 +404,11 @@ def _report(config: "GaussianTrainConfig", pair: GaussianPair, summary: list[dic
         "## Log-log slopes of RMS error against N (1/√N has slope -0.5)\n",
         markdown_table(
             ["loss", "quantity"] + list(SUMMARY_GAPS),
-            [[loss, q] + [slopes[loss][f"{q}_{gap}"] for gap in SUMMARY_GAPS] for loss in slopes for q in ("A", "mean")],
+            [
+                [loss, q] + [slopes[loss][f"{q}_{gap}"] for gap in SUMMARY_GAPS]
+                for loss in slopes
+                for q in ("A", "mean")
+            ],
         ),
         "## Relative errors (RMS)\n",
         markdown_table(

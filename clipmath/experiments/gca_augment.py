@@ -71,11 +71,21 @@ class AugmentConfig:
     erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.15])
 
     def __post_init__(self) -> None:
-        pairs = (("crop_scale", self.crop_scale, 0, 1), ("crop_ratio", self.crop_ratio, 0, math.inf),
-                 ("blur_sigma", self.blur_sigma, 0, math.inf), ("erase_scale", self.erase_scale, 0, 1))
+        pairs = (
+            ("crop_scale", self.crop_scale, 0, 1),
+            ("crop_ratio", self.crop_ratio, 0, math.inf),
+            ("blur_sigma", self.blur_sigma, 0, math.inf),
+            ("erase_scale", self.erase_scale, 0, 1),
+        )
         for name, value, low, high in pairs:
-            check_values((f"augment.{name}", value, len(value) == 2 and low < value[0] <= value[1] <= high,
-                          f"[min, max] with {low} < min <= max <= {high}"))
+            check_values(
+                (
+                    f"augment.{name}",
+                    value,
+                    len(value) == 2 and low < value[0] <= value[1] <= high,
+                    f"[min, max] with {low} < min <= max <= {high}",
+                )
+            )
         for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "erase_p"):
             value = getattr(self, name)
             check_values((f"augment.{name}", value, 0 <= value <= 1, "a probability in [0, 1]"))
@@ -85,7 +95,6 @@ class AugmentConfig:
         for name, high in (("rotation", 180), ("translate", 0.5), ("shear", 45)):
             value = getattr(self, name)
             check_values((f"augment.{name}", value, 0 <= value <= high, f"a number in [0, {high}]"))
-
 
 
 #: Uniform numbers drawn per view: a fixed block, so a view's draws never depend on its branches.
@@ -110,7 +119,7 @@ def _box(draws: list[float], height: int, width: int, scale, ratio) -> tuple[int
     try fits.
     """
     *tries, u_top, u_left = draws
-    for u_area, u_aspect in zip(tries[0::2], tries[1::2]):
+    for u_area, u_aspect in zip(tries[0::2], tries[1::2], strict=False):
         target = height * width * _lerp(u_area, *scale)
         aspect = math.exp(_lerp(u_aspect, math.log(ratio[0]), math.log(ratio[1])))
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
@@ -137,8 +146,9 @@ def _base_grid(height: int, width: int) -> Tensor:
     return _BASE_GRIDS[(height, width)]
 
 
-def _warp(x: Tensor, box: tuple[int, int, int, int], flip: bool, angle: float, shift: tuple[float, float],
-          shear: float) -> Tensor:
+def _warp(
+    x: Tensor, box: tuple[int, int, int, int], flip: bool, angle: float, shift: tuple[float, float], shear: float
+) -> Tensor:
     r"""Crop ``box``, resize it to the full image, flip, then rotate, shear and shift about the centre: one bilinear warp.
 
     All five are affine, so they compose into one map of continuous pixel coordinates (origin
@@ -168,8 +178,11 @@ def _warp(x: Tensor, box: tuple[int, int, int, int], flip: bool, angle: float, s
     # R = [[cos, -sin], [sin, cos]], after the shear S = [[1, -tan], [0, 1]]; L^{-1} = S^{-1} R^{-1}.
     inv = [[cos - tan_phi * sin, sin + tan_phi * cos], [-sin, cos]]
     ox, oy = cx + shift[0], cy + shift[1]
-    undo_affine = [[inv[0][0], inv[0][1], cx - inv[0][0] * ox - inv[0][1] * oy],
-                   [inv[1][0], inv[1][1], cy - inv[1][0] * ox - inv[1][1] * oy], [0.0, 0.0, 1.0]]
+    undo_affine = [
+        [inv[0][0], inv[0][1], cx - inv[0][0] * ox - inv[0][1] * oy],
+        [inv[1][0], inv[1][1], cy - inv[1][0] * ox - inv[1][1] * oy],
+        [0.0, 0.0, 1.0],
+    ]
     undo_flip = [[-1.0, 0.0, width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]] if flip else None
     undo_crop = [[w / width, 0.0, left], [0.0, h / height, top], [0.0, 0.0, 1.0]]
     # grid_sample reads normalised coordinates, x_n = 2 X / W - 1 (align_corners=False).
@@ -221,12 +234,20 @@ def augment_view(image: Tensor, config: AugmentConfig, generator: torch.Generato
     if box is None:  # no try fits: the whole image (torchvision's fallback for a square image)
         box = (0, 0, height, width)
     shift = (_lerp(r[24], -1, 1) * config.translate * width, _lerp(r[25], -1, 1) * config.translate * height)
-    x = _warp(x, box, r[22] < config.flip_p, _lerp(r[23], -config.rotation, config.rotation), shift,
-              _lerp(r[26], -config.shear, config.shear))
+    x = _warp(
+        x,
+        box,
+        r[22] < config.flip_p,
+        _lerp(r[23], -config.rotation, config.rotation),
+        shift,
+        _lerp(r[26], -config.shear, config.shear),
+    )
     if r[27] < config.jitter_p:
-        factors = [_lerp(r[28], 1 - config.brightness, 1 + config.brightness),
-                   _lerp(r[29], 1 - config.contrast, 1 + config.contrast),
-                   _lerp(r[30], 1 - config.saturation, 1 + config.saturation)]
+        factors = [
+            _lerp(r[28], 1 - config.brightness, 1 + config.brightness),
+            _lerp(r[29], 1 - config.contrast, 1 + config.contrast),
+            _lerp(r[30], 1 - config.saturation, 1 + config.saturation),
+        ]
         for step in sorted(range(3), key=lambda i: r[31 + i]):
             if step == 0:
                 x = x * factors[0]
@@ -293,8 +314,14 @@ class TwoViews:
         pool_index: (M,) the pool images' indices in the training set (the number in a key).
     """
 
-    def __init__(self, augment: AugmentConfig, noise_rate: float = 0.0, noise_kind: str = "replace",
-                 pool: Tensor | None = None, pool_index: list[int] | None = None):
+    def __init__(
+        self,
+        augment: AugmentConfig,
+        noise_rate: float = 0.0,
+        noise_kind: str = "replace",
+        pool: Tensor | None = None,
+        pool_index: list[int] | None = None,
+    ):
         if not 0 <= noise_rate < 1:
             raise ValueError(f"noise_rate={noise_rate!r}: expected a number in [0, 1)")
         if noise_kind not in ("replace", "corrupt"):
@@ -303,7 +330,9 @@ class TwoViews:
             raise ValueError("pool: expected at least two images for noise_kind='replace' with noise_rate > 0")
         self.augment, self.noise_rate, self.noise_kind = augment, noise_rate, noise_kind
         self.pool = pool
-        self.pool_index = list(pool_index) if pool_index is not None else list(range(len(pool) if pool is not None else 0))
+        self.pool_index = (
+            list(pool_index) if pool_index is not None else list(range(len(pool) if pool is not None else 0))
+        )
 
     def __call__(self, sample: dict, generator: torch.Generator) -> dict:
         image = sample["image"]
@@ -338,4 +367,3 @@ def clean_views(images: Tensor, augment: AugmentConfig, seed: int) -> tuple[Tens
         u.append(augment_view(image, augment, generator))
         v.append(augment_view(image, augment, generator))
     return torch.stack(u), torch.stack(v)
-

@@ -81,11 +81,20 @@ class GcaBimodalConfig:
 
     def __post_init__(self) -> None:
         check_values(
-            ("experiments", self.experiments, bool(self.experiments)
-             and len(set(self.experiments)) == len(self.experiments) and "gca-bimodal" not in self.experiments,
-             "a non-empty list of distinct experiment names other than gca-bimodal"),
-            ("losses", self.losses, bool(self.losses) and len(set(self.losses)) == len(self.losses),
-             "a non-empty list of distinct loss names"),
+            (
+                "experiments",
+                self.experiments,
+                bool(self.experiments)
+                and len(set(self.experiments)) == len(self.experiments)
+                and "gca-bimodal" not in self.experiments,
+                "a non-empty list of distinct experiment names other than gca-bimodal",
+            ),
+            (
+                "losses",
+                self.losses,
+                bool(self.losses) and len(set(self.losses)) == len(self.losses),
+                "a non-empty list of distinct loss names",
+            ),
         )
         for name in self.experiments:
             if name not in registry.names() and name not in EXPERIMENTS:
@@ -132,8 +141,12 @@ def headline_metrics(experiment: str, metrics: dict) -> dict[str, float]:
         return out
     if experiment == "ocean":  # held-out recall within pools of eval.pool_size candidates (Fig. 14)
         recall = metrics["recall"]
-        return {f"test R@{k} {d.replace('_to_', '→')}": recall[f"test_pool_{d}@{k}"]
-                for d in ("u_to_v", "v_to_u") for k in (1, 5) if f"test_pool_{d}@{k}" in recall}
+        return {
+            f"test R@{k} {d.replace('_to_', '→')}": recall[f"test_pool_{d}@{k}"]
+            for d in ("u_to_v", "v_to_u")
+            for k in (1, 5)
+            if f"test_pool_{d}@{k}" in recall
+        }
     return {path: value for path, value in _numbers(metrics) if _HEADLINE_KEY.search(path.rsplit(".", 1)[-1])}
 
 
@@ -179,9 +192,12 @@ def run(config: GcaBimodalConfig, run_dir: Any) -> Headline:
             table[experiment][loss] = headline_metrics(experiment, metrics)
     run_dir.write_metrics({"table": table, "not_run": not_run, "losses": config.losses})
     run_dir.write_text("report.md", _report(config, table, not_run))
-    rows = [(f"{experiment}, {loss}: {name}", f"{value:.4f}", "", "")
-            for experiment, by_loss in table.items() for loss, values in by_loss.items()
-            for name, value in values.items()]
+    rows = [
+        (f"{experiment}, {loss}: {name}", f"{value:.4f}", "", "")
+        for experiment, by_loss in table.items()
+        for loss, values in by_loss.items()
+        for name, value in values.items()
+    ]
     rows += [(f"{experiment}", "not run", "", reason) for experiment, reason in not_run.items()]
     return Headline(rows)
 
@@ -210,7 +226,9 @@ def _report(config: GcaBimodalConfig, table: dict, not_run: dict) -> str:
             f"## {experiment}\n",
             f"Overrides: `{' '.join(config.overrides.get(experiment, [])) or 'none'}`. Best per column in bold "
             "(lowest for ECE).\n",
-            markdown_table(["loss", *names], [[loss, *(cell(values, n) for n in names)] for loss, values in by_loss.items()]),
+            markdown_table(
+                ["loss", *names], [[loss, *(cell(values, n) for n in names)] for loss, values in by_loss.items()]
+            ),
             "",
         ]
     for experiment, reason in not_run.items():
@@ -221,7 +239,7 @@ def _report(config: GcaBimodalConfig, table: dict, not_run: dict) -> str:
 EXPERIMENT = Experiment(
     name="gca-bimodal",
     summary="mnist-labels, image-text and ocean trained with clip and each GCA loss: one table of accuracy, "
-            "recall and ECE",
+    "recall and ECE",
     config_type=GcaBimodalConfig,
     run=run,
 )

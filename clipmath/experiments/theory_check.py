@@ -1,4 +1,4 @@
-"""``theory-check``: every Gaussian closed form of Baptista, Stuart & Tran (2025) against numerics.
+r"""``theory-check``: every Gaussian closed form of Baptista, Stuart & Tran (2025) against numerics.
 
 For seeded random covariances in several dimensions:
 
@@ -12,7 +12,7 @@ For seeded random covariances in several dimensions:
    (then the row checks that independent starts agree);
 2. each population loss at the optimum against the Monte-Carlo mean of the per-sample loss (the
    error beside its standard error);
-3. Theorem 3.10, :math:`L_{cond}(A) \\le L_{joint}(A)`, at random A (count of violations);
+3. Theorem 3.10, :math:`L_{cond}(A) \le L_{joint}(A)`, at random A (count of violations);
 4. Theorem 3.2, :math:`J_{cond}(A) - L_{cond}(A) = I(u; v)`, at the same A (largest absolute error);
 5. the rank-r one-sided quadratic closed form (docs/theory/rank_r_quadratic.md) against the
    paper's numerical route, (50a) with B from minimising (50b)
@@ -21,7 +21,7 @@ For seeded random covariances in several dimensions:
    matrices where the minimiser is unique and the oracle resolves it, loss values at ties; the
    bar is 1e-8 (issue 11);
 6. the model law ν at each full-rank optimum: what it matches of µ (relative gaps of the
-   conditional mean maps and covariances and of the marginals) and :math:`D_{KL}(\\mu \\| \\nu)`.
+   conditional mean maps and covariances and of the marginals) and :math:`D_{KL}(\mu \| \nu)`.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _tilts(result) -> dict:
 def _problems(config: TheoryCheckConfig):
     """Every (loss, bandwidth) checked: the MMD losses once per bandwidth, the others once (None)."""
     for loss in LOSSES:
-        for bandwidth in (config.mmd_bandwidths if loss in MMD_LOSSES else [None]):
+        for bandwidth in config.mmd_bandwidths if loss in MMD_LOSSES else [None]:
             yield loss, bandwidth
 
 
@@ -136,8 +136,9 @@ def _relative_error(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _random_A(pair, rng: np.random.Generator) -> np.ndarray:
-    """A random coupling with :math:`\\|C_{uu}^{1/2} A C_{vv}^{1/2}\\|_2` uniform on (0, 1.2): mostly
-    inside the domain of L_joint, some outside (where L_joint = +inf)."""
+    r"""A random coupling with :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2` uniform on (0, 1.2): mostly
+    inside the domain of L_joint, some outside (where L_joint = +inf).
+    """
     A = rng.standard_normal((pair.n_u, pair.n_v))
     su, sv = np.linalg.cholesky(pair.cov_uu), np.linalg.cholesky(pair.cov_vv)
     return A * rng.uniform(0.0, 1.2) / np.linalg.norm(su.T @ A @ sv, 2)
@@ -146,7 +147,8 @@ def _random_A(pair, rng: np.random.Generator) -> np.ndarray:
 def _certified(fit, *args, **kwargs):
     """``(result, flat, refused)``: the certified fit, whether it warned that its minimiser is not
     determined (FlatMinimumWarning: compare values only), and the ConvergenceError message if it
-    refused (then result is None)."""
+    refused (then result is None).
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FlatMinimumWarning)
         try:
@@ -188,24 +190,48 @@ def _quadratic_section(config: TheoryCheckConfig, rng: np.random.Generator) -> l
                 # A refusal is retried once from twice as many fresh starts (at near-ties below the
                 # oracle's resolution some starts stall a hair above rtol); both tries are reported.
                 fitted, flat, refused = _certified(
-                    numerical_quadratic_alignment, pair, loss, rank, restarts=config.restarts, seed=rng,
+                    numerical_quadratic_alignment,
+                    pair,
+                    loss,
+                    rank,
+                    restarts=config.restarts,
+                    seed=rng,
                     rtol=config.rtol,
                 )
                 first_refusal = refused
                 if refused is not None:
                     fitted, flat, refused = _certified(
-                        numerical_quadratic_alignment, pair, loss, rank, restarts=2 * config.restarts, seed=rng,
+                        numerical_quadratic_alignment,
+                        pair,
+                        loss,
+                        rank,
+                        restarts=2 * config.restarts,
+                        seed=rng,
                         rtol=config.rtol,
                     )
                 value = population_loss(pair, loss, closed.A, **{tilt: getattr(closed, tilt)})
                 unique = unique_minimiser(pair, rank)
-                row = {"kind": kind, "case": name, "n_u": pair.n_u, "n_v": pair.n_v,
-                       "sigma": [float(x) for x in sigma], "loss": loss, "rank": rank, "unique": unique,
-                       "flat": flat, "refused": refused, "first_try_refused": first_refusal,
-                       "loss_closed_form": value,
-                       "minimum": quadratic_minimum(pair, rank), "loss_oracle": None,
-                       "A_relative_error": None, "B_relative_error": None, "loss_relative_error": None,
-                       "compared": None, "relative_error": None}
+                row = {
+                    "kind": kind,
+                    "case": name,
+                    "n_u": pair.n_u,
+                    "n_v": pair.n_v,
+                    "sigma": [float(x) for x in sigma],
+                    "loss": loss,
+                    "rank": rank,
+                    "unique": unique,
+                    "flat": flat,
+                    "refused": refused,
+                    "first_try_refused": first_refusal,
+                    "loss_closed_form": value,
+                    "minimum": quadratic_minimum(pair, rank),
+                    "loss_oracle": None,
+                    "A_relative_error": None,
+                    "B_relative_error": None,
+                    "loss_relative_error": None,
+                    "compared": None,
+                    "relative_error": None,
+                }
                 if fitted is not None:
                     oracle_value = population_loss(pair, loss, fitted.A, **{tilt: getattr(fitted, tilt)})
                     row["loss_oracle"] = oracle_value
@@ -214,8 +240,9 @@ def _quadratic_section(config: TheoryCheckConfig, rng: np.random.Generator) -> l
                     row["B_relative_error"] = _relative_error(getattr(fitted, tilt), getattr(closed, tilt))
                     if unique and not flat:
                         row["compared"] = "matrices"
-                        row["relative_error"] = max(row["A_relative_error"], row["B_relative_error"],
-                                                    row["loss_relative_error"])
+                        row["relative_error"] = max(
+                            row["A_relative_error"], row["B_relative_error"], row["loss_relative_error"]
+                        )
                     else:
                         row["compared"] = "loss value"
                         row["relative_error"] = row["loss_relative_error"]
@@ -249,14 +276,29 @@ def run(config: TheoryCheckConfig, run_dir: RunDir) -> Headline:
                 for rank in range(1, min(n_u, n_v) + 1):
                     closed = optimal_alignment(pair, loss, rank, **kernel)
                     fitted, flat, refused = _certified(
-                        numerical_alignment, pair, loss, rank,
-                        restarts=config.restarts, seed=rng, gtol=config.gtol, rtol=config.rtol, **kernel,
+                        numerical_alignment,
+                        pair,
+                        loss,
+                        rank,
+                        restarts=config.restarts,
+                        seed=rng,
+                        gtol=config.gtol,
+                        rtol=config.rtol,
+                        **kernel,
                     )
-                    row = {**case, "loss": loss, "bandwidth": bandwidth, "rank": rank,
-                           "reference": _reference(pair, loss, rank), "flat": flat, "refused": refused,
-                           "A_relative_error": None, "B_relative_error": None,
-                           "loss_closed_form": population_loss(pair, loss, closed.A, **closed.arguments()),
-                           "loss_numerical": None}
+                    row = {
+                        **case,
+                        "loss": loss,
+                        "bandwidth": bandwidth,
+                        "rank": rank,
+                        "reference": _reference(pair, loss, rank),
+                        "flat": flat,
+                        "refused": refused,
+                        "A_relative_error": None,
+                        "B_relative_error": None,
+                        "loss_closed_form": population_loss(pair, loss, closed.A, **closed.arguments()),
+                        "loss_numerical": None,
+                    }
                     if fitted is not None:
                         row["loss_numerical"] = population_loss(pair, loss, fitted.A, **fitted.arguments())
                         row["A_relative_error"] = _relative_error(fitted.A, closed.A)
@@ -266,13 +308,24 @@ def run(config: TheoryCheckConfig, run_dir: RunDir) -> Headline:
                     closed_rows.append(row)
                 closed = optimal_alignment(pair, loss, **kernel)
                 exact = population_loss(pair, loss, closed.A, **closed.arguments())
-                estimate, se = monte_carlo_loss(pair, loss, closed.A, **closed.arguments(), n=config.mc_samples,
-                                                seed=rng)
-                mc_rows.append({**case, "loss": loss, "bandwidth": bandwidth, "population": exact,
-                                "monte_carlo": estimate, "error": estimate - exact, "standard_error": se,
-                                "z": (estimate - exact) / se})
-                model_rows.append({**case, "loss": loss, "bandwidth": bandwidth,
-                                   **model_gaps(pair, alignment_model(pair, closed))})
+                estimate, se = monte_carlo_loss(
+                    pair, loss, closed.A, **closed.arguments(), n=config.mc_samples, seed=rng
+                )
+                mc_rows.append(
+                    {
+                        **case,
+                        "loss": loss,
+                        "bandwidth": bandwidth,
+                        "population": exact,
+                        "monte_carlo": estimate,
+                        "error": estimate - exact,
+                        "standard_error": se,
+                        "z": (estimate - exact) / se,
+                    }
+                )
+                model_rows.append(
+                    {**case, "loss": loss, "bandwidth": bandwidth, **model_gaps(pair, alignment_model(pair, closed))}
+                )
             violations, gaps, in_domain = 0, [], 0
             mi = pair.mutual_information()
             for _ in range(config.n_random_A):
@@ -281,9 +334,16 @@ def run(config: TheoryCheckConfig, run_dir: RunDir) -> Headline:
                 violations += int(l_cond > l_joint)
                 in_domain += int(np.isfinite(l_joint))
                 gaps.append(abs(conditional_kl_objective(pair, A) - l_cond - mi))
-            identity_rows.append({**case, "n_random_A": config.n_random_A, "joint_finite": in_domain,
-                                  "cond_above_joint": violations, "mutual_information": mi,
-                                  "max_abs_error_J_minus_L_minus_MI": max(gaps)})
+            identity_rows.append(
+                {
+                    **case,
+                    "n_random_A": config.n_random_A,
+                    "joint_finite": in_domain,
+                    "cond_above_joint": violations,
+                    "mutual_information": mi,
+                    "max_abs_error_J_minus_L_minus_MI": max(gaps),
+                }
+            )
 
     # Its own stream, so that section 5 draws the same pairs and starts whatever sections 1-4 consume.
     quadratic_rows = _quadratic_section(config, np.random.default_rng([config.seed, 5]))
@@ -315,21 +375,27 @@ def run(config: TheoryCheckConfig, run_dir: RunDir) -> Headline:
         "rank_r_quadratic_retried": sum(r["first_try_refused"] is not None for r in quadratic_rows),
         "rank_r_quadratic_compared_by_value": sum(r["compared"] == "loss value" for r in quadratic_rows),
         "rank_r_quadratic_bound": QUADRATIC_REL_TOL,
-        "rank_r_quadratic_pass": bool(max_quadratic is not None and max_quadratic <= QUADRATIC_REL_TOL
-                                      and refused_5 == 0),
+        "rank_r_quadratic_pass": bool(
+            max_quadratic is not None and max_quadratic <= QUADRATIC_REL_TOL and refused_5 == 0
+        ),
         "model_law": model_rows,
     }
     run_dir.write_metrics(metrics)
     run_dir.write_text("report.md", _report(metrics, config))
-    return Headline(rows=[
-        ("max relative error, closed form vs numerical", max_rel, REL_TOL, "required bound (digest §12)"),
-        ("max abs(MC error) / standard error", max_z, Z_BOUND, "4 standard errors"),
-        ("L_cond > L_joint at random A (count)", metrics["theorem_3_10_violations"], 0, "Theorem 3.10"),
-        ("max abs(J_cond - L_cond - I(u;v))", metrics["theorem_3_2_max_abs_error"], 0.0, "Theorem 3.2"),
-        ("max relative error, rank-r quadratic closed form vs (50b)",
-         np.nan if max_quadratic is None else max_quadratic, QUADRATIC_REL_TOL,
-         "issue 11 bar (loss values at ties)"),
-    ])
+    return Headline(
+        rows=[
+            ("max relative error, closed form vs numerical", max_rel, REL_TOL, "required bound (digest §12)"),
+            ("max abs(MC error) / standard error", max_z, Z_BOUND, "4 standard errors"),
+            ("L_cond > L_joint at random A (count)", metrics["theorem_3_10_violations"], 0, "Theorem 3.10"),
+            ("max abs(J_cond - L_cond - I(u;v))", metrics["theorem_3_2_max_abs_error"], 0.0, "Theorem 3.2"),
+            (
+                "max relative error, rank-r quadratic closed form vs (50b)",
+                np.nan if max_quadratic is None else max_quadratic,
+                QUADRATIC_REL_TOL,
+                "issue 11 bar (loss values at ties)",
+            ),
+        ]
+    )
 
 
 def _fmt(x) -> str:
@@ -361,13 +427,41 @@ def _quadratic_report(metrics: dict, config: TheoryCheckConfig) -> str:
         f"{QUADRATIC_REL_TOL:g} with none refused: {'PASS' if metrics['rank_r_quadratic_pass'] else 'FAIL'}.**",
         "",
         markdown_table(
-            ["case", "n_u", "n_v", "σ", "loss", "rank", "unique", "compared", "rel. err. A", "rel. err. B",
-             "rel. err. loss", "min ½Σlog(1−σ²)", "loss closed form", "loss (50b)"],
-            [[r["case"], r["n_u"], r["n_v"], ", ".join(f"{x:.4g}" for x in r["sigma"]), r["loss"], r["rank"],
-              "yes" if r["unique"] else "no", r["compared"] or f"refused: {r['refused']}",
-              _fmt(r["A_relative_error"]), _fmt(r["B_relative_error"]), _fmt(r["loss_relative_error"]),
-              f"{r['minimum']:.12g}", f"{r['loss_closed_form']:.12g}",
-              "" if r["loss_oracle"] is None else f"{r['loss_oracle']:.12g}"] for r in rows],
+            [
+                "case",
+                "n_u",
+                "n_v",
+                "σ",
+                "loss",
+                "rank",
+                "unique",
+                "compared",
+                "rel. err. A",
+                "rel. err. B",
+                "rel. err. loss",
+                "min ½Σlog(1−σ²)",
+                "loss closed form",
+                "loss (50b)",
+            ],
+            [
+                [
+                    r["case"],
+                    r["n_u"],
+                    r["n_v"],
+                    ", ".join(f"{x:.4g}" for x in r["sigma"]),
+                    r["loss"],
+                    r["rank"],
+                    "yes" if r["unique"] else "no",
+                    r["compared"] or f"refused: {r['refused']}",
+                    _fmt(r["A_relative_error"]),
+                    _fmt(r["B_relative_error"]),
+                    _fmt(r["loss_relative_error"]),
+                    f"{r['minimum']:.12g}",
+                    f"{r['loss_closed_form']:.12g}",
+                    "" if r["loss_oracle"] is None else f"{r['loss_oracle']:.12g}",
+                ]
+                for r in rows
+            ],
         ),
     ]
     return "\n".join(lines)
@@ -398,13 +492,37 @@ def _report(metrics: dict, config: TheoryCheckConfig) -> str:
         f"{'PASS' if metrics['closed_forms_pass'] else 'FAIL'}.**",
         "",
         markdown_table(
-            ["n_u", "n_v", "cov", "loss", "h", "rank", "reference", "rel. err. A", "rel. err. B", "loss reference",
-             "loss numerical", "flag"],
-            [[r["n_u"], r["n_v"], r["covariance"], r["loss"], _bandwidth(r), r["rank"], r["reference"],
-              _fmt(r["A_relative_error"]),
-              _fmt(r["B_relative_error"]), f"{r['loss_closed_form']:.12g}",
-              "" if r["loss_numerical"] is None else f"{r['loss_numerical']:.12g}",
-              "refused" if r["refused"] else ("not determined" if r["flat"] else "")] for r in closed],
+            [
+                "n_u",
+                "n_v",
+                "cov",
+                "loss",
+                "h",
+                "rank",
+                "reference",
+                "rel. err. A",
+                "rel. err. B",
+                "loss reference",
+                "loss numerical",
+                "flag",
+            ],
+            [
+                [
+                    r["n_u"],
+                    r["n_v"],
+                    r["covariance"],
+                    r["loss"],
+                    _bandwidth(r),
+                    r["rank"],
+                    r["reference"],
+                    _fmt(r["A_relative_error"]),
+                    _fmt(r["B_relative_error"]),
+                    f"{r['loss_closed_form']:.12g}",
+                    "" if r["loss_numerical"] is None else f"{r['loss_numerical']:.12g}",
+                    "refused" if r["refused"] else ("not determined" if r["flat"] else ""),
+                ]
+                for r in closed
+            ],
         ),
         "## 2. Population losses against Monte-Carlo",
         "",
@@ -414,8 +532,21 @@ def _report(metrics: dict, config: TheoryCheckConfig) -> str:
         "",
         markdown_table(
             ["n_u", "n_v", "cov", "loss", "h", "population", "Monte-Carlo", "error", "standard error", "error / SE"],
-            [[r["n_u"], r["n_v"], r["covariance"], r["loss"], _bandwidth(r), r["population"], r["monte_carlo"],
-              f"{r['error']:.2e}", f"{r['standard_error']:.2e}", f"{r['z']:.2f}"] for r in metrics["monte_carlo"]],
+            [
+                [
+                    r["n_u"],
+                    r["n_v"],
+                    r["covariance"],
+                    r["loss"],
+                    _bandwidth(r),
+                    r["population"],
+                    r["monte_carlo"],
+                    f"{r['error']:.2e}",
+                    f"{r['standard_error']:.2e}",
+                    f"{r['z']:.2f}",
+                ]
+                for r in metrics["monte_carlo"]
+            ],
         ),
         "## 3-4. Theorems 3.10 and 3.2 at random A",
         "",
@@ -425,11 +556,20 @@ def _report(metrics: dict, config: TheoryCheckConfig) -> str:
         "(float64 round-off).",
         "",
         markdown_table(
-            ["n_u", "n_v", "cov", "random A", "L_joint finite", "L_cond > L_joint", "I(u; v)",
-             "max abs(J − L − I)"],
-            [[r["n_u"], r["n_v"], r["covariance"], r["n_random_A"], r["joint_finite"], r["cond_above_joint"],
-              r["mutual_information"], f"{r['max_abs_error_J_minus_L_minus_MI']:.2e}"]
-             for r in metrics["theorem_3_10_and_3_2"]],
+            ["n_u", "n_v", "cov", "random A", "L_joint finite", "L_cond > L_joint", "I(u; v)", "max abs(J − L − I)"],
+            [
+                [
+                    r["n_u"],
+                    r["n_v"],
+                    r["covariance"],
+                    r["n_random_A"],
+                    r["joint_finite"],
+                    r["cond_above_joint"],
+                    r["mutual_information"],
+                    f"{r['max_abs_error_J_minus_L_minus_MI']:.2e}",
+                ]
+                for r in metrics["theorem_3_10_and_3_2"]
+            ],
         ),
         _quadratic_report(metrics, config),
         "",
@@ -439,11 +579,24 @@ def _report(metrics: dict, config: TheoryCheckConfig) -> str:
         "ν's) and of the marginal covariances, and KL(µ‖ν) (Lemma E.1); 0 means matched exactly.",
         "",
         markdown_table(
-            ["n_u", "n_v", "cov", "loss", "h", "u|v mean", "u|v cov", "v|u mean", "v|u cov", "µ_u", "µ_v",
-             "KL(µ‖ν)"],
-            [[r["n_u"], r["n_v"], r["covariance"], r["loss"], _bandwidth(r), _fmt(r["u_given_v_mean"]),
-              _fmt(r["u_given_v_cov"]), _fmt(r["v_given_u_mean"]), _fmt(r["v_given_u_cov"]), _fmt(r["u_marginal"]),
-              _fmt(r["v_marginal"]), f"{r['kl']:.6g}"] for r in metrics["model_law"]],
+            ["n_u", "n_v", "cov", "loss", "h", "u|v mean", "u|v cov", "v|u mean", "v|u cov", "µ_u", "µ_v", "KL(µ‖ν)"],
+            [
+                [
+                    r["n_u"],
+                    r["n_v"],
+                    r["covariance"],
+                    r["loss"],
+                    _bandwidth(r),
+                    _fmt(r["u_given_v_mean"]),
+                    _fmt(r["u_given_v_cov"]),
+                    _fmt(r["v_given_u_mean"]),
+                    _fmt(r["v_given_u_cov"]),
+                    _fmt(r["u_marginal"]),
+                    _fmt(r["v_marginal"]),
+                    f"{r['kl']:.6g}",
+                ]
+                for r in metrics["model_law"]
+            ],
         ),
     ]
     return "\n".join(lines)

@@ -211,7 +211,7 @@ def accumulated_step(
     extras = loss_inputs(loss_fn, batch)
     rank, world_size = world_info()
     bounds = micro_batch_bounds(size, micro_batches)
-    pieces = list(zip(split_value(batch["u"], bounds), split_value(batch["v"], bounds)))
+    pieces = list(zip(split_value(batch["u"], bounds), split_value(batch["v"], bounds), strict=False))
     device = _device_of(batch["u"]) or _device_of(batch["v"])
 
     # 1. The cache: every micro-batch embedded without gradient, the RNG state before each kept.
@@ -248,7 +248,7 @@ def accumulated_step(
 
     # 3. Each micro-batch again, with gradient, its rows of dL/dz pushed through the encoders.
     no_sync = getattr(model, "no_sync", None) if world_size > 1 else None
-    for k, ((u, v), (start, stop)) in enumerate(zip(pieces, bounds)):
+    for k, ((u, v), (start, stop)) in enumerate(zip(pieces, bounds, strict=False)):
         last = k == len(pieces) - 1
         _set_rng_state(states[k], device)
         sync = contextlib.nullcontext() if last or no_sync is None else no_sync()

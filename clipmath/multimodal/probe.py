@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -139,7 +139,9 @@ def fit_linear_probe(
         raise ValueError(f"tol={tol!r}: expected a number > 0")
     k = int(labels.max()) + 1 if n_classes is None else n_classes
     if isinstance(k, bool) or not isinstance(k, int) or k < 2 or int(labels.max()) >= k:
-        raise ValueError(f"n_classes={n_classes!r}: expected an integer >= 2 above every label (max {int(labels.max())})")
+        raise ValueError(
+            f"n_classes={n_classes!r}: expected an integer >= 2 above every label (max {int(labels.max())})"
+        )
     x = features.detach().double()
     mean = x.mean(0)
     scale = x.std(0, unbiased=False)
@@ -149,8 +151,13 @@ def fit_linear_probe(
     weight = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
     bias = torch.zeros(k, dtype=torch.float64, device=x.device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
-        [weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
-        history_size=20, line_search_fn="strong_wolfe",
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> Tensor:
@@ -269,10 +276,13 @@ def linear_probe(
     test_labels = _check_labels(test_labels, len(test_features), "test_labels")
     train_labels = _check_labels(train_labels, len(train_features), "train_labels")
     if test_features.shape[1] != train_features.shape[1]:
-        raise ValueError(f"test_features: {test_features.shape[1]} columns; train_features have {train_features.shape[1]}")
+        raise ValueError(
+            f"test_features: {test_features.shape[1]} columns; train_features have {train_features.shape[1]}"
+        )
     k = n_classes or int(max(train_labels.max(), test_labels.max())) + 1
-    l2, scores = select_l2(train_features, train_labels, grid, val_fraction=val_fraction, seed=seed, n_classes=k,
-                           max_iter=max_iter)
+    l2, scores = select_l2(
+        train_features, train_labels, grid, val_fraction=val_fraction, seed=seed, n_classes=k, max_iter=max_iter
+    )
     probe = fit_linear_probe(train_features, train_labels, l2=l2, n_classes=k, max_iter=max_iter)
     return {
         "test_accuracy": probe.accuracy(test_features, test_labels),

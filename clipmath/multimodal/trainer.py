@@ -40,8 +40,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -128,7 +129,8 @@ class TrainConfig:
             ("grad_clip", self.grad_clip is None or self.grad_clip > 0, "None or a positive float"),
             (
                 "micro_batches",
-                isinstance(self.micro_batches, int) and not isinstance(self.micro_batches, bool)
+                isinstance(self.micro_batches, int)
+                and not isinstance(self.micro_batches, bool)
                 and self.micro_batches >= 1,
                 "an integer >= 1",
             ),
@@ -607,7 +609,12 @@ def _train(
         logger.warning(
             "%s: skipped %d damaged or corrupt samples of the %d read (%.3g%%, within "
             "train.max_skipped_fraction=%g): %s",
-            tag, total, total + trained, 100 * total / (total + trained), config.max_skipped_fraction, skipped_done,
+            tag,
+            total,
+            total + trained,
+            100 * total / (total + trained),
+            config.max_skipped_fraction,
+            skipped_done,
         )
     evaluation = run_evaluation(final=True) if evaluate is not None else {}
     checkpoint(done=True, evaluation=evaluation)

@@ -15,7 +15,15 @@ conditional and joint losses (:mod:`clipmath.theory.mmd`), by name in the same f
 """
 
 from clipmath.theory._optimise import ConvergenceError, FlatMinimumWarning
-from clipmath.theory.alignment import LOSSES, MMD_LOSSES, Alignment, h, optimal_alignment, quadratic_minimum, unique_minimiser
+from clipmath.theory.alignment import (
+    LOSSES,
+    MMD_LOSSES,
+    Alignment,
+    h,
+    optimal_alignment,
+    quadratic_minimum,
+    unique_minimiser,
+)
 from clipmath.theory.gaussian import GaussianPair, gaussian_pair_with_correlations, random_gaussian_pair
 from clipmath.theory.lemmas import gaussian_kl, log_quadratic_exponential_moment, quadratic_exponential_moment
 from clipmath.theory.losses import conditional_kl_objective, population_loss, population_loss_gradient

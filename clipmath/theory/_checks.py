@@ -23,7 +23,7 @@ def as_matrix(name: str, value: object, shape: tuple[int | None, ...]) -> np.nda
         ValueError: if the number of dimensions or a fixed size differs, or a value is NaN/Inf.
     """
     array = np.asarray(value, dtype=np.float64)
-    if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
+    if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape, strict=False)):
         expected = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name}: expected shape {expected}, got {array.shape}")
     if not np.all(np.isfinite(array)):

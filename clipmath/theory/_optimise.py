@@ -1,4 +1,4 @@
-"""Certified numerical minimisation for the numerical oracles of :mod:`clipmath.theory`.
+r"""Certified numerical minimisation for the numerical oracles of :mod:`clipmath.theory`.
 
 BFGS alone cannot be trusted to a relative tolerance: it stops when its line search loses
 precision in the *values*, and values of these losses carry terms far larger than the part
@@ -11,9 +11,9 @@ tolerance it stops early, quietly, and wrong. Here:
 2. Newton's method on the exact *gradient* (which has no such constant) converges, with a
    Hessian from central differences of the gradient (steps relative to the size of each
    block of variables), Jacobi-scaled, on the orthogonal complement of the caller's gauge
-   directions (e.g. :math:`G \\mapsto O G`, :math:`H \\mapsto O H`), pseudo-inverted above its own
+   directions (e.g. :math:`G \mapsto O G`, :math:`H \mapsto O H`), pseudo-inverted above its own
    noise level (measured by its asymmetry);
-3. the stop is scale-free: the relative Newton step :math:`\\|w \\Delta x\\| / \\|w x\\|` (invariant
+3. the stop is scale-free: the relative Newton step :math:`\|w \Delta x\| / \|w x\|` (invariant
    under rescaling x and the objective), an estimate of the relative distance to the
    stationary point.
 
@@ -26,8 +26,8 @@ of the minimum is determined, not the minimiser.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import scipy.optimize
@@ -63,12 +63,12 @@ class FlatMinimumWarning(RuntimeWarning):
 
 @dataclass(frozen=True)
 class Minimum:
-    """A certified minimiser.
+    r"""A certified minimiser.
 
     Attributes:
         x: the minimiser (flat).
         value: the objective there.
-        relative_step: :math:`\\|\\Delta x\\| / \\|x\\|` of the last Newton step (<= the tolerance).
+        relative_step: :math:`\|\Delta x\| / \|x\|` of the last Newton step (<= the tolerance).
         newton_steps: Newton iterations taken after BFGS.
         flat: directions off the gauge with (scaled) curvature below the Hessian's noise: 0
             for an isolated minimiser; > 0 at a tie, where only the value is determined.
@@ -82,10 +82,10 @@ class Minimum:
 
 
 def x_minus_log1p(x: np.ndarray) -> np.ndarray:
-    """:math:`x - \\log(1 + x)` for x > -1, without the cancellation of the naive form near 0.
+    r""":math:`x - \log(1 + x)` for x > -1, without the cancellation of the naive form near 0.
 
-    For |x| < 0.1 the alternating series :math:`\\sum_{k \\ge 2} (-x)^k / k` (24 terms: the tail
-    is below :math:`10^{-24} \\cdot x^2`), elsewhere the direct form (no cancellation there).
+    For |x| < 0.1 the alternating series :math:`\sum_{k \ge 2} (-x)^k / k` (24 terms: the tail
+    is below :math:`10^{-24} \cdot x^2`), elsewhere the direct form (no cancellation there).
     """
     x = np.asarray(x, dtype=np.float64)
     small = np.abs(x) < 0.1
@@ -112,9 +112,7 @@ def _fd_hessian(grad: Callable[[np.ndarray], np.ndarray], x: np.ndarray, blocks:
     return hess
 
 
-def _newton_step(
-    hess: np.ndarray, g: np.ndarray, tangent: np.ndarray | None
-) -> tuple[np.ndarray, float, int, float]:
+def _newton_step(hess: np.ndarray, g: np.ndarray, tangent: np.ndarray | None) -> tuple[np.ndarray, float, int, float]:
     """Pseudo-inverse Newton step after Jacobi scaling, orthogonal to the gauge ``tangent`` (n, p).
 
     ``hess`` is the raw finite-difference Hessian; its asymmetry measures its own error, and
@@ -227,7 +225,7 @@ def minimise(
     weights: np.ndarray | None = None,
     blocks: Blocks = None,
 ) -> Minimum:
-    """Minimise ``fun_grad`` from each start with BFGS, then certify the best with Newton.
+    r"""Minimise ``fun_grad`` from each start with BFGS, then certify the best with Newton.
 
     The starts are ranked by their BFGS value; the best is polished by Newton until the
     relative step is at most ``rtol``. If it fails (no convergence, or negative curvature:
@@ -236,7 +234,7 @@ def minimise(
     Args:
         fun_grad: objective, returning ``(value, gradient)`` (value may be ``inf`` outside the domain).
         starts: flat starting points, each with a finite value.
-        rtol: bound on the final relative Newton step :math:`\\|w \\Delta x\\| / \\|w x\\|`.
+        rtol: bound on the final relative Newton step :math:`\|w \Delta x\| / \|w x\|`.
         what: name of the problem, for the error message.
         gtol: BFGS gradient tolerance (only ends the basin search; certification is Newton's).
         max_newton: Newton iterations per start.

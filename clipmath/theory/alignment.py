@@ -1,19 +1,19 @@
-"""Population-optimal linear encoders in the Gaussian setting (Section 5 of Baptista, Stuart & Tran 2025).
+r"""Population-optimal linear encoders in the Gaussian setting (Section 5 of Baptista, Stuart & Tran 2025).
 
-With :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \\Sigma V^\\top` (canonical correlations
+With :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \Sigma V^\top` (canonical correlations
 σ), every closed form of Section 5 is diagonal in the canonical bases
 :math:`L_u = C_{uu}^{-1/2} U` and :math:`L_v = C_{vv}^{-1/2} V`:
 
-- ``conditional``: :math:`A^* = L_u \\mathrm{diag}(\\sigma) L_v^\\top` (Theorem 5.1; the top r for rank r);
-- ``joint``: :math:`A^* = L_u \\mathrm{diag}(h(\\sigma)) L_v^\\top` (Theorem 5.6, Definition 5.5);
-- ``quadratic_u_given_v``: :math:`A^* = L_u \\mathrm{diag}(\\sigma / (1 - \\sigma^2)) L_v^\\top` and
-  :math:`B_u^* = L_u \\mathrm{diag}(\\sigma^2 / (1 - \\sigma^2)) L_u^\\top` (Theorem 5.3), and at rank r
+- ``conditional``: :math:`A^* = L_u \mathrm{diag}(\sigma) L_v^\top` (Theorem 5.1; the top r for rank r);
+- ``joint``: :math:`A^* = L_u \mathrm{diag}(h(\sigma)) L_v^\top` (Theorem 5.6, Definition 5.5);
+- ``quadratic_u_given_v``: :math:`A^* = L_u \mathrm{diag}(\sigma / (1 - \sigma^2)) L_v^\top` and
+  :math:`B_u^* = L_u \mathrm{diag}(\sigma^2 / (1 - \sigma^2)) L_u^\top` (Theorem 5.3), and at rank r
   the top-r truncation of both (see below).
 
 For the quadratic loss these are :math:`A^* = C_{u|v}^{-1} C_{uv} C_{vv}^{-1}` and
 :math:`B^* = C_{u|v}^{-1} - C_{uu}^{-1}` of Theorem 5.3 (Woodbury). The factor encoders
-(Remark D.3) are read off the same diagonal: :math:`G = \\mathrm{diag}(g) L_u^\\top` and
-:math:`H = \\mathrm{diag}(k) L_v^\\top`, with :math:`g_i k_i` the diagonal of :math:`A^*` (and
+(Remark D.3) are read off the same diagonal: :math:`G = \mathrm{diag}(g) L_u^\top` and
+:math:`H = \mathrm{diag}(k) L_v^\top`, with :math:`g_i k_i` the diagonal of :math:`A^*` (and
 :math:`g_i^2` that of :math:`B_u^*`); n_e is the rank.
 
 **Rank-r quadratic optimum (a result the paper does not have).** The paper solves the rank-r
@@ -21,12 +21,12 @@ one-sided quadratic loss only through (50a) with B from a numerical minimisation
 minimiser is in fact the top-r truncation of Theorem 5.3,
 
 .. math::
-    B^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}\\Big(\\frac{\\sigma_i^2}{1 - \\sigma_i^2}\\Big) U_r^\\top C_{uu}^{-1/2}, \\qquad
-    A^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}\\Big(\\frac{\\sigma_i}{1 - \\sigma_i^2}\\Big) V_r^\\top C_{vv}^{-1/2},
+    B^*(r) = C_{uu}^{-1/2} U_r \mathrm{diag}\Big(\frac{\sigma_i^2}{1 - \sigma_i^2}\Big) U_r^\top C_{uu}^{-1/2}, \qquad
+    A^*(r) = C_{uu}^{-1/2} U_r \mathrm{diag}\Big(\frac{\sigma_i}{1 - \sigma_i^2}\Big) V_r^\top C_{vv}^{-1/2},
 
-with minimum :math:`\\tfrac12 \\sum_{i \\le r} \\log(1 - \\sigma_i^2)` (:func:`quadratic_minimum`), unique iff
+with minimum :math:`\tfrac12 \sum_{i \le r} \log(1 - \sigma_i^2)` (:func:`quadratic_minimum`), unique iff
 σ_r > σ_{r+1} or σ_r = 0 (:func:`unique_minimiser`). Proof (whitening, Ky Fan's maximum
-principle, the inner convex minimiser :math:`\\tilde B = M (I - M)^{-1}` with :math:`M = W P W^\\top`,
+principle, the inner convex minimiser :math:`\tilde B = M (I - M)^{-1}` with :math:`M = W P W^\top`,
 Poincaré separation): ``docs/theory/rank_r_quadratic.md``. The numerical route of (50b) is
 kept as an oracle, :func:`clipmath.theory.numerical_quadratic_alignment`.
 """
@@ -43,13 +43,21 @@ from clipmath.theory.gaussian import GaussianPair
 #: the paper, the two-sided quadratic conditional and the quadratic joint loss, and the MMD
 #: conditional and joint losses with the inner-product tilting and a Gaussian kernel.
 LOSSES = (
-    "conditional", "joint", "quadratic_u_given_v", "quadratic_v_given_u",
-    "quadratic_conditional", "quadratic_joint", "mmd_conditional", "mmd_joint",
+    "conditional",
+    "joint",
+    "quadratic_u_given_v",
+    "quadratic_v_given_u",
+    "quadratic_conditional",
+    "quadratic_joint",
+    "mmd_conditional",
+    "mmd_joint",
 )
 #: loss -> the tilt matrices it reads (B_u = GᵀG, B_v = HᵀH); the others read A = GᵀH alone.
 TILTS = {
-    "quadratic_u_given_v": ("B_u",), "quadratic_v_given_u": ("B_v",),
-    "quadratic_conditional": ("B_u", "B_v"), "quadratic_joint": ("B_u", "B_v"),
+    "quadratic_u_given_v": ("B_u",),
+    "quadratic_v_given_u": ("B_v",),
+    "quadratic_conditional": ("B_u", "B_v"),
+    "quadratic_joint": ("B_u", "B_v"),
 }
 #: The losses whose kernel has a bandwidth (Gaussian kernel, one bandwidth for u and v, as the
 #: trained ``mmd_conditional``/``mmd_joint`` of :mod:`clipmath.multimodal.losses.mmd`).
@@ -60,16 +68,16 @@ DEFAULT_BANDWIDTH = 1.0
 
 @dataclass(frozen=True)
 class Alignment:
-    """Optimal (or fitted) linear encoders :math:`g_u(u) = G u`, :math:`g_v(v) = H v` (eq. 38).
+    r"""Optimal (or fitted) linear encoders :math:`g_u(u) = G u`, :math:`g_v(v) = H v` (eq. 38).
 
     Attributes:
         loss: the loss minimised, one of :data:`LOSSES`.
         rank: the embedding dimension n_e (rank constraint on A).
-        A: (n_u, n_v) :math:`A = G^\\top H`, the inner-product coupling of the tilting (39)/(46).
+        A: (n_u, n_v) :math:`A = G^\top H`, the inner-product coupling of the tilting (39)/(46).
         G: (n_e, n_u) encoder of u.
         H: (n_e, n_v) encoder of v.
-        B_u: (n_u, n_u) :math:`G^\\top G` where the loss determines it (``quadratic_u_given_v``), else None.
-        B_v: (n_v, n_v) :math:`H^\\top H` where the loss determines it (``quadratic_v_given_u``), else None.
+        B_u: (n_u, n_u) :math:`G^\top G` where the loss determines it (``quadratic_u_given_v``), else None.
+        B_v: (n_v, n_v) :math:`H^\top H` where the loss determines it (``quadratic_v_given_u``), else None.
         bandwidth: the kernel bandwidth of an MMD loss, else None.
     """
 
@@ -91,8 +99,15 @@ class Alignment:
 def make_alignment(loss: str, rank: int, G: np.ndarray, H: np.ndarray, bandwidth: float | None = None) -> Alignment:
     """The :class:`Alignment` of encoders (G, H) for ``loss``: A = GᵀH and the tilts the loss reads."""
     tilts = {"B_u": G.T @ G, "B_v": H.T @ H}
-    return Alignment(loss=loss, rank=rank, A=G.T @ H, G=G, H=H, bandwidth=bandwidth,
-                     **{name: tilts[name] for name in TILTS.get(loss, ())})
+    return Alignment(
+        loss=loss,
+        rank=rank,
+        A=G.T @ H,
+        G=G,
+        H=H,
+        bandwidth=bandwidth,
+        **{name: tilts[name] for name in TILTS.get(loss, ())},
+    )
 
 
 def check_bandwidth(loss: str, bandwidth: float | None) -> float | None:
@@ -108,19 +123,21 @@ def check_bandwidth(loss: str, bandwidth: float | None) -> float | None:
         return None
     if bandwidth is None:
         return DEFAULT_BANDWIDTH
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float, np.floating)) or not (
-        np.isfinite(bandwidth) and bandwidth > 0
+    if (
+        isinstance(bandwidth, bool)
+        or not isinstance(bandwidth, (int, float, np.floating))
+        or not (np.isfinite(bandwidth) and bandwidth > 0)
     ):
         raise ValueError(f"bandwidth={bandwidth!r}: expected a finite number > 0")
     return float(bandwidth)
 
 
 def h(sigma: np.ndarray | float) -> np.ndarray | float:
-    """The shrinkage of the joint loss, Definition 5.5.
+    r"""The shrinkage of the joint loss, Definition 5.5.
 
-    .. math::  h(\\sigma) = \\frac{\\sqrt{1 + 4\\sigma^2} - 1}{2\\sigma} = \\frac{2\\sigma}{1 + \\sqrt{1 + 4\\sigma^2}},
+    .. math::  h(\sigma) = \frac{\sqrt{1 + 4\sigma^2} - 1}{2\sigma} = \frac{2\sigma}{1 + \sqrt{1 + 4\sigma^2}},
 
-    the positive root of :math:`\\sigma D^2 + D - \\sigma = 0`. The second form is used: it has
+    the positive root of :math:`\sigma D^2 + D - \sigma = 0`. The second form is used: it has
     no cancellation for small σ and extends continuously to h(0) = 0.
 
     Args:
@@ -165,10 +182,10 @@ NUMERICAL_RESTARTS = 4
 
 
 def two_sided_quadratic_weight(sigma: np.ndarray) -> np.ndarray:
-    """The canonical weight t(σ) of the two-sided quadratic optimum, A = B_u = B_v = t in canonical coordinates.
+    r"""The canonical weight t(σ) of the two-sided quadratic optimum, A = B_u = B_v = t in canonical coordinates.
 
-    The positive root of :math:`2(1 - \\sigma) t^2 + (3 - 4\\sigma) t - 2\\sigma = 0`, the stationarity of the
-    per-pair loss :math:`\\tfrac12 [t - \\log(1 + t) - 2\\sigma t + t^2/(1 + t)]`
+    The positive root of :math:`2(1 - \sigma) t^2 + (3 - 4\sigma) t - 2\sigma = 0`, the stationarity of the
+    per-pair loss :math:`\tfrac12 [t - \log(1 + t) - 2\sigma t + t^2/(1 + t)]`
     (``docs/theory/quadratic_conditional.md``), in the form without cancellation on each side of
     σ = 3/4 (t ≈ 2σ/3 for small σ).
     """
@@ -183,30 +200,30 @@ def two_sided_quadratic_weight(sigma: np.ndarray) -> np.ndarray:
 def optimal_alignment(
     pair: GaussianPair, loss: str, rank: int | None = None, *, bandwidth: float | None = None
 ) -> Alignment:
-    """The population minimiser of ``loss`` over linear encoders with embedding dimension ``rank``.
+    r"""The population minimiser of ``loss`` over linear encoders with embedding dimension ``rank``.
 
     Closed forms in the canonical bases (one SVD of W, cached by ``pair``) wherever one exists:
 
     - ``conditional``: inner-product tilting, two-sided conditional loss (42), Theorem 5.1:
       :math:`A^*(r) = C_{uu}^{-1/2} (W)_r C_{vv}^{-1/2}`.
     - ``joint``: inner-product tilting, joint loss (52), Theorem 5.6:
-      :math:`A^*(r) = C_{uu}^{-1/2} (U h(\\Sigma) V^\\top)_r C_{vv}^{-1/2}`.
+      :math:`A^*(r) = C_{uu}^{-1/2} (U h(\Sigma) V^\top)_r C_{vv}^{-1/2}`.
     - ``quadratic_u_given_v``: quadratic tilting, one-sided u|v loss, Theorem 5.3:
       :math:`A^* = C_{u|v}^{-1} C_{uv} C_{vv}^{-1}`, :math:`B_u^* = C_{u|v}^{-1} - C_{uu}^{-1}` at full
       rank; at rank r the top-r truncation
-      :math:`B_u^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}(\\sigma^2/(1-\\sigma^2)) U_r^\\top C_{uu}^{-1/2}`,
-      :math:`A^*(r) = C_{uu}^{-1/2} U_r \\mathrm{diag}(\\sigma/(1-\\sigma^2)) V_r^\\top C_{vv}^{-1/2}`, the
+      :math:`B_u^*(r) = C_{uu}^{-1/2} U_r \mathrm{diag}(\sigma^2/(1-\sigma^2)) U_r^\top C_{uu}^{-1/2}`,
+      :math:`A^*(r) = C_{uu}^{-1/2} U_r \mathrm{diag}(\sigma/(1-\sigma^2)) V_r^\top C_{vv}^{-1/2}`, the
       minimiser of (50a)/(50b) over PSD :math:`B_u` of rank <= r (proof in
       ``docs/theory/rank_r_quadratic.md``; :func:`clipmath.theory.numerical_quadratic_alignment` is
       the numerical (50b) oracle).
     - ``quadratic_v_given_u``: the mirror image, roles of u and v swapped (B_v = HᵀH,
-      :math:`B_v^*(r) = C_{vv}^{-1/2} V_r \\mathrm{diag}(\\sigma^2/(1-\\sigma^2)) V_r^\\top C_{vv}^{-1/2}`, same A).
-    - ``quadratic_conditional`` (two-sided, λ = (1, 1)): :math:`G = \\mathrm{diag}(\\sqrt t) L_u^\\top`,
-      :math:`H = \\mathrm{diag}(\\sqrt t) L_v^\\top` over the top r canonical pairs, t =
+      :math:`B_v^*(r) = C_{vv}^{-1/2} V_r \mathrm{diag}(\sigma^2/(1-\sigma^2)) V_r^\top C_{vv}^{-1/2}`, same A).
+    - ``quadratic_conditional`` (two-sided, λ = (1, 1)): :math:`G = \mathrm{diag}(\sqrt t) L_u^\top`,
+      :math:`H = \mathrm{diag}(\sqrt t) L_v^\top` over the top r canonical pairs, t =
       :func:`two_sided_quadratic_weight` (σ); the canonical-diagonal form is verified against the
       numerical minimisation over dense (G, H), not proved (``docs/theory/quadratic_conditional.md``).
-    - ``quadratic_joint``: the same with :math:`t = \\sigma / (2(1 - \\sigma))`, so that
-      :math:`\\nu` has precision :math:`\\mathrm{diag}(C_{uu}^{-1}, C_{vv}^{-1}) + [G, -H]^\\top [G, -H]`;
+    - ``quadratic_joint``: the same with :math:`t = \sigma / (2(1 - \sigma))`, so that
+      :math:`\nu` has precision :math:`\mathrm{diag}(C_{uu}^{-1}, C_{vv}^{-1}) + [G, -H]^\top [G, -H]`;
       proved by Cauchy interlacing (``docs/theory/quadratic_joint.md``).
     - ``mmd_conditional``: at full rank the A* of Theorem 5.1 for every bandwidth (both conditional
       means matched; the inner-product tilting fixes the covariances); at rank r < min(n_u, n_v)
@@ -227,7 +244,7 @@ def optimal_alignment(
         bandwidth: kernel bandwidth of the MMD losses (default 1); None for the others.
 
     Returns:
-        An :class:`Alignment` with :math:`G^\\top H = A` (Remark D.3); G and H have ``rank`` rows.
+        An :class:`Alignment` with :math:`G^\top H = A` (Remark D.3); G and H have ``rank`` rows.
 
     Raises:
         ValueError: for an unknown ``loss``, a ``rank`` outside 1..min(n_u, n_v) or a bad bandwidth.
@@ -261,7 +278,7 @@ def optimal_alignment(
 
 
 def quadratic_minimum(pair: GaussianPair, rank: int | None = None) -> float:
-    """Minimum of the rank-r one-sided quadratic loss, :math:`\\tfrac12 \\sum_{i \\le r} \\log(1 - \\sigma_i^2)`.
+    r"""Minimum of the rank-r one-sided quadratic loss, :math:`\tfrac12 \sum_{i \le r} \log(1 - \sigma_i^2)`.
 
     The value of :func:`clipmath.theory.population_loss` at :func:`optimal_alignment` for
     ``quadratic_u_given_v`` and ``quadratic_v_given_u`` alike (the loss keeps every constant
@@ -277,7 +294,7 @@ def quadratic_minimum(pair: GaussianPair, rank: int | None = None) -> float:
         The minimum in nats (<= 0).
     """
     r = _check_rank(pair, rank)
-    return float(0.5 * np.sum(np.log1p(-pair.canonical_correlations()[:r] ** 2)))
+    return float(0.5 * np.sum(np.log1p(-(pair.canonical_correlations()[:r] ** 2))))
 
 
 def unique_minimiser(pair: GaussianPair, rank: int | None = None, *, rtol: float = 1e-12) -> bool:

@@ -1,33 +1,33 @@
-"""The finite-batch floor: the optimum of the *expected batch* conditional loss (issue 11, section 3).
+r"""The finite-batch floor: the optimum of the *expected batch* conditional loss (issue 11, section 3).
 
 Every theorem of Baptista, Stuart & Tran (2025) is about the population loss (eq. 11), but
 training minimises the batch loss of Remark 2.6 / eq. (12), whose normalisers are batch means
 that include the positive pair. For the inner-product tilting with linear encoders
-(:math:`S_{ij} = u_i^\\top A v_j`), the two-sided batch loss of B pairs is
+(:math:`S_{ij} = u_i^\top A v_j`), the two-sided batch loss of B pairs is
 
 .. math::
-    \\ell_B(A) = \\frac1B \\sum_i \\Big[-S_{ii} + \\tfrac12 \\log \\frac1B \\sum_j e^{S_{ji}}
-                 + \\tfrac12 \\log \\frac1B \\sum_j e^{S_{ij}}\\Big],
+    \ell_B(A) = \frac1B \sum_i \Big[-S_{ii} + \tfrac12 \log \frac1B \sum_j e^{S_{ji}}
+                 + \tfrac12 \log \frac1B \sum_j e^{S_{ij}}\Big],
 
 the trained ``conditional`` loss (two-sided) of :mod:`clipmath.multimodal.losses.conditional`.
-Its expectation over batches, :math:`\\bar\\ell_B(A) = \\mathbb E\\,\\ell_B(A)`, has a minimiser
-:math:`A_B \\ne A^*` (Theorem 5.1's), and :math:`A_B \\to A^*` as :math:`B \\to \\infty`. It has no
+Its expectation over batches, :math:`\bar\ell_B(A) = \mathbb E\,\ell_B(A)`, has a minimiser
+:math:`A_B \ne A^*` (Theorem 5.1's), and :math:`A_B \to A^*` as :math:`B \to \infty`. It has no
 closed form; it is computed by a sample-average approximation (SAA): a fixed set of K batches
 (common random numbers: the same batches at every A), whose average loss is convex in A (a
 sum of log-sum-exps of linear functions), minimised deterministically.
 
 The minimisation is a Richardson iteration (Anderson-accelerated, depth 5) preconditioned by
 the population Hessian,
-:math:`A \\leftarrow A - \\mathcal H^{-1} \\nabla \\hat\\ell(A)` with
-:math:`\\mathcal H = C_{vv} \\otimes C_{uu}` (the exact Hessian of the population loss (42)), i.e.
-:math:`\\Delta A = -C_{uu}^{-1} \\nabla \\hat\\ell\\, C_{vv}^{-1}`, from :math:`A^*`: the SAA Hessian differs from
-:math:`\\mathcal H` by O(1/B) and sampling, so it contracts fast, and it stops on the scale-free
-relative step :math:`\\|C_{uu}^{1/2} \\Delta A C_{vv}^{1/2}\\|_F / \\|C_{uu}^{1/2} A C_{vv}^{1/2}\\|_F \\le` ``rtol`` or
+:math:`A \leftarrow A - \mathcal H^{-1} \nabla \hat\ell(A)` with
+:math:`\mathcal H = C_{vv} \otimes C_{uu}` (the exact Hessian of the population loss (42)), i.e.
+:math:`\Delta A = -C_{uu}^{-1} \nabla \hat\ell\, C_{vv}^{-1}`, from :math:`A^*`: the SAA Hessian differs from
+:math:`\mathcal H` by O(1/B) and sampling, so it contracts fast, and it stops on the scale-free
+relative step :math:`\|C_{uu}^{1/2} \Delta A C_{vv}^{1/2}\|_F / \|C_{uu}^{1/2} A C_{vv}^{1/2}\|_F \le` ``rtol`` or
 raises :class:`~clipmath.theory.ConvergenceError`.
 
-Its own Monte-Carlo error (the SAA optimum :math:`\\hat A_K` of K batches scatters about
-:math:`A_B`) is estimated by the delta method: :math:`\\mathrm{Cov}(\\mathrm{vec}\\,\\hat A_K) \\approx
-\\mathcal H^{-1} \\mathrm{Cov}(g_k) \\mathcal H^{-1} / K`, :math:`g_k` the per-batch gradients at :math:`\\hat A_K`.
+Its own Monte-Carlo error (the SAA optimum :math:`\hat A_K` of K batches scatters about
+:math:`A_B`) is estimated by the delta method: :math:`\mathrm{Cov}(\mathrm{vec}\,\hat A_K) \approx
+\mathcal H^{-1} \mathrm{Cov}(g_k) \mathcal H^{-1} / K`, :math:`g_k` the per-batch gradients at :math:`\hat A_K`.
 Derivation and what it explains of the trained plateau of ``gaussian-process``: ``docs/theory/finite_batch.md``.
 """
 
@@ -68,22 +68,22 @@ class BatchOptimum:
 
 
 def _batch_losses_and_gradients(A: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-batch losses (K,) and gradients (K, n_u, n_v) of :math:`\\ell_B` for batches u (K, B, n_u), v (K, B, n_v)."""
+    r"""Per-batch losses (K,) and gradients (K, n_u, n_v) of :math:`\ell_B` for batches u (K, B, n_u), v (K, B, n_v)."""
     k, b, _ = u.shape
     chunk = max(1, _CHUNK_PAIRS // (b * b))
     losses, grads = np.empty(k), np.empty((k, A.shape[0], A.shape[1]))
     eye = np.eye(b)
     for start in range(0, k, chunk):
-        uu, vv = u[start:start + chunk], v[start:start + chunk]
+        uu, vv = u[start : start + chunk], v[start : start + chunk]
         s = (uu @ A) @ vv.transpose(0, 2, 1)  # S[k, i, j] = u_i A v_j
         top = s.max(axis=(1, 2), keepdims=True)
         e = np.exp(s - top)  # one exponential serves both normalisers
         col, row = e.sum(axis=1), e.sum(axis=2)  # col[k, i] = Σ_j e^{S_ji}, row[k, i] = Σ_j e^{S_ij}
         diag = np.einsum("kii->ki", s)
         lme = top[:, :, 0] - np.log(b)
-        losses[start:start + chunk] = np.mean(-diag + 0.5 * (np.log(col) + lme) + 0.5 * (np.log(row) + lme), axis=1)
+        losses[start : start + chunk] = np.mean(-diag + 0.5 * (np.log(col) + lme) + 0.5 * (np.log(row) + lme), axis=1)
         d_s = (-eye + 0.5 * e / col[:, None, :] + 0.5 * e / row[:, :, None]) / b  # ∂ℓ/∂S
-        grads[start:start + chunk] = uu.transpose(0, 2, 1) @ d_s @ vv
+        grads[start : start + chunk] = uu.transpose(0, 2, 1) @ d_s @ vv
     return losses, grads
 
 
@@ -142,8 +142,9 @@ def batch_optimum(
     centred = grads - grads.mean(axis=0)
     mapped = (inv_u @ centred @ inv_v).reshape(k, -1)
     covariance = mapped.T @ mapped / (k - 1) / k
-    return BatchOptimum(A=A, batch_size=b, n_batches=k, value=float(losses.mean()), covariance=covariance,
-                        iterations=iteration)
+    return BatchOptimum(
+        A=A, batch_size=b, n_batches=k, value=float(losses.mean()), covariance=covariance, iterations=iteration
+    )
 
 
 def gaussian_batches(pair: GaussianPair, batch_size: int, n_batches: int, seed) -> tuple[np.ndarray, np.ndarray]:
@@ -152,9 +153,7 @@ def gaussian_batches(pair: GaussianPair, batch_size: int, n_batches: int, seed) 
     return u.reshape(n_batches, batch_size, -1), v.reshape(n_batches, batch_size, -1)
 
 
-def epoch_batches(
-    u: np.ndarray, v: np.ndarray, batch_size: int, n_batches: int, seed
-) -> tuple[np.ndarray, np.ndarray]:
+def epoch_batches(u: np.ndarray, v: np.ndarray, batch_size: int, n_batches: int, seed) -> tuple[np.ndarray, np.ndarray]:
     """K batches of B pairs as training draws them from a fixed set of N pairs.
 
     Each epoch is a fresh permutation cut into floor(N / B) batches (the last partial batch
@@ -164,8 +163,10 @@ def epoch_batches(
     per_epoch = len(u) // batch_size
     if per_epoch < 1:
         raise ValueError(f"batch_size={batch_size}: expected at most N = {len(u)}")
-    index = np.concatenate([
-        rng.permutation(len(u))[: per_epoch * batch_size].reshape(per_epoch, batch_size)
-        for _ in range(-(-n_batches // per_epoch))
-    ])[:n_batches]
+    index = np.concatenate(
+        [
+            rng.permutation(len(u))[: per_epoch * batch_size].reshape(per_epoch, batch_size)
+            for _ in range(-(-n_batches // per_epoch))
+        ]
+    )[:n_batches]
     return u[index], v[index]

@@ -1,18 +1,18 @@
-"""The data law of Section 5 of Baptista, Stuart & Tran (2025): a centred Gaussian pair (u, v).
+r"""The data law of Section 5 of Baptista, Stuart & Tran (2025): a centred Gaussian pair (u, v).
 
-:math:`(u, v) \\sim \\mathcal N(0, \\mathcal C)` with
-:math:`\\mathcal C = \\begin{bmatrix} C_{uu} & C_{uv} \\\\ C_{vu} & C_{vv} \\end{bmatrix} \\succ 0`.
+:math:`(u, v) \sim \mathcal N(0, \mathcal C)` with
+:math:`\mathcal C = \begin{bmatrix} C_{uu} & C_{uv} \\ C_{vu} & C_{vv} \end{bmatrix} \succ 0`.
 Everything the closed forms need is computed once, at construction, from one symmetric
-eigendecomposition per diagonal block, :math:`C_{uu} = E_u \\Lambda_u E_u^\\top` (and the same
+eigendecomposition per diagonal block, :math:`C_{uu} = E_u \Lambda_u E_u^\top` (and the same
 for v), and one SVD of the whitened cross-covariance written in those eigenbases,
 
-.. math::  W' = \\Lambda_u^{-1/2} E_u^\\top C_{uv} E_v \\Lambda_v^{-1/2} = U' \\Sigma V'^\\top .
+.. math::  W' = \Lambda_u^{-1/2} E_u^\top C_{uv} E_v \Lambda_v^{-1/2} = U' \Sigma V'^\top .
 
-Because :math:`C_{uu}^{-1/2} = E_u \\Lambda_u^{-1/2} E_u^\\top`, the whitened cross-covariance of
-Theorems 5.1 and 5.6, :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \\Sigma V^\\top`, has
+Because :math:`C_{uu}^{-1/2} = E_u \Lambda_u^{-1/2} E_u^\top`, the whitened cross-covariance of
+Theorems 5.1 and 5.6, :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \Sigma V^\top`, has
 :math:`U = E_u U'` and :math:`V = E_v V'`: no matrix square root or inverse is ever formed.
 The singular values Σ are the canonical correlations, and the joint covariance is positive
-definite exactly when both blocks are and :math:`\\sigma_1 < 1` (Schur complement), which is
+definite exactly when both blocks are and :math:`\sigma_1 < 1` (Schur complement), which is
 how it is checked.
 """
 
@@ -37,11 +37,11 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 class GaussianPair:
-    """The joint law :math:`\\mathcal N(0, \\mathcal C)` of a pair (u, v) (Section 5, eq. 36-37).
+    r"""The joint law :math:`\mathcal N(0, \mathcal C)` of a pair (u, v) (Section 5, eq. 36-37).
 
     Args:
         cov_uu: (n_u, n_u) covariance of u, symmetric positive definite.
-        cov_uv: (n_u, n_v) cross-covariance :math:`E[u v^\\top]`.
+        cov_uv: (n_u, n_v) cross-covariance :math:`E[u v^\top]`.
         cov_vv: (n_v, n_v) covariance of v, symmetric positive definite.
 
     Raises:
@@ -75,7 +75,7 @@ class GaussianPair:
         self._svd = (u_c, _readonly(sigma), vt_c.T)
 
     @classmethod
-    def from_joint(cls, C: np.ndarray, n_u: int) -> "GaussianPair":
+    def from_joint(cls, C: np.ndarray, n_u: int) -> GaussianPair:
         """The pair whose joint covariance is ``C``, u being the first ``n_u`` coordinates.
 
         Args:
@@ -94,8 +94,8 @@ class GaussianPair:
             raise ValueError(f"C: {err}") from None
 
     @classmethod
-    def from_samples(cls, u: np.ndarray, v: np.ndarray) -> "GaussianPair":
-        """The empirical law of Remark D.2: second moments :math:`\\frac1N \\sum_i (u^i, v^i)(u^i, v^i)^\\top`.
+    def from_samples(cls, u: np.ndarray, v: np.ndarray) -> GaussianPair:
+        r"""The empirical law of Remark D.2: second moments :math:`\frac1N \sum_i (u^i, v^i)(u^i, v^i)^\top`.
 
         No centring: the paper's data are centred, and with these moments the closed forms
         give the minimisers of the empirical losses (Remark D.2).
@@ -135,7 +135,7 @@ class GaussianPair:
 
     @property
     def joint_cov(self) -> np.ndarray:
-        """(n_u + n_v, n_u + n_v) joint covariance :math:`\\mathcal C`."""
+        r"""(n_u + n_v, n_u + n_v) joint covariance :math:`\mathcal C`."""
         return np.block([[self.cov_uu, self.cov_uv], [self.cov_uv.T, self.cov_vv]])
 
     def canonical_correlations(self) -> np.ndarray:
@@ -147,14 +147,14 @@ class GaussianPair:
         return self._svd[1].copy()
 
     def mutual_information(self) -> float:
-        """:math:`I(u; v) = -\\tfrac12 \\sum_i \\log(1 - \\sigma_i^2)` in nats (σ the canonical correlations).
+        r""":math:`I(u; v) = -\tfrac12 \sum_i \log(1 - \sigma_i^2)` in nats (σ the canonical correlations).
 
         This is the constant of Theorem 3.2: :math:`J_{cond} - L_{cond} = I(u; v)`.
         """
-        return float(-0.5 * np.sum(np.log1p(-self._svd[1] ** 2)))
+        return float(-0.5 * np.sum(np.log1p(-(self._svd[1] ** 2))))
 
     def marginal(self, modality: str) -> np.ndarray:
-        """Covariance of the marginal :math:`\\mu_u` or :math:`\\mu_v` (eq. 36).
+        r"""Covariance of the marginal :math:`\mu_u` or :math:`\mu_v` (eq. 36).
 
         Args:
             modality: ``"u"`` or ``"v"``.
@@ -166,14 +166,14 @@ class GaussianPair:
         return (self.cov_uu if modality == "u" else self.cov_vv).copy()
 
     def conditional(self, which: str) -> tuple[np.ndarray, np.ndarray]:
-        """The conditional law, eq. (37): :math:`u | v \\sim \\mathcal N(C_{uv} C_{vv}^{-1} v, C_{uu} - C_{uv} C_{vv}^{-1} C_{vu})`.
+        r"""The conditional law, eq. (37): :math:`u | v \sim \mathcal N(C_{uv} C_{vv}^{-1} v, C_{uu} - C_{uv} C_{vv}^{-1} C_{vu})`.
 
         Args:
             which: ``"u_given_v"`` or ``"v_given_u"`` (the mirror image).
 
         Returns:
             ``(M, S)``: for ``u_given_v``, M (n_u, n_v) and S (n_u, n_u) with
-            :math:`u | v \\sim \\mathcal N(M v, S)`; for ``v_given_u``, M (n_v, n_u) and S (n_v, n_v).
+            :math:`u | v \sim \mathcal N(M v, S)`; for ``v_given_u``, M (n_v, n_u) and S (n_v, n_v).
         """
         direction("which", which)
         given = "v" if which == "u_given_v" else "u"
@@ -201,18 +201,19 @@ class GaussianPair:
         return z[:, : self.n_u], z[:, self.n_u :]
 
     def _whitening_bases(self, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """The leading r columns of :math:`C_{uu}^{-1/2} U` (n_u, r) and :math:`C_{vv}^{-1/2} V` (n_v, r).
+        r"""The leading r columns of :math:`C_{uu}^{-1/2} U` (n_u, r) and :math:`C_{vv}^{-1/2} V` (n_v, r).
 
         In these bases every closed form of Section 5 is diagonal: an alignment with
-        canonical weights d is :math:`A = C_{uu}^{-1/2} U_r \\mathrm{diag}(d) V_r^\\top C_{vv}^{-1/2}`.
+        canonical weights d is :math:`A = C_{uu}^{-1/2} U_r \mathrm{diag}(d) V_r^\top C_{vv}^{-1/2}`.
         """
         (lam_u, e_u), (lam_v, e_v) = self._eig["u"], self._eig["v"]
         u_c, _, v_c = self._svd
         return e_u @ (u_c[:, :r] / np.sqrt(lam_u)[:, None]), e_v @ (v_c[:, :r] / np.sqrt(lam_v)[:, None])
 
     def _whiten(self, A: np.ndarray) -> np.ndarray:
-        """:math:`\\Lambda_u^{1/2} E_u^\\top A E_v \\Lambda_v^{1/2}` for A (n_u, n_v): an orthogonal
-        change of basis away from :math:`C_{uu}^{1/2} A C_{vv}^{1/2}`, so it has the same singular values."""
+        r""":math:`\Lambda_u^{1/2} E_u^\top A E_v \Lambda_v^{1/2}` for A (n_u, n_v): an orthogonal
+        change of basis away from :math:`C_{uu}^{1/2} A C_{vv}^{1/2}`, so it has the same singular values.
+        """
         (lam_u, e_u), (lam_v, e_v) = self._eig["u"], self._eig["v"]
         return (e_u.T @ A @ e_v) * np.sqrt(lam_u)[:, None] * np.sqrt(lam_v)[None, :]
 
@@ -222,10 +223,10 @@ class GaussianPair:
 
 
 def random_gaussian_pair(n_u: int, n_v: int, seed: Seed = None) -> GaussianPair:
-    """A random, well-conditioned pair: :math:`\\mathcal C = X X^\\top / n + I/10`, X standard normal.
+    r"""A random, well-conditioned pair: :math:`\mathcal C = X X^\top / n + I/10`, X standard normal.
 
-    With n = n_u + n_v the eigenvalues of :math:`X X^\\top / n` fill [0, 4] (Marchenko-Pastur),
-    so :math:`\\mathcal C` has condition number at most about 41 while its blocks are generic
+    With n = n_u + n_v the eigenvalues of :math:`X X^\top / n` fill [0, 4] (Marchenko-Pastur),
+    so :math:`\mathcal C` has condition number at most about 41 while its blocks are generic
     (canonical correlations spread over (0, 1), the largest typically 0.6-0.9).
 
     Args:
@@ -241,12 +242,12 @@ def random_gaussian_pair(n_u: int, n_v: int, seed: Seed = None) -> GaussianPair:
 
 
 def gaussian_pair_with_correlations(sigma, n_u: int, n_v: int, seed: Seed = None) -> GaussianPair:
-    """A pair with prescribed canonical correlations (for adversarial cases: ties, weak, near 1).
+    r"""A pair with prescribed canonical correlations (for adversarial cases: ties, weak, near 1).
 
-    :math:`C_{uv} = C_{uu}^{1/2} U \\mathrm{diag}(\\sigma) V^\\top C_{vv}^{1/2}` with random orthonormal
-    U (n_u, k), V (n_v, k), so :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \\mathrm{diag}(\\sigma) V^\\top`
+    :math:`C_{uv} = C_{uu}^{1/2} U \mathrm{diag}(\sigma) V^\top C_{vv}^{1/2}` with random orthonormal
+    U (n_u, k), V (n_v, k), so :math:`W = C_{uu}^{-1/2} C_{uv} C_{vv}^{-1/2} = U \mathrm{diag}(\sigma) V^\top`
     exactly (in exact arithmetic); C_uu and C_vv are drawn as in :func:`random_gaussian_pair`
-    (:math:`X X^\\top / n + I/10`, n = n_u + n_v), with symmetric square roots.
+    (:math:`X X^\top / n + I/10`, n = n_u + n_v), with symmetric square roots.
 
     Args:
         sigma: canonical correlations, each in [0, 1), at most min(n_u, n_v) of them (padded

@@ -21,11 +21,11 @@ def _cholesky(name: str, matrix: np.ndarray) -> np.ndarray:
 
 
 def gaussian_kl(m1: np.ndarray, C1: np.ndarray, m2: np.ndarray, C2: np.ndarray) -> float:
-    """Kullback-Leibler divergence between two Gaussians (Lemma E.1).
+    r"""Kullback-Leibler divergence between two Gaussians (Lemma E.1).
 
     .. math::
-        D_{KL}(\\mathcal N(m_1, C_1) \\| \\mathcal N(m_2, C_2)) = \\tfrac12 \\big[\\mathrm{Tr}(C_2^{-1} C_1) - d
-        + \\log \\tfrac{|C_2|}{|C_1|} + (m_2 - m_1)^\\top C_2^{-1} (m_2 - m_1)\\big].
+        D_{KL}(\mathcal N(m_1, C_1) \| \mathcal N(m_2, C_2)) = \tfrac12 \big[\mathrm{Tr}(C_2^{-1} C_1) - d
+        + \log \tfrac{|C_2|}{|C_1|} + (m_2 - m_1)^\top C_2^{-1} (m_2 - m_1)\big].
 
     Args:
         m1: (d,) mean of the first law.
@@ -52,22 +52,20 @@ def gaussian_kl(m1: np.ndarray, C1: np.ndarray, m2: np.ndarray, C2: np.ndarray) 
     return float(0.5 * (np.sum(ratio**2) - d + log_det_ratio + shift @ shift))
 
 
-def quadratic_exponential_moment(
-    m: np.ndarray, Lam: np.ndarray, B: np.ndarray, c: np.ndarray
-) -> np.ndarray | float:
-    """Exponential moment of a quadratic form of a Gaussian (Lemma E.2).
+def quadratic_exponential_moment(m: np.ndarray, Lam: np.ndarray, B: np.ndarray, c: np.ndarray) -> np.ndarray | float:
+    r"""Exponential moment of a quadratic form of a Gaussian (Lemma E.2).
 
-    For :math:`z \\sim \\mathcal N(m, \\Lambda)`,
+    For :math:`z \sim \mathcal N(m, \Lambda)`,
 
     .. math::
-        \\mathbb E \\exp(\\tfrac12 z^\\top B z + c^\\top z) = |I - \\Lambda B|^{-1/2}
-        \\exp\\big(\\tfrac12 (c + \\Lambda^{-1} m)^\\top (\\Lambda^{-1} - B)^{-1} (c + \\Lambda^{-1} m)
-        - \\tfrac12 m^\\top \\Lambda^{-1} m\\big),
+        \mathbb E \exp(\tfrac12 z^\top B z + c^\top z) = |I - \Lambda B|^{-1/2}
+        \exp\big(\tfrac12 (c + \Lambda^{-1} m)^\top (\Lambda^{-1} - B)^{-1} (c + \Lambda^{-1} m)
+        - \tfrac12 m^\top \Lambda^{-1} m\big),
 
-    finite exactly when :math:`\\Lambda^{-1} - B \\succ 0`; otherwise the integral diverges and
-    ``inf`` is returned. With :math:`\\Lambda = L L^\\top` (Cholesky) it is evaluated as
-    :math:`|R|^{-1/2} \\exp(\\tfrac12 w^\\top R^{-1} w - \\tfrac12 |L^{-1} m|^2)`, where
-    :math:`R = I - L^\\top B L` and :math:`w = L^\\top c + L^{-1} m`, which needs no inverse.
+    finite exactly when :math:`\Lambda^{-1} - B \succ 0`; otherwise the integral diverges and
+    ``inf`` is returned. With :math:`\Lambda = L L^\top` (Cholesky) it is evaluated as
+    :math:`|R|^{-1/2} \exp(\tfrac12 w^\top R^{-1} w - \tfrac12 |L^{-1} m|^2)`, where
+    :math:`R = I - L^\top B L` and :math:`w = L^\top c + L^{-1} m`, which needs no inverse.
 
     Args:
         m: (..., n) mean; leading dimensions broadcast against those of ``c``.
@@ -90,7 +88,7 @@ def quadratic_exponential_moment(
 def log_quadratic_exponential_moment(
     m: np.ndarray, Lam: np.ndarray, B: np.ndarray, c: np.ndarray
 ) -> np.ndarray | float:
-    """The logarithm of :func:`quadratic_exponential_moment` (Lemma E.2), computed without overflow.
+    r"""The logarithm of :func:`quadratic_exponential_moment` (Lemma E.2), computed without overflow.
 
     Args:
         m: (..., n) mean; leading dimensions broadcast against those of ``c``.
@@ -99,7 +97,7 @@ def log_quadratic_exponential_moment(
         c: (..., n) linear coefficient.
 
     Returns:
-        :math:`\\log \\mathbb E \\exp(\\tfrac12 z^\\top B z + c^\\top z)` (``inf`` where it diverges).
+        :math:`\log \mathbb E \exp(\tfrac12 z^\top B z + c^\top z)` (``inf`` where it diverges).
 
     Raises:
         ValueError: as :func:`quadratic_exponential_moment`.

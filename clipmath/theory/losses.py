@@ -24,7 +24,8 @@ _Grad = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 
 def check_loss_arguments(pair: GaussianPair, loss: str, A, B_u, B_v, bandwidth=None):
     """Validated (A, B_u, B_v, bandwidth) for ``loss``: each B only for a loss that reads it
-    (:data:`~clipmath.theory.alignment.TILTS`), the bandwidth only for an MMD loss (default 1)."""
+    (:data:`~clipmath.theory.alignment.TILTS`), the bandwidth only for an MMD loss (default 1).
+    """
     check_loss(loss)
     A = as_matrix("A", A, (pair.n_u, pair.n_v))
     needs = TILTS.get(loss, ())
@@ -64,13 +65,13 @@ def _joint(pair: GaussianPair, A: np.ndarray, grad: bool):
 def _quadratic(
     eig_x, cov_xx: np.ndarray, cov_yy: np.ndarray, cov_xy: np.ndarray, A: np.ndarray, B: np.ndarray, grad: bool
 ):
-    """The one-sided quadratic loss of x given y, with x the tilted side (u for ``u_given_v``).
+    r"""The one-sided quadratic loss of x given y, with x the tilted side (u for ``u_given_v``).
 
-    With :math:`F = E_x \\Lambda_x^{1/2}` (so :math:`F F^\\top = C_{xx}`) and
-    :math:`B' = F^\\top B F = Q \\mathrm{diag}(\\beta) Q^\\top`,
-    :math:`P_B^{-1} = (C_{xx}^{-1} + B)^{-1} = F (I + B')^{-1} F^\\top`,
-    :math:`\\tfrac12 \\mathrm{Tr}(B C_{xx}) - \\tfrac12 \\log\\det(I + C_{xx} B) = \\tfrac12 \\sum_i (\\beta_i - \\log(1 + \\beta_i))`
-    and :math:`C_{xx} - P_B^{-1} = F (I + B')^{-1} B' F^\\top`. Written so, neither the value nor the
+    With :math:`F = E_x \Lambda_x^{1/2}` (so :math:`F F^\top = C_{xx}`) and
+    :math:`B' = F^\top B F = Q \mathrm{diag}(\beta) Q^\top`,
+    :math:`P_B^{-1} = (C_{xx}^{-1} + B)^{-1} = F (I + B')^{-1} F^\top`,
+    :math:`\tfrac12 \mathrm{Tr}(B C_{xx}) - \tfrac12 \log\det(I + C_{xx} B) = \tfrac12 \sum_i (\beta_i - \log(1 + \beta_i))`
+    and :math:`C_{xx} - P_B^{-1} = F (I + B')^{-1} B' F^\top`. Written so, neither the value nor the
     gradient in B cancels O(1) terms down to O(‖B‖²) (weak correlations make B small).
     """
     lam, e = eig_x
@@ -110,22 +111,23 @@ def _quadratic_conditional(pair: GaussianPair, A, B_u, B_v, grad: bool):
 
 
 def _quadratic_joint(pair: GaussianPair, A, B_u, B_v, grad: bool):
-    """Problem 3.7 with the quadratic tilting; docs/theory/quadratic_joint.md.
+    r"""Problem 3.7 with the quadratic tilting; docs/theory/quadratic_joint.md.
 
-    With :math:`X = [[B_u, -A], [-A^\\top, B_v]]` (so that :math:`|Gu - Hv|^2 = z^\\top X z`),
-    :math:`D_0 = \\mathrm{diag}(C_{uu}, C_{vv}) = F F^\\top` and :math:`\\beta` the eigenvalues of
-    :math:`F^\\top X F`: :math:`L = \\tfrac12 \\mathrm{Tr}(X \\mathcal C) - \\tfrac12 \\log\\det(I + D_0 X)
-    = -\\mathrm{Tr}(A^\\top C_{uv}) + \\tfrac12 \\sum (\\beta - \\log(1 + \\beta))` (Lemma E.2), ``+inf``
-    once :math:`\\beta_{min} \\le -1`. Gradient :math:`\\tfrac12 (\\mathcal C - \\mathcal C_\\nu)` in X, with
-    :math:`D_0 - \\mathcal C_\\nu = F Q \\mathrm{diag}(\\beta / (1 + \\beta)) Q^\\top F^\\top` (no cancellation).
+    With :math:`X = [[B_u, -A], [-A^\top, B_v]]` (so that :math:`|Gu - Hv|^2 = z^\top X z`),
+    :math:`D_0 = \mathrm{diag}(C_{uu}, C_{vv}) = F F^\top` and :math:`\beta` the eigenvalues of
+    :math:`F^\top X F`: :math:`L = \tfrac12 \mathrm{Tr}(X \mathcal C) - \tfrac12 \log\det(I + D_0 X)
+    = -\mathrm{Tr}(A^\top C_{uv}) + \tfrac12 \sum (\beta - \log(1 + \beta))` (Lemma E.2), ``+inf``
+    once :math:`\beta_{min} \le -1`. Gradient :math:`\tfrac12 (\mathcal C - \mathcal C_\nu)` in X, with
+    :math:`D_0 - \mathcal C_\nu = F Q \mathrm{diag}(\beta / (1 + \beta)) Q^\top F^\top` (no cancellation).
     """
     n_u = pair.n_u
     f = scipy.linalg.block_diag(*(e * np.sqrt(lam) for lam, e in (pair._eig["u"], pair._eig["v"])))
     x = np.block([[B_u, -A], [-A.T, B_v]])
     beta, q = np.linalg.eigh(f.T @ x @ f)
     if beta[0] <= -1.0:
-        return np.inf, ((np.full_like(A, np.nan), np.full_like(B_u, np.nan), np.full_like(B_v, np.nan))
-                        if grad else None)
+        return np.inf, (
+            (np.full_like(A, np.nan), np.full_like(B_u, np.nan), np.full_like(B_v, np.nan)) if grad else None
+        )
     value = -np.sum(A * pair.cov_uv) + 0.5 * np.sum(x_minus_log1p(beta))
     if not grad:
         return value, None
@@ -163,25 +165,25 @@ def population_loss(
     *,
     bandwidth: float | None = None,
 ) -> float:
-    """The exact population loss of linear encoders with :math:`A = G^\\top H`, :math:`B_u = G^\\top G`, :math:`B_v = H^\\top H`.
+    r"""The exact population loss of linear encoders with :math:`A = G^\top H`, :math:`B_u = G^\top G`, :math:`B_v = H^\top H`.
 
-    - ``conditional`` (inner-product tilting, two-sided, :math:`(\\lambda_u, \\lambda_v) = (1, 1)`, eq. 42):
-      :math:`L_{cond}(A) = -\\mathrm{Tr}(A C_{vu}) + \\tfrac12 \\mathrm{Tr}(A^\\top C_{uu} A C_{vv})`.
+    - ``conditional`` (inner-product tilting, two-sided, :math:`(\lambda_u, \lambda_v) = (1, 1)`, eq. 42):
+      :math:`L_{cond}(A) = -\mathrm{Tr}(A C_{vu}) + \tfrac12 \mathrm{Tr}(A^\top C_{uu} A C_{vv})`.
       (Remark D.1 writes twice this; the argmin is the same, digest §10 item 7.)
     - ``joint`` (inner-product tilting, eq. 52):
-      :math:`L_{joint}(A) = -\\mathrm{Tr}(A C_{vu}) - \\tfrac12 \\log\\det(I - C_{vv} A^\\top C_{uu} A)`,
-      ``+inf`` when :math:`\\|C_{uu}^{1/2} A C_{vv}^{1/2}\\|_2 \\ge 1` (the normaliser diverges).
+      :math:`L_{joint}(A) = -\mathrm{Tr}(A C_{vu}) - \tfrac12 \log\det(I - C_{vv} A^\top C_{uu} A)`,
+      ``+inf`` when :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2 \ge 1` (the normaliser diverges).
     - ``quadratic_u_given_v`` (quadratic tilting, one-sided, :math:`L(A, B; 2, 0)` of Section 5.2):
-      :math:`\\tfrac12 \\mathrm{Tr}(B_u C_{uu}) - \\mathrm{Tr}(A C_{vu}) - \\tfrac12 \\log\\det(I + C_{uu} B_u)
-      + \\tfrac12 \\mathrm{Tr}(A^\\top (C_{uu}^{-1} + B_u)^{-1} A C_{vv})`, ``+inf`` when
+      :math:`\tfrac12 \mathrm{Tr}(B_u C_{uu}) - \mathrm{Tr}(A C_{vu}) - \tfrac12 \log\det(I + C_{uu} B_u)
+      + \tfrac12 \mathrm{Tr}(A^\top (C_{uu}^{-1} + B_u)^{-1} A C_{vv})`, ``+inf`` when
       :math:`C_{uu}^{-1} + B_u` is not positive definite.
     - ``quadratic_v_given_u``: the mirror image, with :math:`B_v` and the roles of u and v swapped.
-    - ``quadratic_conditional`` (quadratic tilting, two-sided, :math:`(\\lambda_u, \\lambda_v) = (1, 1)`,
+    - ``quadratic_conditional`` (quadratic tilting, two-sided, :math:`(\lambda_u, \lambda_v) = (1, 1)`,
       Problem 3.13): the mean of the two one-sided losses, coupled through (G, H)
       (``docs/theory/quadratic_conditional.md``).
-    - ``quadratic_joint`` (quadratic tilting, Problem 3.7): with :math:`X = [[B_u, -A], [-A^\\top, B_v]]`,
-      :math:`-\\mathrm{Tr}(A^\\top C_{uv}) + \\tfrac12 \\mathrm{Tr}(X D_0) - \\tfrac12 \\log\\det(I + D_0 X)`,
-      :math:`D_0 = \\mathrm{diag}(C_{uu}, C_{vv})`; ``+inf`` when :math:`D_0^{-1} + X` is not positive
+    - ``quadratic_joint`` (quadratic tilting, Problem 3.7): with :math:`X = [[B_u, -A], [-A^\top, B_v]]`,
+      :math:`-\mathrm{Tr}(A^\top C_{uv}) + \tfrac12 \mathrm{Tr}(X D_0) - \tfrac12 \log\det(I + D_0 X)`,
+      :math:`D_0 = \mathrm{diag}(C_{uu}, C_{vv})`; ``+inf`` when :math:`D_0^{-1} + X` is not positive
       definite (``docs/theory/quadratic_joint.md``).
     - ``mmd_conditional``, ``mmd_joint`` (inner-product tilting, Gaussian kernel of ``bandwidth`` h,
       Appendix B and Problem 3.11): the population limits of the trained losses of
@@ -217,19 +219,19 @@ def population_loss_gradient(
     *,
     bandwidth: float | None = None,
 ) -> tuple[float, _Grad]:
-    """:func:`population_loss` and its gradient with respect to (A, B_u, B_v).
+    r""":func:`population_loss` and its gradient with respect to (A, B_u, B_v).
 
     The gradients (Frobenius inner product) are
 
-    - ``conditional``: :math:`\\partial_A = C_{uu} A C_{vv} - C_{uv}`;
-    - ``joint``: :math:`\\partial_A = C_{uu} A (C_{vv}^{-1} - A^\\top C_{uu} A)^{-1} - C_{uv}`;
+    - ``conditional``: :math:`\partial_A = C_{uu} A C_{vv} - C_{uv}`;
+    - ``joint``: :math:`\partial_A = C_{uu} A (C_{vv}^{-1} - A^\top C_{uu} A)^{-1} - C_{uv}`;
     - ``quadratic_u_given_v``, with :math:`P = C_{uu}^{-1} + B_u`:
-      :math:`\\partial_A = P^{-1} A C_{vv} - C_{uv}`,
-      :math:`\\partial_{B_u} = \\tfrac12 (C_{uu} - P^{-1} - P^{-1} A C_{vv} A^\\top P^{-1})`;
+      :math:`\partial_A = P^{-1} A C_{vv} - C_{uv}`,
+      :math:`\partial_{B_u} = \tfrac12 (C_{uu} - P^{-1} - P^{-1} A C_{vv} A^\top P^{-1})`;
       the v|u mirror likewise; ``quadratic_conditional`` the mean of the two;
-    - ``quadratic_joint``: :math:`\\tfrac12 (\\mathcal C - \\mathcal C_\\nu)` in X (moment matching), so
-      :math:`\\partial_A = (\\mathcal C_\\nu)_{uv} - C_{uv}`, :math:`\\partial_{B_u} = \\tfrac12 (C_{uu} - (\\mathcal C_\\nu)_{uu})`,
-      :math:`\\partial_{B_v} = \\tfrac12 (C_{vv} - (\\mathcal C_\\nu)_{vv})`;
+    - ``quadratic_joint``: :math:`\tfrac12 (\mathcal C - \mathcal C_\nu)` in X (moment matching), so
+      :math:`\partial_A = (\mathcal C_\nu)_{uv} - C_{uv}`, :math:`\partial_{B_u} = \tfrac12 (C_{uu} - (\mathcal C_\nu)_{uu})`,
+      :math:`\partial_{B_v} = \tfrac12 (C_{vv} - (\mathcal C_\nu)_{vv})`;
     - ``mmd_conditional``, ``mmd_joint``: see :mod:`clipmath.theory.mmd`.
 
     Args: as :func:`population_loss`.
@@ -243,14 +245,14 @@ def population_loss_gradient(
 
 
 def conditional_kl_objective(pair: GaussianPair, A: np.ndarray) -> float:
-    """:math:`J_{cond}(A)` of Optimisation Problem 3.1 for the inner-product tilting, from Gaussian KLs.
+    r""":math:`J_{cond}(A)` of Optimisation Problem 3.1 for the inner-product tilting, from Gaussian KLs.
 
     .. math::
-        J_{cond} = \\tfrac12 \\mathbb E_v D_{KL}(\\mu_{u|v} \\| \\nu_{u|v}) + \\tfrac12 \\mathbb E_u D_{KL}(\\mu_{v|u} \\| \\nu_{v|u}),
+        J_{cond} = \tfrac12 \mathbb E_v D_{KL}(\mu_{u|v} \| \nu_{u|v}) + \tfrac12 \mathbb E_u D_{KL}(\mu_{v|u} \| \nu_{v|u}),
 
-    with :math:`\\mu_{u|v} = \\mathcal N(M v, S)` (eq. 37) and :math:`\\nu_{u|v} = \\mathcal N(C_{uu} A v, C_{uu})`
+    with :math:`\mu_{u|v} = \mathcal N(M v, S)` (eq. 37) and :math:`\nu_{u|v} = \mathcal N(C_{uu} A v, C_{uu})`
     (eq. 41). By Lemma E.1 each expected KL is the KL between the zero-mean laws plus
-    :math:`\\tfrac12 \\mathbb E_v |D v|^2_{C_{uu}} = \\tfrac12 \\mathrm{Tr}(D^\\top C_{uu}^{-1} D C_{vv})`,
+    :math:`\tfrac12 \mathbb E_v |D v|^2_{C_{uu}} = \tfrac12 \mathrm{Tr}(D^\top C_{uu}^{-1} D C_{vv})`,
     :math:`D = M - C_{uu} A`. Theorem 3.2: :math:`J_{cond} - L_{cond} = I(u; v)`.
 
     Args:

@@ -1,41 +1,41 @@
-"""Population MMD losses of linear encoders on Gaussian data.
+r"""Population MMD losses of linear encoders on Gaussian data.
 
 Appendix B and Problem 3.11 of Baptista, Stuart & Tran (2025).
 
-Inner-product tilting :math:`\\rho \\propto e^{u^\\top A v}` and the Gaussian kernel
-:math:`k(x, y) = \\exp(-|x - y|^2 / (2h^2))` with one bandwidth h for u, v and (u, v) (the
+Inner-product tilting :math:`\rho \propto e^{u^\top A v}` and the Gaussian kernel
+:math:`k(x, y) = \exp(-|x - y|^2 / (2h^2))` with one bandwidth h for u, v and (u, v) (the
 product kernel :math:`k_u k_v` of the joint loss is the Gaussian kernel on the pair), as the
 trained losses of :mod:`clipmath.multimodal.losses.mmd`, whose batch estimators converge to
 these values. Every expectation is a Gaussian integral (Lemma E.2): for independent
-:math:`x \\sim \\mathcal N(m_1, S_1)`, :math:`y \\sim \\mathcal N(m_2, S_2)`,
+:math:`x \sim \mathcal N(m_1, S_1)`, :math:`y \sim \mathcal N(m_2, S_2)`,
 
 .. math::
-    \\mathbb E\\, k(x, y) = \\det(I + (S_1 + S_2)/h^2)^{-1/2}
-    \\exp\\big(-\\tfrac12 (m_1 - m_2)^\\top (h^2 I + S_1 + S_2)^{-1} (m_1 - m_2)\\big),
+    \mathbb E\, k(x, y) = \det(I + (S_1 + S_2)/h^2)^{-1/2}
+    \exp\big(-\tfrac12 (m_1 - m_2)^\top (h^2 I + S_1 + S_2)^{-1} (m_1 - m_2)\big),
 
-and :math:`\\mathbb E_v \\exp(-\\tfrac12 v^\\top Q v) = \\det(I + C_{vv} Q)^{-1/2}`.
+and :math:`\mathbb E_v \exp(-\tfrac12 v^\top Q v) = \det(I + C_{vv} Q)^{-1/2}`.
 
 - ``mmd_conditional`` (weights (1, 1), the trained default ``two_sided``):
   :math:`L = L(1, 0) + L(0, 1)` with
-  :math:`L(1, 0) = \\tfrac12 \\mathbb E_v \\mathbb E_{\\nu_{u|v} \\otimes \\nu_{u|v}} k
-  - \\mathbb E_v \\mathbb E_{\\mu_{u|v} \\otimes \\nu_{u|v}} k`.
-  With :math:`\\nu_{u|v} = \\mathcal N(C_{uu} A v, C_{uu})` (eq. 41) and
-  :math:`\\mu_{u|v} = \\mathcal N(M v, S)` (eq. 37), :math:`E = M - C_{uu} A`, :math:`K = h^2 I + S + C_{uu}`:
+  :math:`L(1, 0) = \tfrac12 \mathbb E_v \mathbb E_{\nu_{u|v} \otimes \nu_{u|v}} k
+  - \mathbb E_v \mathbb E_{\mu_{u|v} \otimes \nu_{u|v}} k`.
+  With :math:`\nu_{u|v} = \mathcal N(C_{uu} A v, C_{uu})` (eq. 41) and
+  :math:`\mu_{u|v} = \mathcal N(M v, S)` (eq. 37), :math:`E = M - C_{uu} A`, :math:`K = h^2 I + S + C_{uu}`:
 
   .. math::
-      L(1, 0) = \\tfrac12 \\det(I + 2 C_{uu}/h^2)^{-1/2}
-      - \\det(I + (S + C_{uu})/h^2)^{-1/2} \\det(I + C_{vv} E^\\top K^{-1} E)^{-1/2},
+      L(1, 0) = \tfrac12 \det(I + 2 C_{uu}/h^2)^{-1/2}
+      - \det(I + (S + C_{uu})/h^2)^{-1/2} \det(I + C_{vv} E^\top K^{-1} E)^{-1/2},
 
-  :math:`L(0, 1)` the mirror image (:math:`A^\\top`). Gradient:
-  :math:`\\partial_A L(1, 0) = -c\\,\\varphi\\, C_{uu} K^{-1} E (C_{vv}^{-1} + E^\\top K^{-1} E)^{-1}`, with c and φ the
+  :math:`L(0, 1)` the mirror image (:math:`A^\top`). Gradient:
+  :math:`\partial_A L(1, 0) = -c\,\varphi\, C_{uu} K^{-1} E (C_{vv}^{-1} + E^\top K^{-1} E)^{-1}`, with c and φ the
   two determinant factors.
-- ``mmd_joint``: :math:`L = -2\\,\\mathbb E_{\\mu \\otimes \\nu} k + \\mathbb E_{\\nu \\otimes \\nu} k
-  = -2 \\det(I + (\\mathcal C + \\mathcal C_\\nu)/h^2)^{-1/2} + \\det(I + 2 \\mathcal C_\\nu/h^2)^{-1/2}`, ν the
+- ``mmd_joint``: :math:`L = -2\,\mathbb E_{\mu \otimes \nu} k + \mathbb E_{\nu \otimes \nu} k
+  = -2 \det(I + (\mathcal C + \mathcal C_\nu)/h^2)^{-1/2} + \det(I + 2 \mathcal C_\nu/h^2)^{-1/2}`, ν the
   tilted Gaussian of precision (40); ``+inf`` where ν is improper
-  (:math:`\\|C_{uu}^{1/2} A C_{vv}^{1/2}\\|_2 \\ge 1`). Gradient
-  :math:`\\partial_A = 2 (\\mathcal C_\\nu N \\mathcal C_\\nu)_{uv}`,
-  :math:`N = \\varphi_1 K_1^{-1} - \\varphi_2 K_2^{-1}`, :math:`K_1 = h^2 I + \\mathcal C + \\mathcal C_\\nu`,
-  :math:`K_2 = h^2 I + 2 \\mathcal C_\\nu`, φ the two determinants.
+  (:math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2 \ge 1`). Gradient
+  :math:`\partial_A = 2 (\mathcal C_\nu N \mathcal C_\nu)_{uv}`,
+  :math:`N = \varphi_1 K_1^{-1} - \varphi_2 K_2^{-1}`, :math:`K_1 = h^2 I + \mathcal C + \mathcal C_\nu`,
+  :math:`K_2 = h^2 I + 2 \mathcal C_\nu`, φ the two determinants.
 
 Derivations: ``docs/theory/mmd.md``.
 """
@@ -53,13 +53,18 @@ def _chol(matrix: np.ndarray) -> np.ndarray:
 
 
 def _kernel_mean(cov: np.ndarray, h2: float) -> float:
-    """:math:`\\det(I + Y/h^2)^{-1/2}`: the mean of the Gaussian kernel at a centred difference of covariance Y."""
+    r""":math:`\det(I + Y/h^2)^{-1/2}`: the mean of the Gaussian kernel at a centred difference of covariance Y."""
     return float(np.exp(-np.sum(np.log(np.diag(_chol(np.eye(len(cov)) + cov / h2))))))
 
 
 def _conditional_term(
-    cov_xx: np.ndarray, cov_yy: np.ndarray, mean_map: np.ndarray, cond_cov: np.ndarray, coupling: np.ndarray,
-    h2: float, grad: bool,
+    cov_xx: np.ndarray,
+    cov_yy: np.ndarray,
+    mean_map: np.ndarray,
+    cond_cov: np.ndarray,
+    coupling: np.ndarray,
+    h2: float,
+    grad: bool,
 ):
     """:math:`L(1, 0)` of x given y (x = u for the u|v term) and its gradient in ``coupling`` (n_x, n_y)."""
     n_x = len(cov_xx)

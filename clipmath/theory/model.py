@@ -13,14 +13,14 @@ from clipmath.theory.lemmas import gaussian_kl
 def tilted_model(
     pair: GaussianPair, A: np.ndarray, B_u: np.ndarray | None = None, B_v: np.ndarray | None = None
 ) -> GaussianPair:
-    """The tilted law :math:`\\nu \\propto \\rho\\, \\mu_u \\otimes \\mu_v` as a Gaussian pair.
+    r"""The tilted law :math:`\nu \propto \rho\, \mu_u \otimes \mu_v` as a Gaussian pair.
 
-    - Inner-product tilting, :math:`\\rho = e^{u^\\top A v}` (both B None): precision (40),
-      :math:`\\begin{bmatrix} C_{uu}^{-1} & -A \\\\ -A^\\top & C_{vv}^{-1} \\end{bmatrix}`; proper iff
-      :math:`\\|C_{uu}^{1/2} A C_{vv}^{1/2}\\|_2 < 1`.
-    - Quadratic tilting, :math:`\\rho = e^{-|G u - H v|^2 / 2}` with :math:`A = G^\\top H`,
-      :math:`B_u = G^\\top G`, :math:`B_v = H^\\top H` (both B given): precision (47),
-      :math:`\\begin{bmatrix} B_u + C_{uu}^{-1} & -A \\\\ -A^\\top & B_v + C_{vv}^{-1} \\end{bmatrix}`.
+    - Inner-product tilting, :math:`\rho = e^{u^\top A v}` (both B None): precision (40),
+      :math:`\begin{bmatrix} C_{uu}^{-1} & -A \\ -A^\top & C_{vv}^{-1} \end{bmatrix}`; proper iff
+      :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2 < 1`.
+    - Quadratic tilting, :math:`\rho = e^{-|G u - H v|^2 / 2}` with :math:`A = G^\top H`,
+      :math:`B_u = G^\top G`, :math:`B_v = H^\top H` (both B given): precision (47),
+      :math:`\begin{bmatrix} B_u + C_{uu}^{-1} & -A \\ -A^\top & B_v + C_{vv}^{-1} \end{bmatrix}`.
 
     Its conditionals (41)/(48) and marginals (Corollary 5.7) are those of the returned pair.
 
@@ -77,11 +77,11 @@ def alignment_model(pair: GaussianPair, alignment) -> GaussianPair:
 
 
 def model_gaps(pair: GaussianPair, model: GaussianPair) -> dict[str, float]:
-    """What a model law ν matches of µ: relative Frobenius gaps and :math:`D_{KL}(\\mu \\| \\nu)` (Lemma E.1).
+    r"""What a model law ν matches of µ: relative Frobenius gaps and :math:`D_{KL}(\mu \| \nu)` (Lemma E.1).
 
     Returns:
         ``u_given_v_mean``, ``u_given_v_cov``, ``v_given_u_mean``, ``v_given_u_cov`` (the gaps
-        :math:`\\|X_\\nu - X_\\mu\\|_F / \\|X_\\mu\\|_F` of the conditional mean maps and covariances, eq. 37
+        :math:`\|X_\nu - X_\mu\|_F / \|X_\mu\|_F` of the conditional mean maps and covariances, eq. 37
         against ν's), ``u_marginal``, ``v_marginal`` (marginal covariances) and ``kl`` (nats).
     """
     out = {}

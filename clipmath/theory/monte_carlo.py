@@ -19,7 +19,7 @@ from clipmath.theory.model import tilted_model
 
 
 def _log_mgf(cov: np.ndarray, B: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """log E exp(½ zᵀBz + cᵀz), z ~ N(0, cov), for a batch c (N, n) (Lemma E.2)."""
+    """Log E exp(½ zᵀBz + cᵀz), z ~ N(0, cov), for a batch c (N, n) (Lemma E.2)."""
     return log_quadratic_exponential_moment(np.zeros(len(cov)), cov, B, c)
 
 
@@ -38,19 +38,19 @@ def monte_carlo_loss(
     seed: Seed = None,
     bandwidth: float | None = None,
 ) -> tuple[float, float]:
-    """Estimate the population loss by averaging the per-sample loss over n draws of µ.
+    r"""Estimate the population loss by averaging the per-sample loss over n draws of µ.
 
     - ``conditional``: the two-sided CLIP term per pair (eqs. 10-11),
-      :math:`-u^\\top A v + \\tfrac12 \\log \\mathbb E_{v'} e^{u^\\top A v'} + \\tfrac12 \\log \\mathbb E_{u'} e^{u'^\\top A v}`.
-    - ``joint`` (Problem 3.7): :math:`-\\overline{u^\\top A v} + \\log \\overline{\\mathbb E_{v'} e^{u'^\\top A v'}}`, the
+      :math:`-u^\top A v + \tfrac12 \log \mathbb E_{v'} e^{u^\top A v'} + \tfrac12 \log \mathbb E_{u'} e^{u'^\top A v}`.
+    - ``joint`` (Problem 3.7): :math:`-\overline{u^\top A v} + \log \overline{\mathbb E_{v'} e^{u'^\top A v'}}`, the
       second average over an independent batch u' ~ µ_u; standard error by the delta method.
-      The estimator has finite variance only when :math:`\\|C_{uu}^{1/2} A C_{vv}^{1/2}\\|_2^2 < 1/2`.
-    - ``quadratic_u_given_v``: :math:`\\tfrac12 u^\\top B_u u - u^\\top A v + \\log \\mathbb E_{u'} e^{-\\frac12 u'^\\top B_u u' + u'^\\top A v}`;
+      The estimator has finite variance only when :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2^2 < 1/2`.
+    - ``quadratic_u_given_v``: :math:`\tfrac12 u^\top B_u u - u^\top A v + \log \mathbb E_{u'} e^{-\frac12 u'^\top B_u u' + u'^\top A v}`;
       ``quadratic_v_given_u`` its mirror image; ``quadratic_conditional`` the mean of the two.
-    - ``quadratic_joint``: :math:`\\tfrac12 \\overline{|Gu - Hv|^2} + \\log \\overline{\\mathbb E_{v'} e^{-\\frac12 |G u' - H v'|^2}}`
+    - ``quadratic_joint``: :math:`\tfrac12 \overline{|Gu - Hv|^2} + \log \overline{\mathbb E_{v'} e^{-\frac12 |G u' - H v'|^2}}`
       (written in A, B_u, B_v), u' an independent batch; delta-method standard error.
-    - ``mmd_conditional``: per pair, :math:`\\tfrac12 k(y, y') - k(u, y)` with y, y' drawn from the model
-      conditional :math:`\\nu_{u|v} = \\mathcal N(C_{uu} A v, C_{uu})` (eq. 41), plus the v|u mirror: every
+    - ``mmd_conditional``: per pair, :math:`\tfrac12 k(y, y') - k(u, y)` with y, y' drawn from the model
+      conditional :math:`\nu_{u|v} = \mathcal N(C_{uu} A v, C_{uu})` (eq. 41), plus the v|u mirror: every
       expectation sampled, none integrated, so it checks the Gaussian kernel integrals of
       :mod:`clipmath.theory.mmd`.
     - ``mmd_joint``: per draw, :math:`-2 k(z, y) + k(y, y')` with z ~ µ and y, y' ~ ν (precision (40)).
@@ -97,10 +97,12 @@ def monte_carlo_loss(
         mean_inner, se_inner = _mean_and_se(inner)
         return -mean_pos + shift + float(np.log(mean_inner)), float(np.hypot(se_pos, se_inner / mean_inner))
     one_sided = {
-        "quadratic_u_given_v": lambda: 0.5 * np.sum((u @ B_u) * u, axis=1) - positive
-        + _log_mgf(pair.cov_uu, -B_u, v @ A.T),
-        "quadratic_v_given_u": lambda: 0.5 * np.sum((v @ B_v) * v, axis=1) - positive
-        + _log_mgf(pair.cov_vv, -B_v, u @ A),
+        "quadratic_u_given_v": lambda: (
+            0.5 * np.sum((u @ B_u) * u, axis=1) - positive + _log_mgf(pair.cov_uu, -B_u, v @ A.T)
+        ),
+        "quadratic_v_given_u": lambda: (
+            0.5 * np.sum((v @ B_v) * v, axis=1) - positive + _log_mgf(pair.cov_vv, -B_v, u @ A)
+        ),
     }
     if loss == "quadratic_conditional":
         return _mean_and_se(0.5 * (one_sided["quadratic_u_given_v"]() + one_sided["quadratic_v_given_u"]()))

@@ -1,12 +1,12 @@
-"""The normalised one-dimensional encoders of Fig. 6 (Section 5.4 of Baptista, Stuart & Tran 2025).
+r"""The normalised one-dimensional encoders of Fig. 6 (Section 5.4 of Baptista, Stuart & Tran 2025).
 
-With :math:`n_u = n_v = n_e = 1` the normalised encoders :math:`\\bar g_u = g u / |g u|` and
-:math:`\\bar g_v = h v / |h v|` only keep signs, so the tilting is
-:math:`\\nu \\propto \\exp(o\\, \\mathrm{sign}(u)\\, \\mathrm{sign}(v) / \\tau)\\, \\mu_u \\otimes \\mu_v` with the
-orientation :math:`o = \\mathrm{sign}(g h) = \\pm 1`. The paper does not state τ; τ = 1 is
-assumed (digest §10 item 10). Since :math:`\\mathrm{sign}(v)` is a fair coin under
-:math:`\\mu_v`, :math:`\\mathbb E_{\\mu_v} e^{o\\,s_u s_v/\\tau} = \\cosh(1/\\tau)` for either :math:`s_u`: the
-normaliser is :math:`\\cosh(1/\\tau)` and both marginals of ν are exactly :math:`\\mu_u`, :math:`\\mu_v`.
+With :math:`n_u = n_v = n_e = 1` the normalised encoders :math:`\bar g_u = g u / |g u|` and
+:math:`\bar g_v = h v / |h v|` only keep signs, so the tilting is
+:math:`\nu \propto \exp(o\, \mathrm{sign}(u)\, \mathrm{sign}(v) / \tau)\, \mu_u \otimes \mu_v` with the
+orientation :math:`o = \mathrm{sign}(g h) = \pm 1`. The paper does not state τ; τ = 1 is
+assumed (digest §10 item 10). Since :math:`\mathrm{sign}(v)` is a fair coin under
+:math:`\mu_v`, :math:`\mathbb E_{\mu_v} e^{o\,s_u s_v/\tau} = \cosh(1/\tau)` for either :math:`s_u`: the
+normaliser is :math:`\cosh(1/\tau)` and both marginals of ν are exactly :math:`\mu_u`, :math:`\mu_v`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ def _normal_pdf(x: np.ndarray, var: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SignModel:
-    """The learned law of Fig. 6.
+    r"""The learned law of Fig. 6.
 
     Attributes:
         tau: temperature τ > 0.
         orientation: o = sign(g h), +1 when the data are positively correlated.
         var_u: variance of u (the marginal µ_u).
         var_v: variance of v (the marginal µ_v).
-        true_same_sign_probability: :math:`P_\\mu(\\mathrm{sign}\\,u = \\mathrm{sign}\\,v) = \\tfrac12 + \\arcsin(\\rho)/\\pi`
+        true_same_sign_probability: :math:`P_\mu(\mathrm{sign}\,u = \mathrm{sign}\,v) = \tfrac12 + \arcsin(\rho)/\pi`
             under the data, ρ the correlation (Sheppard's formula), for comparison.
     """
 
@@ -44,20 +44,20 @@ class SignModel:
 
     @property
     def same_sign_probability(self) -> float:
-        """:math:`P_\\nu(\\mathrm{sign}\\,u = \\mathrm{sign}\\,v \\mid v) = e^{o/\\tau} / (e^{1/\\tau} + e^{-1/\\tau})` (0.881 at τ = 1, o = 1)."""
+        r""":math:`P_\nu(\mathrm{sign}\,u = \mathrm{sign}\,v \mid v) = e^{o/\tau} / (e^{1/\tau} + e^{-1/\tau})` (0.881 at τ = 1, o = 1)."""
         return float(1.0 / (1.0 + np.exp(-2.0 * self.orientation / self.tau)))
 
     def density(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Joint density of ν at (u, v) (arrays broadcast against each other).
+        r"""Joint density of ν at (u, v) (arrays broadcast against each other).
 
-        :math:`\\nu(u, v) = e^{o\\, \\mathrm{sign}(u) \\mathrm{sign}(v)/\\tau} / \\cosh(1/\\tau)\\; \\phi_u(u)\\, \\phi_v(v)`.
+        :math:`\nu(u, v) = e^{o\, \mathrm{sign}(u) \mathrm{sign}(v)/\tau} / \cosh(1/\tau)\; \phi_u(u)\, \phi_v(v)`.
         """
         u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
         tilt = np.exp(self.orientation * np.sign(u) * np.sign(v) / self.tau) / np.cosh(1.0 / self.tau)
         return tilt * _normal_pdf(u, self.var_u) * _normal_pdf(v, self.var_v)
 
     def conditional_density(self, x: np.ndarray, given: float, which: str = "u_given_v") -> np.ndarray:
-        """Density of :math:`\\nu_{u|v}(x \\mid v = \\text{given})` (or ``v_given_u``) at the points x (any shape)."""
+        r"""Density of :math:`\nu_{u|v}(x \mid v = \text{given})` (or ``v_given_u``) at the points x (any shape)."""
         direction("which", which)
         x = np.asarray(x, dtype=np.float64)
         var = self.var_u if which == "u_given_v" else self.var_v
@@ -71,11 +71,11 @@ class SignModel:
 
 
 def sign_model(pair_1d: GaussianPair, tau: float = 1.0) -> SignModel:
-    """The model learned with normalised 1-D encoders (Fig. 6), at temperature τ (default 1, assumed).
+    r"""The model learned with normalised 1-D encoders (Fig. 6), at temperature τ (default 1, assumed).
 
     The orientation minimising :math:`L_{cond}` is the sign of the correlation:
-    :math:`L_{cond} = -o\\, \\mathbb E_\\mu[\\mathrm{sign}(u)\\mathrm{sign}(v)]/\\tau + \\log\\cosh(1/\\tau)` and
-    :math:`\\mathbb E_\\mu[\\mathrm{sign}(u)\\mathrm{sign}(v)] = 2 \\arcsin(\\rho)/\\pi`; o = +1 when ρ = 0.
+    :math:`L_{cond} = -o\, \mathbb E_\mu[\mathrm{sign}(u)\mathrm{sign}(v)]/\tau + \log\cosh(1/\tau)` and
+    :math:`\mathbb E_\mu[\mathrm{sign}(u)\mathrm{sign}(v)] = 2 \arcsin(\rho)/\pi`; o = +1 when ρ = 0.
 
     Args:
         pair_1d: a pair with n_u = n_v = 1.

@@ -1,9 +1,9 @@
-"""Numerical oracles for the closed forms of :mod:`clipmath.theory.alignment`.
+r"""Numerical oracles for the closed forms of :mod:`clipmath.theory.alignment`.
 
 - :func:`numerical_alignment`: the independent check of every closed form. The loss of
-  :func:`clipmath.theory.population_loss` is minimised over :math:`G \\in \\mathbb R^{n_e \\times n_u}`,
-  :math:`H \\in \\mathbb R^{n_e \\times n_v}` (eq. 38) with exact gradients (chain rule through
-  :math:`A = G^\\top H`, :math:`B_u = G^\\top G`, :math:`B_v = H^\\top H`), from several random
+  :func:`clipmath.theory.population_loss` is minimised over :math:`G \in \mathbb R^{n_e \times n_u}`,
+  :math:`H \in \mathbb R^{n_e \times n_v}` (eq. 38) with exact gradients (chain rule through
+  :math:`A = G^\top H`, :math:`B_u = G^\top G`, :math:`B_v = H^\top H`), from several random
   starts, as Section 7.5 of the digest does.
 - :func:`numerical_quadratic_alignment`: the paper's own route for the rank-r quadratic loss,
   (50a) with B from numerically minimising (50b), the oracle of the rank-r closed form.
@@ -46,13 +46,13 @@ def numerical_alignment(
     rtol: float = 1e-10,
     bandwidth: float | None = None,
 ) -> Alignment:
-    """Minimise ``population_loss(pair, loss, GᵀH, ...)`` over (G, H) with ``rank`` rows each.
+    r"""Minimise ``population_loss(pair, loss, GᵀH, ...)`` over (G, H) with ``rank`` rows each.
 
     Starts are drawn inside the domain of every loss, at the natural size set by the largest
     canonical correlation σ_1 alone: G and H have Gaussian entries scaled so that
-    :math:`E\\|C_{uu}^{1/2} G^\\top\\|_F^2 = E\\|C_{vv}^{1/2} H^\\top\\|_F^2 = \\sigma_1/4` for the
-    inner-product losses (the MMD ones included), :math:`\\sigma_1^2/4` on the tilted side, 1/4 on
-    the other, for the one-sided quadratic ones, and :math:`\\sigma_1/4` on both sides for the
+    :math:`E\|C_{uu}^{1/2} G^\top\|_F^2 = E\|C_{vv}^{1/2} H^\top\|_F^2 = \sigma_1/4` for the
+    inner-product losses (the MMD ones included), :math:`\sigma_1^2/4` on the tilted side, 1/4 on
+    the other, for the one-sided quadratic ones, and :math:`\sigma_1/4` on both sides for the
     two-sided and joint quadratic ones (halved until the loss is finite).
     BFGS from each start; the lowest is certified by Newton to a relative step ``rtol``.
 
@@ -64,7 +64,7 @@ def numerical_alignment(
         restarts: number of random starts (>= 1).
         seed: seed of ``numpy.random.default_rng`` for the starts (int, None or a Generator).
         gtol: BFGS tolerance on the gradient norm (ends the basin search only).
-        rtol: certified bound on the relative distance :math:`\\|\\Delta (G, H)\\| / \\|(G, H)\\|` of
+        rtol: certified bound on the relative distance :math:`\|\Delta (G, H)\| / \|(G, H)\|` of
             the last Newton step.
         bandwidth: kernel bandwidth of the MMD losses (default 1); None for the others.
 
@@ -124,10 +124,12 @@ def numerical_alignment(
         size_u, size_v = s1, 1.0
     elif loss == "quadratic_v_given_u":
         size_u, size_v = 1.0, s1
-    scale = np.concatenate([
-        np.full(r * n_u, 0.5 * size_u / np.sqrt(r * np.trace(pair.cov_uu))),
-        np.full(r * n_v, 0.5 * size_v / np.sqrt(r * np.trace(pair.cov_vv))),
-    ])
+    scale = np.concatenate(
+        [
+            np.full(r * n_u, 0.5 * size_u / np.sqrt(r * np.trace(pair.cov_uu))),
+            np.full(r * n_v, 0.5 * size_v / np.sqrt(r * np.trace(pair.cov_vv))),
+        ]
+    )
     starts = []
     for _ in range(restarts):
         start = rng.standard_normal(len(scale)) * scale
@@ -155,7 +157,10 @@ def numerical_alignment(
         return np.array(tangents).T if tangents else np.zeros((len(flat), 0))
 
     options = {
-        "rtol": rtol, "gtol": gtol, "what": f"numerical_alignment({loss!r}, rank {r})", "gauge": gauge,
+        "rtol": rtol,
+        "gtol": gtol,
+        "what": f"numerical_alignment({loss!r}, rank {r})",
+        "gauge": gauge,
         "blocks": [slice(0, r * n_u), slice(r * n_u, r * (n_u + n_v))],
     }
     best = minimise(objective, starts, **options)
@@ -176,7 +181,8 @@ def numerical_alignment(
             f"numerical_alignment({loss!r}, rank {r}): the minimiser (G, H) is not determined along {best.flat} "
             "direction(s) beyond the gauge (a tie, a rank-deficient optimum, a plateau, or curvature below the "
             "gradient's precision): its matrices are not certified, and its value is certified only at a tie",
-            FlatMinimumWarning, stacklevel=2,
+            FlatMinimumWarning,
+            stacklevel=2,
         )
     logger.debug("numerical %s rank %d: loss %.12g, relative step %.2g", loss, r, best.value, best.relative_step)
     g, h, _ = unpack(best.x)
@@ -210,8 +216,9 @@ def _rebalance(objective, x: np.ndarray, r: int, split: int, *, tilted_first: bo
         grid = np.linspace(-30.0, 30.0, 121)
         values = [value(c) for c in grid]
         i = int(np.argmin(values))
-        fit = scipy.optimize.minimize_scalar(value, bounds=(grid[max(i - 1, 0)], grid[min(i + 1, 120)]),
-                                             method="bounded")
+        fit = scipy.optimize.minimize_scalar(
+            value, bounds=(grid[max(i - 1, 0)], grid[min(i + 1, 120)]), method="bounded"
+        )
         if fit.fun < best_value:
             best_x, best_value = point(fit.x), float(fit.fun)
     return best_x, best_value
@@ -241,33 +248,33 @@ _ZERO_CORRELATION = 1e-8
 def _quadratic_50b_core(
     sigma: np.ndarray, r: int, restarts: int, seed: Seed, rtol: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-r minimiser of (50b) (with the corrected −log det), then (50a), in canonical coordinates.
+    r"""Rank-r minimiser of (50b) (with the corrected −log det), then (50a), in canonical coordinates.
 
-    In whitened coordinates, :math:`\\tilde B = C_{uu}^{1/2} B C_{uu}^{1/2}`, (50b) equals
-    :math:`2 f(\\tilde B) + n_u + 2 I(u; v)` with
+    In whitened coordinates, :math:`\tilde B = C_{uu}^{1/2} B C_{uu}^{1/2}`, (50b) equals
+    :math:`2 f(\tilde B) + n_u + 2 I(u; v)` with
 
-    .. math::  f(\\tilde B) = \\tfrac12 \\big[\\mathrm{Tr} \\tilde B - \\log\\det(I + \\tilde B)
-               - \\textstyle\\sum_{i \\le r} \\lambda_i\\big(W^\\top (I + \\tilde B) W\\big)\\big],
+    .. math::  f(\tilde B) = \tfrac12 \big[\mathrm{Tr} \tilde B - \log\det(I + \tilde B)
+               - \textstyle\sum_{i \le r} \lambda_i\big(W^\top (I + \tilde B) W\big)\big],
 
-    the last sum being :math:`\\|(P_B^{1/2} C_{uv} C_{vv}^{-1/2})_r\\|_F^2` (step 1 of
+    the last sum being :math:`\|(P_B^{1/2} C_{uv} C_{vv}^{-1/2})_r\|_F^2` (step 1 of
     ``docs/theory/rank_r_quadratic.md``). In the canonical basis W = Σ; components of
-    :math:`\\tilde B` outside the m canonical directions with σ_j > 0 leave the sum unchanged and
-    only raise :math:`\\mathrm{Tr} - \\log\\det` (whose derivative :math:`I - (I + \\tilde B)^{-1}` is
-    PSD), so :math:`\\tilde B = Y^\\top Y` with Y (r', m), r' = min(r, m), a dense matrix: nothing
-    else about the minimiser is assumed. With :math:`N = \\Sigma (I + Y^\\top Y) \\Sigma`, the gradient
-    is :math:`(I + Y Y^\\top)^{-1} Y Y^\\top Y - Y \\Sigma Q_r Q_r^\\top \\Sigma`, :math:`Q_r` the top-r
+    :math:`\tilde B` outside the m canonical directions with σ_j > 0 leave the sum unchanged and
+    only raise :math:`\mathrm{Tr} - \log\det` (whose derivative :math:`I - (I + \tilde B)^{-1}` is
+    PSD), so :math:`\tilde B = Y^\top Y` with Y (r', m), r' = min(r, m), a dense matrix: nothing
+    else about the minimiser is assumed. With :math:`N = \Sigma (I + Y^\top Y) \Sigma`, the gradient
+    is :math:`(I + Y Y^\top)^{-1} Y Y^\top Y - Y \Sigma Q_r Q_r^\top \Sigma`, :math:`Q_r` the top-r
     eigenvectors of N; the invariance Y -> OY is the gauge.
 
     Scale-free and cancellation-free formulation: Y = Z diag(σ) (each canonical column at its
-    natural size); the objective :math:`(f(Y) - f(0)) / \\sigma_1^4` (the part that depends on Y is
-    :math:`O(\\sigma^4)`); with :math:`Y = P \\mathrm{diag}(t) Q^\\top`,
-    :math:`\\mathrm{Tr} - \\log\\det = \\sum_i (t_i^2 - \\log(1 + t_i^2))` (no cancellation) and
-    :math:`(I + Y Y^\\top)^{-1} Y Y^\\top Y = P \\mathrm{diag}(t^3 / (1 + t^2)) Q^\\top` (no solve with
-    :math:`I + Y Y^\\top`, whose condition reaches :math:`1/(1 - \\sigma_1^2)`); and :math:`Q_r` from the
-    Jacobi SVD of :math:`X = [\\Sigma; Y \\Sigma]` (:math:`N = X^\\top X`), accurate to each entry's size
+    natural size); the objective :math:`(f(Y) - f(0)) / \sigma_1^4` (the part that depends on Y is
+    :math:`O(\sigma^4)`); with :math:`Y = P \mathrm{diag}(t) Q^\top`,
+    :math:`\mathrm{Tr} - \log\det = \sum_i (t_i^2 - \log(1 + t_i^2))` (no cancellation) and
+    :math:`(I + Y Y^\top)^{-1} Y Y^\top Y = P \mathrm{diag}(t^3 / (1 + t^2)) Q^\top` (no solve with
+    :math:`I + Y Y^\top`, whose condition reaches :math:`1/(1 - \sigma_1^2)`); and :math:`Q_r` from the
+    Jacobi SVD of :math:`X = [\Sigma; Y \Sigma]` (:math:`N = X^\top X`), accurate to each entry's size
     when the σ_j span decades. Then (50a):
-    :math:`\\tilde A = (I + \\tilde B)^{1/2} \\big((I + \\tilde B)^{1/2} \\Sigma\\big)_r`, and the v-side core X
-    solves :math:`Y^\\top X = \\tilde A`.
+    :math:`\tilde A = (I + \tilde B)^{1/2} \big((I + \tilde B)^{1/2} \Sigma\big)_r`, and the v-side core X
+    solves :math:`Y^\top X = \tilde A`.
 
     Args:
         sigma: (k,) canonical correlations, descending.
@@ -278,7 +285,7 @@ def _quadratic_50b_core(
 
     Returns:
         ``(Y, X)``, both (r, k) (rows beyond r' and columns beyond m are zero):
-        :math:`G = Y L_u^\\top`, :math:`H = X L_v^\\top` for the u|v loss.
+        :math:`G = Y L_u^\top`, :math:`H = X L_v^\top` for the u|v loss.
 
     Raises:
         ConvergenceError: if the minimisation cannot be certified to ``rtol``.
@@ -319,15 +326,21 @@ def _quadratic_50b_core(
 
     rng = np.random.default_rng(seed)
     best = minimise(
-        objective, [rng.standard_normal(rr * m) for _ in range(restarts)], rtol=rtol, gtol=1e-14,
-        what=f"(50b) rank {r}", gauge=gauge, weights=np.tile(s, rr),
+        objective,
+        [rng.standard_normal(rr * m) for _ in range(restarts)],
+        rtol=rtol,
+        gtol=1e-14,
+        what=f"(50b) rank {r}",
+        gauge=gauge,
+        weights=np.tile(s, rr),
     )
     if best.flat:
         warnings.warn(
             f"(50b) rank {r}: the minimiser is not determined along {best.flat} direction(s) beyond the gauge "
             "(a tie or near-tie of canonical correlations, or curvature below the gradient's precision); "
             "only its loss value is certified",
-            FlatMinimumWarning, stacklevel=3,
+            FlatMinimumWarning,
+            stacklevel=3,
         )
     y = best.x.reshape(rr, m) * s
     # (50a): Ã = R (R Σ)_r with R = (I + YᵀY)^{1/2}.

@@ -52,7 +52,7 @@ def test_seeded_captions_cover_every_digit_with_every_template():
     captions = digit_captions(labels, seed=0)
     assert len(captions) == len(labels)
     pairs = collections.Counter()
-    for label, caption in zip(labels.tolist(), captions):
+    for label, caption in zip(labels.tolist(), captions, strict=False):
         matches = [t for t in DIGIT_CAPTION_TEMPLATES if digit_caption(label, t) == caption]
         assert matches, caption
         pairs[label, matches[0]] += 1
@@ -61,7 +61,7 @@ def test_seeded_captions_cover_every_digit_with_every_template():
     assert captions != digit_captions(labels, seed=1)
     expected = np.random.default_rng(5).integers(len(DIGIT_CAPTION_TEMPLATES), size=len(labels))
     assert digit_captions(labels, seed=5) == [
-        digit_caption(y, DIGIT_CAPTION_TEMPLATES[t]) for y, t in zip(labels.tolist(), expected.tolist())
+        digit_caption(y, DIGIT_CAPTION_TEMPLATES[t]) for y, t in zip(labels.tolist(), expected.tolist(), strict=False)
     ]
 
 
@@ -120,7 +120,7 @@ def test_samples_keep_their_caption_in_any_subset(tmp_path):
     stream = ShardStream(tmp_path / "shards", batch_size=50, fields=("image", "caption", "label"), drop_last=False)
     seen = 0
     for batch in stream.epoch(0):
-        for key, caption, label in zip(batch["key"], batch["caption"], batch["label"].tolist()):
+        for key, caption, label in zip(batch["key"], batch["caption"], batch["label"].tolist(), strict=False):
             i = int(key.removeprefix("mnist-"))
             assert caption == captions[i] and label == labels[i]
             assert NAMES[label] in caption.split() or str(label) in caption.split()

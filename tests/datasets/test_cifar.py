@@ -50,8 +50,13 @@ def cifar100(tmp_path):
         fine, coarse = rng.integers(0, 100, n).tolist(), rng.integers(0, 20, n).tolist()
         _dump(root / split, {b"data": _rows(images), b"fine_labels": fine, b"coarse_labels": coarse})
         truth[split] = (images, np.array(fine), np.array(coarse))
-    _dump(root / "meta", {b"fine_label_names": [f"f{i}".encode() for i in range(100)],
-                          b"coarse_label_names": [f"c{i}".encode() for i in range(20)]})
+    _dump(
+        root / "meta",
+        {
+            b"fine_label_names": [f"f{i}".encode() for i in range(100)],
+            b"coarse_label_names": [f"c{i}".encode() for i in range(20)],
+        },
+    )
     return root, truth
 
 

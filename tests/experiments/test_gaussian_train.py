@@ -5,17 +5,26 @@ import math
 
 import pytest
 
-from clipmath.datasets import build_source
+from clipmath.datasets import build_source, gaussian_samples
 from clipmath.experiments import cli
 from clipmath.experiments.toolkit import cached_shards, log_log_slope
-from clipmath.datasets import gaussian_samples
 
 TINY = [
-    "--set", "sample_sizes=[512, 2048]", "--set", "replicates=2", "--set", "reference_draws=40",
-    "--set", "min_steps=300", "--set", "batch_size=256", "--set", "train.epochs=2",
-    "--set", "train.lr=0.03",
+    "--set",
+    "sample_sizes=[512, 2048]",
+    "--set",
+    "replicates=2",
+    "--set",
+    "reference_draws=40",
+    "--set",
+    "min_steps=300",
+    "--set",
+    "batch_size=256",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.lr=0.03",
 ]
-
 
 
 def _run(out, *extra):
@@ -45,8 +54,18 @@ def test_tiny_sweep_writes_report_and_tracks_the_closed_forms(tmp_path):
 
 def test_shard_stream_path_trains_like_the_memory_path(tmp_path):
     """Same samples, another batch order: 40 steps take both from A = 0 (error 1) to the same error."""
-    one = ["--set", "sample_sizes=[1024]", "--set", "losses=[quadratic_u_given_v]", "--set", "replicates=1",
-           "--set", "min_steps=40", "--set", "train.lr=0.1"]
+    one = [
+        "--set",
+        "sample_sizes=[1024]",
+        "--set",
+        "losses=[quadratic_u_given_v]",
+        "--set",
+        "replicates=1",
+        "--set",
+        "min_steps=40",
+        "--set",
+        "train.lr=0.1",
+    ]
     shards = _run(tmp_path / "shards", *one, "--set", "stream.kind=shards")
     memory = _run(tmp_path / "memory", *one, "--set", "stream.kind=memory")
     (folder,) = (tmp_path / "shards" / "shards").iterdir()
@@ -80,8 +99,13 @@ def test_shard_set_is_written_once_and_checked(tmp_path):
 
 @pytest.mark.parametrize(
     "override, match",
-    [("n_e=2", "n_e=2"), ("sample_sizes=[100]", "sample_sizes"), ("replicates=0", "replicates=0"),
-     ("stream.n_shards=0", "stream.n_shards=0"), ("losses=[clip]", "losses")],
+    [
+        ("n_e=2", "n_e=2"),
+        ("sample_sizes=[100]", "sample_sizes"),
+        ("replicates=0", "replicates=0"),
+        ("stream.n_shards=0", "stream.n_shards=0"),
+        ("losses=[clip]", "losses"),
+    ],
 )
 def test_bad_config_is_refused_with_its_name(tmp_path, capsys, override, match):
     assert cli.main(["run", "gaussian-train", "--out", str(tmp_path / "r"), "--set", override]) == 2
@@ -96,9 +120,21 @@ def test_log_log_slope():
 @pytest.mark.slow
 def test_trained_encoders_approach_the_closed_forms_as_n_grows(tmp_path):
     metrics = _run(
-        tmp_path / "slow", "--set", "sample_sizes=[1000, 4000, 16000, 64000]", "--set", "replicates=4",
-        "--set", "reference_draws=100", "--set", "min_steps=400", "--set", "batch_size=256",
-        "--set", "train.epochs=8", "--set", "train.lr=0.02",
+        tmp_path / "slow",
+        "--set",
+        "sample_sizes=[1000, 4000, 16000, 64000]",
+        "--set",
+        "replicates=4",
+        "--set",
+        "reference_draws=100",
+        "--set",
+        "min_steps=400",
+        "--set",
+        "batch_size=256",
+        "--set",
+        "train.epochs=8",
+        "--set",
+        "train.lr=0.02",
     )
     for loss in ("conditional", "joint", "quadratic_u_given_v"):
         mine = {s["N"]: s for s in metrics["summary"] if s["loss"] == loss}
@@ -114,9 +150,19 @@ def test_new_losses_train_towards_their_theory_optima(tmp_path):
     # within 10 % of its population optimum, against 100 % for A = 0 (measured 3.3 %, 2.3 %, 0.5 %,
     # 3.1 % for the four losses, the sampling error of the empirical optimum being 0.6-3 % at this N).
     metrics = _run(
-        tmp_path / "new", "--set", "losses=[quadratic_conditional, quadratic_joint, mmd_conditional, mmd_joint]",
-        "--set", "sample_sizes=[2048]", "--set", "replicates=1", "--set", "reference_draws=5",
-        "--set", "min_steps=300", "--set", "train.lr=0.03",
+        tmp_path / "new",
+        "--set",
+        "losses=[quadratic_conditional, quadratic_joint, mmd_conditional, mmd_joint]",
+        "--set",
+        "sample_sizes=[2048]",
+        "--set",
+        "replicates=1",
+        "--set",
+        "reference_draws=5",
+        "--set",
+        "min_steps=300",
+        "--set",
+        "train.lr=0.03",
     )
     for entry in metrics["summary"]:
         assert entry["A_trained_vs_population"] < 0.1, entry["loss"]

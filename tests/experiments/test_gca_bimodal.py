@@ -7,8 +7,10 @@ import pytest
 from clipmath.experiments import cli, registry
 from clipmath.experiments.gca_bimodal import GcaBimodalConfig, headline_metrics, sub_config
 
-TINY = ['overrides={mnist-labels: [data.n_train=300, data.n_test=200, train.epochs=1, "finetune.sizes=[20]", '
-        'finetune.holdout=100], image-text: [data.limit=60, data.n_test=40, train.epochs=1, batch_size=32]}']
+TINY = [
+    'overrides={mnist-labels: [data.n_train=300, data.n_test=200, train.epochs=1, "finetune.sizes=[20]", '
+    "finetune.holdout=100], image-text: [data.limit=60, data.n_test=40, train.epochs=1, batch_size=32]}"
+]
 
 
 def test_a_sub_run_is_the_quick_preset_with_the_overrides_and_the_loss():
@@ -21,28 +23,52 @@ def test_a_sub_run_is_the_quick_preset_with_the_overrides_and_the_loss():
 def test_the_headline_readers():
     mnist = {"runs": {"clip": {"accuracy": 0.9, "ece": 0.02, "mean_distinct": 3.0}}}
     assert headline_metrics("mnist-labels", mnist) == {"classifier accuracy": 0.9, "ECE": 0.02}
-    text = {"retrieval": {"twemoji": {"text_to_image_R@5": 0.3, "image_to_text_R@5": 0.4, "n": 10}},
-            "zero_shot": {"twemoji": {"acc1": 0.5, "n": 10}}}
+    text = {
+        "retrieval": {"twemoji": {"text_to_image_R@5": 0.3, "image_to_text_R@5": 0.4, "n": 10}},
+        "zero_shot": {"twemoji": {"acc1": 0.5, "n": 10}},
+    }
     assert headline_metrics("image-text", text) == {
-        "twemoji text→image R@5": 0.3, "twemoji image→text R@5": 0.4, "twemoji zero-shot acc1": 0.5}
-    ocean = {"recall": {"test_pool_u_to_v@1": 0.1, "test_pool_u_to_v@5": 0.3, "test_pool_v_to_u@1": 0.2,
-                        "test_pool_v_to_u@5": 0.4, "train_pool_u_to_v@1": 0.9}}
-    assert headline_metrics("ocean", ocean) == {"test R@1 u→v": 0.1, "test R@5 u→v": 0.3, "test R@1 v→u": 0.2,
-                                                "test R@5 v→u": 0.4}
+        "twemoji text→image R@5": 0.3,
+        "twemoji image→text R@5": 0.4,
+        "twemoji zero-shot acc1": 0.5,
+    }
+    ocean = {
+        "recall": {
+            "test_pool_u_to_v@1": 0.1,
+            "test_pool_u_to_v@5": 0.3,
+            "test_pool_v_to_u@1": 0.2,
+            "test_pool_v_to_u@5": 0.4,
+            "train_pool_u_to_v@1": 0.9,
+        }
+    }
+    assert headline_metrics("ocean", ocean) == {
+        "test R@1 u→v": 0.1,
+        "test R@5 u→v": 0.3,
+        "test R@1 v→u": 0.2,
+        "test R@5 v→u": 0.4,
+    }
     # Any other experiment: the accuracy / recall / ECE numbers of its metrics, by path.
-    other = {"summary": {"test_accuracy": 0.7, "steps": 10, "retrieval": {"R@1": 0.2}, "ece": float("nan")},
-             "runs": [{"mean_rank": 3.0, "recall": 0.5}]}
-    assert headline_metrics("another", other) == {"summary.test_accuracy": 0.7, "summary.retrieval.R@1": 0.2,
-                                                "runs[0].recall": 0.5}
+    other = {
+        "summary": {"test_accuracy": 0.7, "steps": 10, "retrieval": {"R@1": 0.2}, "ece": float("nan")},
+        "runs": [{"mean_rank": 3.0, "recall": 0.5}],
+    }
+    assert headline_metrics("another", other) == {
+        "summary.test_accuracy": 0.7,
+        "summary.retrieval.R@1": 0.2,
+        "runs[0].recall": 0.5,
+    }
 
 
-@pytest.mark.parametrize("override, named", [
-    ("losses=[clip, nope]", "'nope' unknown"),
-    ("experiments=[gca-bimodal]", "experiments"),
-    ("experiments=[pacs]", "'pacs' unknown"),
-    ("overrides={mnist-labels: [train.epochs=0]}", "train.epochs"),
-    ("overrides={image-text: [bogus=1]}", "bogus"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("losses=[clip, nope]", "'nope' unknown"),
+        ("experiments=[gca-bimodal]", "experiments"),
+        ("experiments=[pacs]", "'pacs' unknown"),
+        ("overrides={mnist-labels: [train.epochs=0]}", "train.epochs"),
+        ("overrides={image-text: [bogus=1]}", "bogus"),
+    ],
+)
 def test_bad_config_is_refused_before_the_run_directory_is_touched(tmp_path, capsys, override, named):
     out = tmp_path / "never"
     assert cli.main(["run", "gca-bimodal", "--out", str(out), "--set", override]) != 0
@@ -55,7 +81,8 @@ def test_an_experiment_not_committed_yet_is_named_not_run(tmp_path, monkeypatch)
     out = tmp_path / "run"
     assert cli.main(["run", "gca-bimodal", "--out", str(out), "--set", "experiments=[ocean]"]) == 0
     assert json.loads((out / "metrics.json").read_text())["not_run"] == {
-        "ocean": "not registered (its experiment is not committed yet)"}
+        "ocean": "not registered (its experiment is not committed yet)"
+    }
     assert "## ocean\n\nNot run" in (out / "report.md").read_text()
 
 
@@ -63,13 +90,24 @@ def test_an_experiment_not_committed_yet_is_named_not_run(tmp_path, monkeypatch)
 def test_quick_preset_through_the_cli_on_a_few_hundred_samples(tmp_path):
     pytest.importorskip("open_clip")
     out = tmp_path / "run"
-    args = ["run", "gca-bimodal", "--out", str(out), "--set", "losses=[clip, gca_ince, gca_uot]",
-            "--set", "experiments=[mnist-labels, image-text]", "--set", *TINY]
+    args = [
+        "run",
+        "gca-bimodal",
+        "--out",
+        str(out),
+        "--set",
+        "losses=[clip, gca_ince, gca_uot]",
+        "--set",
+        "experiments=[mnist-labels, image-text]",
+        "--set",
+        *TINY,
+    ]
     assert cli.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     table = metrics["table"]
-    assert set(table) == {"mnist-labels", "image-text"} and all(list(t) == ["clip", "gca_ince", "gca_uot"]
-                                                                  for t in table.values())
+    assert set(table) == {"mnist-labels", "image-text"} and all(
+        list(t) == ["clip", "gca_ince", "gca_uot"] for t in table.values()
+    )
     for values in table["mnist-labels"].values():
         assert 0 <= values["classifier accuracy"] <= 1 and 0 <= values["ECE"] <= 1
     for values in table["image-text"].values():

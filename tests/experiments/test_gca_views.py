@@ -17,12 +17,38 @@ from clipmath.multimodal import encoders, losses
 from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.trainer import TrainConfig, train
 
-TINY = ["--set", "data.n_train=320", "--set", "data.n_test=200", "--set", "train.epochs=1", "--set", "seeds=1",
-        "--set", "batch_size=64", "--set", "noise.rates=[0.0, 0.4]", "--set", "noise.pool=64",
-        "--set", "small_tau_losses=[gca_uot]", "--set", "probe.l2_grid=[0.01]"]
+TINY = [
+    "--set",
+    "data.n_train=320",
+    "--set",
+    "data.n_test=200",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "seeds=1",
+    "--set",
+    "batch_size=64",
+    "--set",
+    "noise.rates=[0.0, 0.4]",
+    "--set",
+    "noise.pool=64",
+    "--set",
+    "small_tau_losses=[gca_uot]",
+    "--set",
+    "probe.l2_grid=[0.01]",
+]
 #: Every random step off: a view is its image, exactly.
-IDENTITY = AugmentConfig(crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0], rotation=0.0, translate=0.0, shear=0.0,
-                         jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, erase_p=0.0)
+IDENTITY = AugmentConfig(
+    crop_scale=[1.0, 1.0],
+    crop_ratio=[1.0, 1.0],
+    rotation=0.0,
+    translate=0.0,
+    shear=0.0,
+    jitter_p=0.0,
+    grayscale_p=0.0,
+    blur_p=0.0,
+    erase_p=0.0,
+)
 
 
 def test_quick_preset_through_the_cli_on_a_few_hundred_digits(tmp_path):
@@ -67,25 +93,49 @@ def _cifar_folder(root, rng):
 
 def test_a_cifar_folder_trains_a_colour_resnet(tmp_path):
     root = _cifar_folder(tmp_path / "c", np.random.default_rng(0))
-    args = ["--set", f"data.source=cifar10:{root}", "--set", "losses=[gca_uot]", "--set", "small_tau_losses=[]",
-            "--set", "noise.rates=[0.2]", "--set", "noise.pool=10", "--set", "seeds=1", "--set", "batch_size=16",
-            "--set", "train.epochs=1", "--set", "augment.flip_p=0.5", "--set", "probe.l2_grid=[0.1]",
-            "--set", "probe.baselines=false",
-            "--set", "encoder.params={backbone: {name: small_resnet, n_e: 8, in_channels: 3, width: 4}, wide: 32, n_e: 16}"]
+    args = [
+        "--set",
+        f"data.source=cifar10:{root}",
+        "--set",
+        "losses=[gca_uot]",
+        "--set",
+        "small_tau_losses=[]",
+        "--set",
+        "noise.rates=[0.2]",
+        "--set",
+        "noise.pool=10",
+        "--set",
+        "seeds=1",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "augment.flip_p=0.5",
+        "--set",
+        "probe.l2_grid=[0.1]",
+        "--set",
+        "probe.baselines=false",
+        "--set",
+        "encoder.params={backbone: {name: small_resnet, n_e: 8, in_channels: 3, width: 4}, wide: 32, n_e: 16}",
+    ]
     assert cli.main(["run", "gca-views", "--out", str(tmp_path / "run"), *args]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_train"] == 60 and metrics["n_test"] == 20 and len(metrics["runs"]) == 1
     assert metrics["runs"][0]["steps"] == 60 // 16
 
 
-@pytest.mark.parametrize("override, named", [
-    ("losses=[ince, nope]", "'nope' unknown"),
-    ("noise.rates=[0.0, 1.0]", "noise.rates"),
-    ("params={gca_uot: {rho: 0.2, bogus: 1}}", "bogus"),
-    ("small_tau=0.5", "small_tau=0.5"),
-    ("augment.crop_scale=[0.9, 0.5]", "augment.crop_scale"),
-    ("data.source=svhn:/x", "data.source='svhn:/x'"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("losses=[ince, nope]", "'nope' unknown"),
+        ("noise.rates=[0.0, 1.0]", "noise.rates"),
+        ("params={gca_uot: {rho: 0.2, bogus: 1}}", "bogus"),
+        ("small_tau=0.5", "small_tau=0.5"),
+        ("augment.crop_scale=[0.9, 0.5]", "augment.crop_scale"),
+        ("data.source=svhn:/x", "data.source='svhn:/x'"),
+    ],
+)
 def test_bad_config_is_refused_before_the_run_directory_is_touched(tmp_path, capsys, override, named):
     out = tmp_path / "never"
     assert cli.main(["run", "gca-views", "--out", str(out), "--set", override]) != 0
@@ -119,8 +169,9 @@ def _transform(digits, rate, augment=None, kind="replace"):
 
 
 def _stream(shards, transform, workers, **kwargs):
-    return ShardStream(shards, batch_size=8, seed=4, fields={"image": "image"}, transform=transform,
-                       num_workers=workers, **kwargs)
+    return ShardStream(
+        shards, batch_size=8, seed=4, fields={"image": "image"}, transform=transform, num_workers=workers, **kwargs
+    )
 
 
 def _by_key(batches, name):
@@ -145,7 +196,7 @@ def test_resuming_mid_epoch_gives_the_same_views(shards, digits):
     full = list(stream.epoch(2))
     tail = list(stream.epoch(2, start_batch=3))
     assert len(tail) == len(full) - 3
-    for a, b in zip(full[3:], tail):
+    for a, b in zip(full[3:], tail, strict=False):
         assert a["key"] == b["key"] and all(torch.equal(a[n], b[n]) for n in ("u", "v", "noisy"))
     other = list(stream.epoch(3))
     first, later = _by_key(full, "u"), _by_key(other, "u")
@@ -190,7 +241,7 @@ def test_training_resumed_from_a_checkpoint_is_bitwise_identical(shards, digits,
     resumed = train(resumed_model, loss, _stream(shards, transform, 0), config, cut)  # and another worker count
     assert resumed.resumed_at == 8 and resumed.steps == full.steps == 14
     assert resumed.epoch_losses == full.epoch_losses
-    assert all(torch.equal(p, q) for p, q in zip(full_model.parameters(), resumed_model.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(full_model.parameters(), resumed_model.parameters(), strict=False))
 
 
 def test_noisy_flag_rate_is_p_and_a_noisy_view_is_another_pool_image(digits):
@@ -211,8 +262,10 @@ def test_noisy_flag_rate_is_p_and_a_noisy_view_is_another_pool_image(digits):
         assert any(torch.equal(other, picture) for j, picture in pool.items() if j != index)
     assert abs(noisy / n - 0.3) < 4 * math.sqrt(0.21 / n)
     clean = _transform(digits, 0.0)
-    assert not any(clean({"image": torch.from_numpy(images[0]), "key": "img-0000000"},
-                         torch.Generator().manual_seed(s))["noisy"] for s in range(200))
+    assert not any(
+        clean({"image": torch.from_numpy(images[0]), "key": "img-0000000"}, torch.Generator().manual_seed(s))["noisy"]
+        for s in range(200)
+    )
 
 
 def test_a_corrupted_view_keeps_little_of_the_image(digits):
@@ -248,16 +301,33 @@ def test_the_warp_is_torchvision_crop_then_affine():
     box, angle, shift, shear = (4, 6, 14, 16), 15.0, (2, -1), 8.0
     ours = _warp(x, box, True, angle, (float(shift[0]), float(shift[1])), shear)
     crop = functional.resized_crop(x, *box, [28, 28], antialias=False).flip(-1)
-    theirs = functional.affine(crop, angle=angle, translate=list(shift), scale=1.0, shear=[shear, 0.0],
-                               interpolation=functional.InterpolationMode.BILINEAR)
+    theirs = functional.affine(
+        crop,
+        angle=angle,
+        translate=list(shift),
+        scale=1.0,
+        shear=[shear, 0.0],
+        interpolation=functional.InterpolationMode.BILINEAR,
+    )
     # Away from the border, where torchvision pads the crop by replication and the warp reads the image.
     assert torch.allclose(ours[:, 7:-7, 7:-7], theirs[:, 7:-7, 7:-7], atol=1e-5)
     noise = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(1))
     for step, reference in (
-        (_warp(noise, box, False, 0.0, (0.0, 0.0), 0.0), functional.resized_crop(noise, *box, [28, 28], antialias=False)),
-        (_warp(noise, (0, 0, 28, 28), False, angle, (2.0, -1.0), shear),
-         functional.affine(noise, angle=angle, translate=[2, -1], scale=1.0, shear=[shear, 0.0],
-                           interpolation=functional.InterpolationMode.BILINEAR)),
+        (
+            _warp(noise, box, False, 0.0, (0.0, 0.0), 0.0),
+            functional.resized_crop(noise, *box, [28, 28], antialias=False),
+        ),
+        (
+            _warp(noise, (0, 0, 28, 28), False, angle, (2.0, -1.0), shear),
+            functional.affine(
+                noise,
+                angle=angle,
+                translate=[2, -1],
+                scale=1.0,
+                shear=[shear, 0.0],
+                interpolation=functional.InterpolationMode.BILINEAR,
+            ),
+        ),
     ):
         assert torch.allclose(step[:, 6:-6, 6:-6], reference[:, 6:-6, 6:-6], atol=1e-5)
     identity = _warp(x, (0, 0, 28, 28), False, 0.0, (0.0, 0.0), 0.0)

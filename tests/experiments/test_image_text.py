@@ -22,8 +22,16 @@ from clipmath.multimodal.inference import recall_at_k
 
 pytest.importorskip("open_clip")
 
-SMALL = ["--set", "batch_size=32", "--set", "train.epochs=2", "--set", "train.warmup_steps=0",
-         "--set", "figure_images=4"]
+SMALL = [
+    "--set",
+    "batch_size=32",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.warmup_steps=0",
+    "--set",
+    "figure_images=4",
+]
 RECALLS = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)]
 RANKS = [f"{d}_{r}" for d in ("image_to_text", "text_to_image") for r in ("mean_rank", "median_rank")]
 
@@ -52,7 +60,11 @@ def test_quick_preset_on_64_real_emoji(tmp_path):
     for z in metrics["zero_shot"].values():
         assert len(z["classes"]) == 9 and 0 <= z["acc1"] <= z["acc5"] <= 1 and z["n"] <= 32
     assert set(metrics["cross_style_image_to_image"]) == {
-        "twemoji_to_openmoji_R@1", "twemoji_to_openmoji_R@5", "openmoji_to_twemoji_R@1", "openmoji_to_twemoji_R@5"}
+        "twemoji_to_openmoji_R@1",
+        "twemoji_to_openmoji_R@5",
+        "openmoji_to_twemoji_R@1",
+        "openmoji_to_twemoji_R@5",
+    }
     assert all(len(rows) == 4 and all(len(row) == 3 for row in rows) for rows in metrics["top3"].values())
     report = (out / "report.md").read_text()
     assert report.startswith("# image-text") and "text_to_image_R@5" in report and "Zero-shot" in report
@@ -111,8 +123,11 @@ def test_random_affine_views_are_seeded_and_keep_the_background():
     assert torch.equal(views[0], views[1]) and not torch.equal(views[0], views[2])
     assert views[0].dtype == torch.uint8 and views[0].shape == image.shape
     for background in (0, 255):  # digits are white on black, emoji drawn on white
-        shrunk = random_affine(_disc(background), AugmentConfig(enabled=True, zoom=[0.5, 0.5], rotation=30.0,
-                                                                translate=0.0), torch.Generator().manual_seed(3))
+        shrunk = random_affine(
+            _disc(background),
+            AugmentConfig(enabled=True, zoom=[0.5, 0.5], rotation=30.0, translate=0.0),
+            torch.Generator().manual_seed(3),
+        )
         corners = shrunk[:, [0, 0, -1, -1], [0, -1, 0, -1]]
         assert torch.all(corners == background)
         disc = (shrunk != background).any(0).sum().item()
@@ -138,8 +153,11 @@ def _img2dataset(root, layout: str, n: int = 48) -> None:
         Image.fromarray(pixels).save(buffer, format="JPEG")
         key = f"{i:09d}"
         meta = {"url": f"http://example.invalid/{key}.jpg", "width": 48, "height": 40, "key": key}
-        members += [(f"{key}.jpg", buffer.getvalue()), (f"{key}.txt", f"a {name} {shape}".encode()),
-                    (f"{key}.json", json.dumps(meta).encode())]
+        members += [
+            (f"{key}.jpg", buffer.getvalue()),
+            (f"{key}.txt", f"a {name} {shape}".encode()),
+            (f"{key}.json", json.dumps(meta).encode()),
+        ]
     root.mkdir()
     if layout == "files":
         for name, data in members:
@@ -160,8 +178,18 @@ def _img2dataset(root, layout: str, n: int = 48) -> None:
 def test_an_img2dataset_folder_trains(tmp_path, layout):
     _img2dataset(tmp_path / "data", layout)
     out = tmp_path / "run"
-    args = ["--set", f"data.source=folder:{tmp_path / 'data'}", "--set", "data.test_fraction=0.25",
-            "--set", "batch_size=8", "--set", "train.epochs=2", "--set", "train.warmup_steps=0"]
+    args = [
+        "--set",
+        f"data.source=folder:{tmp_path / 'data'}",
+        "--set",
+        "data.test_fraction=0.25",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.warmup_steps=0",
+    ]
     assert cli.main(["run", "image-text", "--out", str(out), *args]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     n_test = metrics["n_test"]["folder"]
@@ -174,32 +202,47 @@ def test_an_img2dataset_folder_trains(tmp_path, layout):
 def test_siglip_preset_trains_its_bias(tmp_path):
     _img2dataset(tmp_path / "data", "files", n=32)
     out = tmp_path / "siglip"
-    args = ["--preset", "siglip", "--set", f"data.source=folder:{tmp_path / 'data'}", "--set", "batch_size=8",
-            "--set", "train.epochs=1", "--set", "train.warmup_steps=0", "--set", "figure_images=0"]
+    args = [
+        "--preset",
+        "siglip",
+        "--set",
+        f"data.source=folder:{tmp_path / 'data'}",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "figure_images=0",
+    ]
     assert cli.main(["run", "image-text", "--out", str(out), *args]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loss"]["name"] == "siglip" and metrics["bias"] is not None and metrics["bias"] != -10.0
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.source=imagenet", "data.source='imagenet'"),
-    ("data.source=folder:/no/such/folder", "neither a folder"),
-    ("data.train_styles=[noto]", "data.train_styles"),
-    ("data.eval_styles=[]", "data.eval_styles"),
-    ("freeze=[u, v]", "freeze="),
-    ("freeze=[w]", "freeze="),
-    ("loss.name=nope", "loss.name='nope'"),
-    ("loss.metric=l1", "loss.metric='l1'"),
-    ("g_v.params.n_e=32", "n_e"),
-    ("tau=0.001", "tau=0.001"),
-    ("batch_size=1", "batch_size=1"),
-    ("data.test_fraction=1.5", "data.test_fraction"),
-    ("zero_shot_templates=[an emoji]", "zero_shot_templates"),
-    ("augment.zoom=[1.2, 0.8]", "augment.zoom"),
-    ("augment.rotation=-5", "augment.rotation"),
-    ("augment.translate=1.0", "augment.translate"),
-    ("train.micro_batches=0", "train.micro_batches=0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.source=imagenet", "data.source='imagenet'"),
+        ("data.source=folder:/no/such/folder", "neither a folder"),
+        ("data.train_styles=[noto]", "data.train_styles"),
+        ("data.eval_styles=[]", "data.eval_styles"),
+        ("freeze=[u, v]", "freeze="),
+        ("freeze=[w]", "freeze="),
+        ("loss.name=nope", "loss.name='nope'"),
+        ("loss.metric=l1", "loss.metric='l1'"),
+        ("g_v.params.n_e=32", "n_e"),
+        ("tau=0.001", "tau=0.001"),
+        ("batch_size=1", "batch_size=1"),
+        ("data.test_fraction=1.5", "data.test_fraction"),
+        ("zero_shot_templates=[an emoji]", "zero_shot_templates"),
+        ("augment.zoom=[1.2, 0.8]", "augment.zoom"),
+        ("augment.rotation=-5", "augment.rotation"),
+        ("augment.translate=1.0", "augment.translate"),
+        ("train.micro_batches=0", "train.micro_batches=0"),
+    ],
+)
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, capsys, override, message):
     out = tmp_path / "bad"
     assert cli.main(["run", "image-text", "--out", str(out), "--set", override]) != 0
@@ -247,9 +290,16 @@ def test_loss_metric_sweep_tabulates_finished_runs_without_rerunning_them(tmp_pa
         run = tmp_path / f"{loss}-{metric}"
         run.mkdir()
         retrieval = {c: k / 10 for c in sweep.COLUMNS}
-        (run / "metrics.json").write_text(json.dumps({
-            "evaluated_on": "validation", "timings": {"train_seconds": 60.0 + k},
-            "retrieval": {"twemoji": retrieval}, "zero_shot": {"twemoji": {"acc1": 0.5}}}))
+        (run / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "evaluated_on": "validation",
+                    "timings": {"train_seconds": 60.0 + k},
+                    "retrieval": {"twemoji": retrieval},
+                    "zero_shot": {"twemoji": {"acc1": 0.5}},
+                }
+            )
+        )
     table = sweep.run_sweep(tmp_path, ["data.validation=true"])  # every run is finished: nothing trains
     assert list(table) == [f"{name}-{m}" for name in sweep.LOSSES for m in sweep.METRICS]
     assert table["gca_uot-neg_sq_l2"]["twemoji"]["text_to_image_R@5"] == pytest.approx(0.5)

@@ -11,19 +11,34 @@ from clipmath.experiments.ocean import KS, pooled_recall
 from clipmath.multimodal.inference import recall_at_k
 
 SMALL = [
-    "--set", "data.n_train=384",
-    "--set", "data.n_test=256",
-    "--set", "eval.n_train_eval=256",
-    "--set", "generation.queries=32",
-    "--set", "generation.grid=16",
-    "--set", "train.epochs=2",
-    "--set", "train.eval_every=3",
-    "--set", "train.warmup_steps=0",
-    "--set", "train.checkpoint_every=0",
-    "--set", 'g_v.params={"d_model": 16, "n_blocks": 1, "n_heads": 2}',
+    "--set",
+    "data.n_train=384",
+    "--set",
+    "data.n_test=256",
+    "--set",
+    "eval.n_train_eval=256",
+    "--set",
+    "generation.queries=32",
+    "--set",
+    "generation.grid=16",
+    "--set",
+    "train.epochs=2",
+    "--set",
+    "train.eval_every=3",
+    "--set",
+    "train.warmup_steps=0",
+    "--set",
+    "train.checkpoint_every=0",
+    "--set",
+    'g_v.params={"d_model": 16, "n_blocks": 1, "n_heads": 2}',
 ]
-RECALL_KEYS = {f"{split}_{pool}_{d}@{k}" for split in ("train", "test") for pool in ("pool", "all")
-               for d in ("u_to_v", "v_to_u") for k in KS}
+RECALL_KEYS = {
+    f"{split}_{pool}_{d}@{k}"
+    for split in ("train", "test")
+    for pool in ("pool", "all")
+    for d in ("u_to_v", "v_to_u")
+    for k in KS
+}
 
 
 def _check_run(out, n_train, n_test, tokens):
@@ -71,26 +86,39 @@ def test_med_preset_on_a_few_hundred_pairs(tmp_path):
 @pytest.mark.slow
 def test_another_registry_loss_and_a_learned_g_u_train_by_config(tmp_path):
     out = tmp_path / "siglip"
-    args = ["--set", "loss.name=siglip", "--set", "g_u.name=mlp", "--set", "g_u.params={}", "--set", "n_e=32",
-            "--set", "data.drifters.n_points=20"]
+    args = [
+        "--set",
+        "loss.name=siglip",
+        "--set",
+        "g_u.name=mlp",
+        "--set",
+        "g_u.params={}",
+        "--set",
+        "n_e=32",
+        "--set",
+        "data.drifters.n_points=20",
+    ]
     assert cli.main(["run", "ocean", "--out", str(out), *SMALL, *args]) == 0
     config = (out / "config.yaml").read_text()
     assert "siglip" in config and "mlp" in config
     _check_run(out, 384, 256, 20)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.source=atlantic", "data.source='atlantic'"),
-    ("loss.name=nope", "loss.name='nope'"),
-    ("loss.metric=l1", "loss.metric='l1'"),
-    ("g_v.name=nope", "g_v.name='nope'"),
-    ("data.n_test=100", "data.n_test=100"),
-    ("eval.pool_size=4", "eval.pool_size=4"),
-    ("eval.n_train_eval=9000", "eval.n_train_eval=9000"),
-    ("generation.queries=0", "generation.queries=0"),
-    ("data.drifters.dt=0.003", "DrifterConfig.dt"),
-    ("data.sea.t_final=2.5", "RealSeaConfig.t_final"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.source=atlantic", "data.source='atlantic'"),
+        ("loss.name=nope", "loss.name='nope'"),
+        ("loss.metric=l1", "loss.metric='l1'"),
+        ("g_v.name=nope", "g_v.name='nope'"),
+        ("data.n_test=100", "data.n_test=100"),
+        ("eval.pool_size=4", "eval.pool_size=4"),
+        ("eval.n_train_eval=9000", "eval.n_train_eval=9000"),
+        ("generation.queries=0", "generation.queries=0"),
+        ("data.drifters.dt=0.003", "DrifterConfig.dt"),
+        ("data.sea.t_final=2.5", "RealSeaConfig.t_final"),
+    ],
+)
 def test_bad_config_is_refused_with_one_line_before_anything_is_written(tmp_path, capsys, override, message):
     out = tmp_path / "bad"
     assert cli.main(["run", "ocean", "--out", str(out), "--set", override]) != 0
@@ -107,7 +135,7 @@ def test_pooled_recall_averages_disjoint_pools():
     assert set(pooled_recall(z_u, z_u, 128, 0, "cosine").values()) == {1.0}
     # Two pools of 128 from a seeded permutation (44 pairs left out): the mean of their recalls.
     order = torch.randperm(300, generator=torch.Generator().manual_seed(5))
-    pools = [recall_at_k(z_u[order[i * 128:(i + 1) * 128]], z_v[order[i * 128:(i + 1) * 128]], KS) for i in (0, 1)]
+    pools = [recall_at_k(z_u[order[i * 128 : (i + 1) * 128]], z_v[order[i * 128 : (i + 1) * 128]], KS) for i in (0, 1)]
     got = pooled_recall(z_u, z_v, 128, 5, "cosine")
     for key in got:
         assert got[key] == pytest.approx(np.mean([p[key] for p in pools]), abs=1e-15)

@@ -89,12 +89,15 @@ def test_bad_dimensions_are_named(tmp_path, capsys):
     assert "dims" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("override,named", [
-    ("quadratic_max_dim=1", "quadratic_max_dim"),
-    ("quadratic_random=-1", "quadratic_random"),
-    ("mmd_bandwidths=[0.0]", "mmd_bandwidths"),
-    ("mmd_bandwidths=[]", "mmd_bandwidths"),
-])
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("quadratic_max_dim=1", "quadratic_max_dim"),
+        ("quadratic_random=-1", "quadratic_random"),
+        ("mmd_bandwidths=[0.0]", "mmd_bandwidths"),
+        ("mmd_bandwidths=[]", "mmd_bandwidths"),
+    ],
+)
 def test_bad_quadratic_settings_are_named(tmp_path, capsys, override, named):
     assert main(["run", "theory-check", "--set", override, "--out", str(tmp_path / "r")]) == 2
     assert named in capsys.readouterr().err

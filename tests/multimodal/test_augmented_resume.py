@@ -43,8 +43,11 @@ def shards(tmp_path_factory):
     from PIL import Image
 
     samples = (
-        {"__key__": f"d{i:04d}", "image": Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)),
-         "label": int(i % 10)}
+        {
+            "__key__": f"d{i:04d}",
+            "image": Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)),
+            "label": int(i % 10),
+        }
         for i in range(96)
     )
     write_shards(samples, folder, max_count=24)
@@ -53,13 +56,19 @@ def shards(tmp_path_factory):
 
 def _model(seed):
     torch.manual_seed(seed)
-    return BimodalModel(encoders.build("lenet", n_e=10), encoders.build("fixed", kind="one_hot", n_classes=10),
-                        metric="inner", tau=1.0, learn_tau=False)
+    return BimodalModel(
+        encoders.build("lenet", n_e=10),
+        encoders.build("fixed", kind="one_hot", n_classes=10),
+        metric="inner",
+        tau=1.0,
+        learn_tau=False,
+    )
 
 
 def _stream(shards, workers):
-    return ShardStream(shards, batch_size=16, seed=5, fields=("image", "label"), transform=shifted_view,
-                       num_workers=workers)
+    return ShardStream(
+        shards, batch_size=16, seed=5, fields=("image", "label"), transform=shifted_view, num_workers=workers
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -78,7 +87,7 @@ def test_resume_with_augmentation_is_bitwise_identical(shards, tmp_path, workers
 
     assert resumed.resumed_at == 6 and resumed.steps == full.steps == 12
     assert resumed.epoch_losses == full.epoch_losses
-    for p, q in zip(full_model.parameters(), resumed_model.parameters()):
+    for p, q in zip(full_model.parameters(), resumed_model.parameters(), strict=False):
         assert torch.equal(p, q)
 
 

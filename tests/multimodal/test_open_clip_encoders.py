@@ -108,7 +108,9 @@ def test_logit_scale_adapter():
     reference = _open_clip_model(tau=0.05)
     # A model or state dict stores log(1/tau) already: returned as it is.
     torch.testing.assert_close(clipmath_logit_scale(reference), reference.logit_scale.detach())
-    torch.testing.assert_close(clipmath_logit_scale(reference.state_dict()), torch.tensor(math.log(20.0), dtype=torch.float64))
+    torch.testing.assert_close(
+        clipmath_logit_scale(reference.state_dict()), torch.tensor(math.log(20.0), dtype=torch.float64)
+    )
     for bad in (0.0, -1.0, math.inf, math.nan, torch.ones(2), "1"):
         with pytest.raises(ValueError, match="open_clip_scale"):
             clipmath_logit_scale(bad)
@@ -157,7 +159,9 @@ def test_named_architecture_from_scratch():
         expected = {k: v.shape for k, v in tower_state(reference.state_dict(), tower).items()}
         assert {k: v.shape for k, v in getattr(encoder, tower).state_dict().items()} == expected
     # Explicit values override the named config; the config rebuilds the same architecture.
-    small = encoders.build("open_clip_vision", model_name="ViT-B-32", layers=1, width=64, heads=2, image_size=32, n_e=16)
+    small = encoders.build(
+        "open_clip_vision", model_name="ViT-B-32", layers=1, width=64, heads=2, image_size=32, n_e=16
+    )
     rebuilt = encoders.build(**small.config)
     rebuilt.load_state_dict(small.state_dict())
     assert small(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, 16)

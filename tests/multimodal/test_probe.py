@@ -90,7 +90,9 @@ def test_alignment_and_uniformity_against_their_definitions():
     assert alignment(z, 3.0 * z) == pytest.approx(0.0, abs=1e-12)
     assert alignment(z, -z) == pytest.approx(4.0)
     w = torch.randn(12, 5, generator=g)
-    naive = sum(float((a / a.norm() - b / b.norm()).norm()) ** 3 for a, b in zip(z.double(), w.double())) / 12
+    naive = (
+        sum(float((a / a.norm() - b / b.norm()).norm()) ** 3 for a, b in zip(z.double(), w.double(), strict=False)) / 12
+    )
     assert alignment(z, w, alpha=3) == pytest.approx(naive, rel=1e-12)
     assert uniformity(z, t=1.5) == pytest.approx(naive_uniformity(z, 1.5), rel=1e-12)
     assert uniformity(torch.ones(4, 3)) == pytest.approx(0.0, abs=1e-12)

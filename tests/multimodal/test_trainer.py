@@ -18,7 +18,6 @@ from clipmath.multimodal.trainer import TensorStream, TrainConfig, lr_factor, tr
 N_U, N_V, N_E = 3, 2, 2
 
 
-
 @pytest.fixture
 def data():
     gen = torch.Generator().manual_seed(0)
@@ -71,11 +70,29 @@ class _StopAfter:
 
 @pytest.mark.parametrize(
     "field, value",
-    [("epochs", 0), ("optimizer", "lbfgs"), ("lr", 0.0), ("weight_decay", -1.0), ("momentum", 1.0),
-     ("schedule", "step"), ("warmup_steps", -1), ("grad_clip", 0.0), ("device", "tpu"),
-     ("checkpoint_every", -1), ("eval_every", -2), ("log_every", 0), ("seed", -1), ("threads", 0),
-     ("max_skipped_fraction", -0.1), ("max_skipped_fraction", 1.5), ("max_skipped_fraction", "0.1"),
-     ("micro_batches", 0), ("micro_batches", 2.0), ("micro_batches", True), ("precision", "fp16")],
+    [
+        ("epochs", 0),
+        ("optimizer", "lbfgs"),
+        ("lr", 0.0),
+        ("weight_decay", -1.0),
+        ("momentum", 1.0),
+        ("schedule", "step"),
+        ("warmup_steps", -1),
+        ("grad_clip", 0.0),
+        ("device", "tpu"),
+        ("checkpoint_every", -1),
+        ("eval_every", -2),
+        ("log_every", 0),
+        ("seed", -1),
+        ("threads", 0),
+        ("max_skipped_fraction", -0.1),
+        ("max_skipped_fraction", 1.5),
+        ("max_skipped_fraction", "0.1"),
+        ("micro_batches", 0),
+        ("micro_batches", 2.0),
+        ("micro_batches", True),
+        ("precision", "fp16"),
+    ],
 )
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"train.{field}="):
@@ -98,7 +115,7 @@ def test_tensor_stream_ranks_split_the_global_batch(data):
     whole = TensorStream(u, v, batch_size=40, seed=3)
     ranks = [TensorStream(u, v, batch_size=40, seed=3, rank=r, world_size=2) for r in range(2)]
     assert whole.batches_per_epoch == ranks[0].batches_per_epoch == 6
-    for batch, part0, part1 in zip(whole.epoch(2), ranks[0].epoch(2), ranks[1].epoch(2)):
+    for batch, part0, part1 in zip(whole.epoch(2), ranks[0].epoch(2), ranks[1].epoch(2), strict=False):
         assert torch.equal(batch["u"], torch.cat([part0["u"], part1["u"]]))
         assert torch.equal(batch["v"], torch.cat([part0["v"], part1["v"]]))
 
@@ -116,8 +133,11 @@ def test_tensor_stream_order_depends_on_seed_epoch_and_start(data):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(batch_size=0), "batch_size=0"), (dict(batch_size=41, world_size=2), "batch_size=41"),
-     (dict(batch_size=40, rank=2, world_size=2), "rank=2")],
+    [
+        (dict(batch_size=0), "batch_size=0"),
+        (dict(batch_size=41, world_size=2), "batch_size=41"),
+        (dict(batch_size=40, rank=2, world_size=2), "rank=2"),
+    ],
 )
 def test_tensor_stream_rejects_bad_arguments(data, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -147,7 +167,7 @@ def test_train_equals_a_hand_written_loop(data):
             scheduler.step()
             reference.clamp_logit_scale_()
             losses_seen.append(loss.item())
-    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=False):
         assert torch.equal(p, q), name
     assert result.steps == total
     assert result.last_loss == losses_seen[-1]
@@ -195,7 +215,7 @@ def test_resume_after_interruption_is_bitwise_identical(data, tmp_path, stop_aft
     resumed = train(resumed_model, _loss(), TensorStream(u, v, batch_size=40), config, run_dir)
 
     assert resumed.resumed_at == 6 * (stop_after // 6)
-    for p, q in zip(full_model.parameters(), resumed_model.parameters()):
+    for p, q in zip(full_model.parameters(), resumed_model.parameters(), strict=False):
         assert torch.equal(p, q)
     assert (resumed.last_loss, resumed.epoch_losses) == (full.last_loss, full.epoch_losses)
     strip = lambda rs: [{k: r[k] for k in ("step", "epoch", "loss", "lr", "logit_scale")} for r in rs]
@@ -213,8 +233,12 @@ def test_resuming_a_finished_run_loads_it_without_training(data, tmp_path):
     second = train(again, _loss(), TensorStream(*data, batch_size=40), config, run_dir, evaluate=lambda m: {"x": 2.0})
     assert open(run_dir.file("metrics.jsonl")).read() == lines
     assert (second.steps, second.last_loss, second.epoch_losses, second.evaluation) == (
-        first.steps, first.last_loss, first.epoch_losses, {"x": 1.0})
-    for p, q in zip(trained.parameters(), again.parameters()):
+        first.steps,
+        first.last_loss,
+        first.epoch_losses,
+        {"x": 1.0},
+    )
+    for p, q in zip(trained.parameters(), again.parameters(), strict=False):
         assert torch.equal(p, q)
 
 
@@ -236,7 +260,7 @@ def test_grad_clip_bounds_the_sgd_step(data):
         model = _model()
         stream = TensorStream(u, v, batch_size=240)
         train(model, _loss(), stream, TrainConfig(epochs=1, optimizer="sgd", lr=1.0, grad_clip=clip, device="cpu"))
-        return math.sqrt(sum(((p - q) ** 2).sum().item() for p, q in zip(model.parameters(), before)))
+        return math.sqrt(sum(((p - q) ** 2).sum().item() for p, q in zip(model.parameters(), before, strict=False)))
 
     assert step_norm(None) > 0.1
     assert step_norm(1e-3) == pytest.approx(1e-3, rel=1e-5)  # float32 round-off of the clip factor
@@ -306,8 +330,11 @@ def test_a_run_that_skips_more_than_max_skipped_fraction_fails_naming_the_shards
 def _shards(path, n=60, count=10):
     gen = np.random.default_rng(0)
     samples = [
-        {"__key__": f"s{i:03d}", "u": gen.standard_normal(N_U).astype(np.float32),
-         "v": gen.standard_normal(N_V).astype(np.float32)}
+        {
+            "__key__": f"s{i:03d}",
+            "u": gen.standard_normal(N_U).astype(np.float32),
+            "v": gen.standard_normal(N_V).astype(np.float32),
+        }
         for i in range(n)
     ]
     write_shards(samples, path, max_count=count)
@@ -355,7 +382,8 @@ def test_skip_counts_survive_a_resume_and_reach_metrics_and_report(tmp_path, sto
         d.write_metrics({"x": 1})
         d.write_text("report.md", "# report\n")
     assert json.loads(run_dir.file("metrics.json").read_text())["skipped_samples"] == {
-        "total": 3, "by_run": {"train": {names[2]: 3}}
+        "total": 3,
+        "by_run": {"train": {names[2]: 3}},
     }
     assert run_dir.file("metrics.json").read_text() == full_dir.file("metrics.json").read_text()
     report = run_dir.file("report.md").read_text()
@@ -392,8 +420,9 @@ def _class_stream(data, batch_size=40):
 
 
 #: SGD with momentum, clipping, warmup and cosine decay: every step the m = 1 path takes after the backward.
-MICRO_CONFIG = dict(epochs=2, optimizer="sgd", lr=0.05, momentum=0.9, grad_clip=1.0, schedule="cosine",
-                    warmup_steps=2, device="cpu")
+MICRO_CONFIG = dict(
+    epochs=2, optimizer="sgd", lr=0.05, momentum=0.9, grad_clip=1.0, schedule="cosine", warmup_steps=2, device="cpu"
+)
 #: Float32 parameters of size ~1 after 12 steps: the accumulated and the one-batch gradients sum the
 #: same terms in another order (relative round-off ~1e-7 each), and SGD passes differences on
 #: unamplified (momentum 0.9 sums at most 10 of them, times lr 0.05). Measured: at most 6e-8
@@ -414,11 +443,11 @@ def test_micro_batches_give_the_one_batch_updates(data, tmp_path, loss):
         train(model, loss_fn, _class_stream(data), TrainConfig(micro_batches=m, **MICRO_CONFIG), run_dir)
         models.append(model)
         records.append(_records(run_dir))
-    moved = max(float((p.detach() - q).abs().max()) for p, q in zip(models[0].parameters(), start))
+    moved = max(float((p.detach() - q).abs().max()) for p, q in zip(models[0].parameters(), start, strict=False))
     assert moved > 1e-2
-    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters(), strict=False):
         torch.testing.assert_close(q, p, rtol=0, atol=MICRO_ATOL, msg=name)
-    for one, many in zip(*records):  # the loss and the logit scale used are logged alike
+    for one, many in zip(*records, strict=False):  # the loss and the logit scale used are logged alike
         assert one["step"] == many["step"]
         assert many["loss"] == pytest.approx(one["loss"], rel=1e-5)
         assert many["logit_scale"] == pytest.approx(one["logit_scale"], abs=MICRO_ATOL)
@@ -436,7 +465,7 @@ def test_resume_with_micro_batches_is_bitwise_identical(data, tmp_path):
     resumed_model = _cosine_model()
     resumed = train(resumed_model, loss_fn, _class_stream(data), config, run_dir)
     assert resumed.resumed_at == 6
-    for p, q in zip(full_model.parameters(), resumed_model.parameters()):
+    for p, q in zip(full_model.parameters(), resumed_model.parameters(), strict=False):
         assert torch.equal(p, q)
     assert (resumed.last_loss, resumed.epoch_losses) == (full.last_loss, full.epoch_losses)
 

@@ -122,10 +122,14 @@ def test_mmd_numerical_optima_are_reproducible_and_beat_the_kl_optima():
             assert value < population_loss(pair, loss, kl_optimum, bandwidth=bandwidth)
 
 
-@pytest.mark.parametrize("loss,bandwidth", [
-    ("quadratic_conditional", None), ("quadratic_joint", None),
-    *((loss, h) for loss in ("mmd_conditional", "mmd_joint") for h in (0.5, 3.0)),
-])
+@pytest.mark.parametrize(
+    "loss,bandwidth",
+    [
+        ("quadratic_conditional", None),
+        ("quadratic_joint", None),
+        *((loss, h) for loss in ("mmd_conditional", "mmd_joint") for h in (0.5, 3.0)),
+    ],
+)
 def test_monte_carlo_at_other_bandwidths_and_off_the_optimum(pair, loss, bandwidth):
     kernel = {} if bandwidth is None else {"bandwidth": bandwidth}
     result = optimal_alignment(pair, loss, 1, **kernel)

@@ -26,6 +26,7 @@ def test_same_sign_probability(pair_2d):
 
 def test_densities_integrate_and_marginals_are_exact(pair_2d):
     model = sign_model(pair_2d)
+
     # The density has a kink at 0: integrate each half-line separately. quad's default stopping
     # rule (estimated error 1.5e-8) does not back the 1e-10 asserted below, even though it lands
     # far closer on a smooth Gaussian: ask it for 1e-12 per half-line.

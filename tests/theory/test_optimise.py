@@ -28,7 +28,7 @@ def test_x_minus_log1p_has_no_cancellation():
 
 
 def _scaled_rosenbrock(sx: float, sf: float):
-    """sf · rosen(x / sx): the same problem at any scale of x and of the values."""
+    """Sf · rosen(x / sx): the same problem at any scale of x and of the values."""
 
     def fun_grad(x):
         y = x / sx

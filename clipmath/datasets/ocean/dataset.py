@@ -1,4 +1,4 @@
-"""The flow/drifter data set of Section 6.3: simulate, store as NetCDF, write as shards.
+r"""The flow/drifter data set of Section 6.3: simulate, store as NetCDF, write as shards.
 
 :func:`simulate_ocean` draws the flows (:mod:`.flow`), advects the drifters (:mod:`.drifters`),
 measures the step error on a subset (the step-halving check), adds the observation noise and
@@ -7,8 +7,8 @@ returns an ``xarray.Dataset``:
 ==================  ===============================  =======  ==========================================
 variable            dims                             dtype    meaning
 ==================  ===============================  =======  ==========================================
-``coefficients``    (sample, part, mode)             float64  :math:`\\psi_k`, part = ("real", "imag")
-``frequencies``     (sample, mode)                   float64  :math:`\\omega_k`
+``coefficients``    (sample, part, mode)             float64  :math:`\psi_k`, part = ("real", "imag")
+``frequencies``     (sample, mode)                   float64  :math:`\omega_k`
 ``wavenumbers``     (mode, coord)                    int32    k, coord = ("x1", "x2")
 ``release_points``  (release, coord)                 float64  :math:`x_0`
 ``trajectories``    (sample, release, time, coord)   float32  observed :math:`x(t_j)` (+ noise), unwrapped
@@ -28,8 +28,8 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import xarray as xr
@@ -104,7 +104,7 @@ class OceanConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "OceanConfig":
+    def from_dict(cls, data: dict) -> OceanConfig:
         """The inverse of :meth:`to_dict`; missing keys take their defaults, unknown ones are errors.
 
         Raises:
@@ -182,8 +182,13 @@ def simulate_ocean(
             reference[start:stop] = tracks
         deviation = float(np.abs(head - reference).max())
         check["step_check_max_deviation"] = deviation
-        logger.info("step check: dt=%g vs %g on %d flows: max deviation %.3g",
-                    drifters.dt, config.reference_dt(), n_check, deviation)
+        logger.info(
+            "step check: dt=%g vs %g on %d flows: max deviation %.3g",
+            drifters.dt,
+            config.reference_dt(),
+            n_check,
+            deviation,
+        )
         if deviation > config.check_tolerance:
             warnings.warn(
                 f"step check: drifters.dt={drifters.dt!r} deviates {deviation:.3g} from the tracks at "
@@ -210,26 +215,34 @@ def build_dataset(config: OceanConfig, flows: Flows, trajectories: np.ndarray, c
     ds = xr.Dataset(
         {
             "coefficients": (
-                ("sample", "part", "mode"), coefficients,
+                ("sample", "part", "mode"),
+                coefficients,
                 {**unit, "long_name": "streamfunction Fourier coefficient psi_k of eq. (59), real and imaginary parts"},
             ),
             "frequencies": (
-                ("sample", "mode"), flows.frequencies,
+                ("sample", "mode"),
+                flows.frequencies,
                 {**unit, "long_name": "angular frequency omega_k of eq. (59), radians per unit of nondimensional time"},
             ),
             "wavenumbers": (
-                ("mode", "coord"), k.astype(np.int32),
+                ("mode", "coord"),
+                k.astype(np.int32),
                 {**unit, "long_name": "wavenumber k of the mode e_k(x) = exp(2 pi i k.x), cycles per domain length"},
             ),
             "release_points": (
-                ("release", "coord"), np.array(d.release_points, dtype=np.float64),
+                ("release", "coord"),
+                np.array(d.release_points, dtype=np.float64),
                 {**unit, "long_name": "drifter release point x(0), in domain lengths"},
             ),
             "trajectories": (
-                ("sample", "release", "time", "coord"), trajectories.astype(np.float32, copy=False),
-                {**unit, "long_name": "drifter position x(t_j) (RK4, unwrapped: mod 1 gives the point of the "
-                 "periodic unit square), plus observation noise of standard deviation noise_std",
-                 "noise_std": d.noise_std},
+                ("sample", "release", "time", "coord"),
+                trajectories.astype(np.float32, copy=False),
+                {
+                    **unit,
+                    "long_name": "drifter position x(t_j) (RK4, unwrapped: mod 1 gives the point of the "
+                    "periodic unit square), plus observation noise of standard deviation noise_std",
+                    "noise_std": d.noise_std,
+                },
             ),
         },
         coords={
@@ -264,7 +277,8 @@ def dataset_config(ds: xr.Dataset) -> OceanConfig:
 
 def dataset_flows(ds: xr.Dataset, index=slice(None)) -> Flows:
     """The flows of a data set (all, or those at ``index``) as :class:`~.flow.Flows`, e.g. for
-    :meth:`~.flow.Flows.on_grid` in figures."""
+    :meth:`~.flow.Flows.on_grid` in figures.
+    """
     c = ds["coefficients"].values[index]
     return Flows(c[:, 0] + 1j * c[:, 1], ds["frequencies"].values[index])
 
@@ -286,12 +300,12 @@ def load_ocean_netcdf(path: str | os.PathLike) -> xr.Dataset:
 
 
 def ocean_samples(ds: xr.Dataset, indices: Sequence[int] | None = None) -> Iterator[dict]:
-    """Shard samples of the data set for :func:`~clipmath.datasets.write_shards`.
+    r"""Shard samples of the data set for :func:`~clipmath.datasets.write_shards`.
 
     Each sample is ``{"__key__": "%08d" % i, "coefficients", "trajectory"}`` with
 
-    * ``coefficients`` (2K,) float32 = :math:`(\\operatorname{Re}\\psi_1..\\operatorname{Re}\\psi_K,
-      \\operatorname{Im}\\psi_1..\\operatorname{Im}\\psi_K)`, the paper's u in R^98;
+    * ``coefficients`` (2K,) float32 = :math:`(\operatorname{Re}\psi_1..\operatorname{Re}\psi_K,
+      \operatorname{Im}\psi_1..\operatorname{Im}\psi_K)`, the paper's u in R^98;
     * ``trajectory`` (J, 2R) float32: row j holds every drifter's position at t_j,
       (x1, x2) of release 0, then of release 1, ... (J tokens of dimension 2 for one drifter,
       the paper's v).
@@ -320,8 +334,11 @@ def ocean_shard_source(ds: xr.Dataset) -> dict:
     return {
         "name": "ocean",
         "config": json.loads(ds.attrs["config"]),
-        **{key: ds.attrs[key] for key in ("step_check_dt", "step_check_samples", "step_check_max_deviation")
-           if key in ds.attrs},
+        **{
+            key: ds.attrs[key]
+            for key in ("step_check_dt", "step_check_samples", "step_check_max_deviation")
+            if key in ds.attrs
+        },
         "fields": {
             "coefficients": "(2K,) float32: real parts of psi_k, then imaginary parts, modes in wavenumbers order",
             "trajectory": "(J, 2R) float32: per time t_j, (x1, x2) of each release point in turn, unwrapped",

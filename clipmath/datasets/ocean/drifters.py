@@ -1,20 +1,20 @@
-"""Drifters advected by the flows of :mod:`.flow`: a batched, fixed-step RK4 (Section 6.3).
+r"""Drifters advected by the flows of :mod:`.flow`: a batched, fixed-step RK4 (Section 6.3).
 
 The Lagrangian side of Section 6.3 of Baptista, Stuart & Tran (2025): a drifter released at
-:math:`x(0) = x_0` (the paper's (0.75, 0.75)) follows :math:`\\dot x = w(x, t)`, integrated by the
+:math:`x(0) = x_0` (the paper's (0.75, 0.75)) follows :math:`\dot x = w(x, t)`, integrated by the
 classical fourth-order Runge-Kutta method
 
-.. math::  x_{s+1} = x_s + \\tfrac{\\Delta t}{6}(a + 2b + 2c + d), \\quad
-           a = w(x_s, t_s),\\ b = w(x_s + \\tfrac{\\Delta t}{2} a, t_s + \\tfrac{\\Delta t}{2}),\\
-           c = w(x_s + \\tfrac{\\Delta t}{2} b, t_s + \\tfrac{\\Delta t}{2}),\\
-           d = w(x_s + \\Delta t\\, c, t_s + \\Delta t),
+.. math::  x_{s+1} = x_s + \tfrac{\Delta t}{6}(a + 2b + 2c + d), \quad
+           a = w(x_s, t_s),\ b = w(x_s + \tfrac{\Delta t}{2} a, t_s + \tfrac{\Delta t}{2}),\
+           c = w(x_s + \tfrac{\Delta t}{2} b, t_s + \tfrac{\Delta t}{2}),\
+           d = w(x_s + \Delta t\, c, t_s + \Delta t),
 
 to T = 0.1 and recorded at :math:`t_j = jT/J`, j = 1..J = 1,000. Positions are unwrapped (a
 track that leaves the square keeps going; ``x mod 1`` is its point on the torus).
 
 **Step.** The paper integrates with Δt = 1e-5 (10,000 steps, recording every 10th). RK4's error
-is :math:`O(\\Delta t^4)` (the tests measure the order), so a larger step costs accuracy by the
-factor :math:`(\\Delta t / 10^{-5})^4`. Measured on 2,048 flows of the default
+is :math:`O(\Delta t^4)` (the tests measure the order), so a larger step costs accuracy by the
+factor :math:`(\Delta t / 10^{-5})^4`. Measured on 2,048 flows of the default
 :class:`~.flow.FlowConfig`, Δt = 1e-4 (one step per recorded point) reproduces the Δt = 1e-5
 tracks to 7.9e-8 at worst (per track: 1.7e-8 at the 99.9th percentile, 5.2e-9 at the 99th,
 2.6e-10 at the median); Δt = 2e-4 deviates 2.2e-7 at worst on 512 flows, Δt = 5e-5 3.7e-9. The
@@ -29,22 +29,22 @@ re-measures the deviation on a subset of every data set it writes.
 tracks: about 0.2 MiB per (24, n) complex array) to stay in the L2 cache. Per stage:
 
 * one cos and one sin per axis (torch's SIMD ones, on the numpy buffers) give
-  :math:`z_a = e^{2\\pi i x_a}`; the powers
+  :math:`z_a = e^{2\pi i x_a}`; the powers
   :math:`z_a^{k}`, k = 1..k_max, follow by multiplication and the negative ones by conjugation
   (no transcendental function per mode);
 * only the 24 modes of a half-plane are formed, :math:`e_h = z_1^{h_1} z_2^{h_2}` (one complex
-  product each), since :math:`e_{-h} = \\bar e_h` and the pair h, -h enters the velocity through
-  :math:`d_h(t) = \\psi_h e^{i\\omega_h t} + \\overline{\\psi_{-h}} e^{-i\\omega_{-h} t}`:
-  :math:`w = (-2\\pi \\sum_h h_2 \\operatorname{Im}(d_h e_h),\\ 2\\pi \\sum_h h_1
-  \\operatorname{Im}(d_h e_h))`, the two sums one (2, 24) x (24, n) matrix product (numpy's
+  product each), since :math:`e_{-h} = \bar e_h` and the pair h, -h enters the velocity through
+  :math:`d_h(t) = \psi_h e^{i\omega_h t} + \overline{\psi_{-h}} e^{-i\omega_{-h} t}`:
+  :math:`w = (-2\pi \sum_h h_2 \operatorname{Im}(d_h e_h),\ 2\pi \sum_h h_1
+  \operatorname{Im}(d_h e_h))`, the two sums one (2, 24) x (24, n) matrix product (numpy's
   einsum loop, not BLAS, whose kernels would make a track's last bits depend on its chunk);
 * the time factors never call exp: the 48 terms of :math:`d_h` advance by exact rotation,
-  :math:`e^{i\\omega(t + \\Delta t/2)} = e^{i\\omega t} e^{i\\omega \\Delta t / 2}`, twice a step
+  :math:`e^{i\omega(t + \Delta t/2)} = e^{i\omega t} e^{i\omega \Delta t / 2}`, twice a step
   (the stages need t and t + Δt/2); the rounding this accumulates over 2,000 rotations is
   ~1e-13, far below the RK4 error.
 
 The position state is float64 (10,000 float32 steps drift up to 2e-3 on chaotic tracks), and
-so is the velocity, whose phases :math:`2\\pi k x` lose 1e-6 in float32. There is no Python loop
+so is the velocity, whose phases :math:`2\pi k x` lose 1e-6 in float32. There is no Python loop
 over tracks or modes: the loop runs over the steps only. The numpy kernel is the CPU path
 (``device=None``); the same algorithm in torch runs on any torch device (``device="cuda"``) and
 agrees with it to round-off. Results do not depend on the chunk size or the number of worker
@@ -62,8 +62,8 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import multiprocessing
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -99,10 +99,10 @@ def check_release_points(value, name: str = "release_points") -> tuple[tuple[flo
 
 
 def steps_per_point(t_final: float, n_points: int, dt: float, name: str = "dt") -> int:
-    """The number of RK4 steps between recorded points, :math:`T / (J \\Delta t)`, an integer.
+    r"""The number of RK4 steps between recorded points, :math:`T / (J \Delta t)`, an integer.
 
     Raises:
-        ValueError: naming ``name`` when :math:`T/(J\\Delta t)` is not an integer (to 1e-9).
+        ValueError: naming ``name`` when :math:`T/(J\Delta t)` is not an integer (to 1e-9).
     """
     ratio = t_final / (n_points * dt)
     steps = max(1, round(ratio))
@@ -177,7 +177,7 @@ class _HalfPlane:
         self.weights = np.stack([-TWO_PI * h[:, 1], TWO_PI * h[:, 0]]).astype(np.float64)  # (2, M)
 
     def terms(self, coefficients: np.ndarray, frequencies: np.ndarray, dt: float):
-        """(2M, n) :math:`[\\psi_h; \\overline{\\psi_{-h}}]` and their half-step rotations."""
+        r"""(2M, n) :math:`[\psi_h; \overline{\psi_{-h}}]` and their half-step rotations."""
         c = np.concatenate([coefficients[:, self.pos].T, np.conj(coefficients[:, self.neg]).T])
         omega = np.concatenate([frequencies[:, self.pos].T, -frequencies[:, self.neg].T])
         return np.ascontiguousarray(c), np.exp(0.5j * dt * omega)
@@ -403,7 +403,7 @@ def iter_tracks(
                 for start, stop, args in jobs():
                     spans.append((start, stop))
                     futures.append(pool.submit(_chunk_job, args))
-                for (start, stop), future in zip(spans, futures):
+                for (start, stop), future in zip(spans, futures, strict=False):
                     tracks = future.result()
                     bar.update(stop - start)
                     yield start, stop, tracks.reshape(stop - start, n_release, n_points, 2)
@@ -444,8 +444,15 @@ def drifter_tracks(
     """
     tracks = None
     for start, stop, chunk in iter_tracks(
-        flows, release_points, t_final=t_final, n_points=n_points, dt=dt,
-        chunk_size=chunk_size, workers=workers, device=device, progress=progress,
+        flows,
+        release_points,
+        t_final=t_final,
+        n_points=n_points,
+        dt=dt,
+        chunk_size=chunk_size,
+        workers=workers,
+        device=device,
+        progress=progress,
     ):
         if tracks is None:
             tracks = np.empty((len(flows),) + chunk.shape[1:])

@@ -1,38 +1,38 @@
-"""Random incompressible time-dependent flows on the periodic unit square (Section 6.3).
+r"""Random incompressible time-dependent flows on the periodic unit square (Section 6.3).
 
 The Eulerian side of the Lagrangian data-assimilation example of Section 6.3 of Baptista,
 Stuart & Tran (2025), eqs. (58)-(59): a streamfunction
 
-.. math::  \\psi(x, t) = \\operatorname{Re} \\sum_{k \\in \\mathcal K} \\psi_k\\, e^{i\\omega_k t}\\, e_k(x),
-           \\qquad e_k(x) = e^{2\\pi i\\, k \\cdot x},
+.. math::  \psi(x, t) = \operatorname{Re} \sum_{k \in \mathcal K} \psi_k\, e^{i\omega_k t}\, e_k(x),
+           \qquad e_k(x) = e^{2\pi i\, k \cdot x},
 
-on :math:`\\mathbb T^2 = [0, 1)^2` with the wavenumbers
-:math:`\\mathcal K = \\{-k_{max}, \\dots, k_{max}\\}^2`, so K = (2 k_max + 1)^2 = 49 modes for the
+on :math:`\mathbb T^2 = [0, 1)^2` with the wavenumbers
+:math:`\mathcal K = \{-k_{max}, \dots, k_{max}\}^2`, so K = (2 k_max + 1)^2 = 49 modes for the
 default k_max = 3 (the paper's K = 49, read as a 7 x 7 set), and the velocity
 
-.. math::  w = J \\nabla\\psi, \\qquad J = \\begin{pmatrix} 0 & 1 \\\\ -1 & 0 \\end{pmatrix}, \\qquad
-           w(x, t) = \\operatorname{Re} \\sum_k 2\\pi i\\, \\psi_k e^{i\\omega_k t} (k_2, -k_1)\\, e_k(x),
+.. math::  w = J \nabla\psi, \qquad J = \begin{pmatrix} 0 & 1 \\ -1 & 0 \end{pmatrix}, \qquad
+           w(x, t) = \operatorname{Re} \sum_k 2\pi i\, \psi_k e^{i\omega_k t} (k_2, -k_1)\, e_k(x),
 
-which is divergence-free for any skew J: :math:`\\nabla\\cdot w = \\partial_1\\partial_2\\psi -
-\\partial_2\\partial_1\\psi = 0`. (The paper's sign placement in J is ambiguous; this one makes
+which is divergence-free for any skew J: :math:`\nabla\cdot w = \partial_1\partial_2\psi -
+\partial_2\partial_1\psi = 0`. (The paper's sign placement in J is ambiguous; this one makes
 the flow run clockwise around maxima of ψ.) The real part is needed for a real velocity; a pair
-k, -k enters the velocity only through :math:`\\psi_k e^{i\\omega_k t} + \\overline{\\psi_{-k}}
-e^{-i\\omega_{-k} t}`, and the k = 0 mode not at all.
+k, -k enters the velocity only through :math:`\psi_k e^{i\omega_k t} + \overline{\psi_{-k}}
+e^{-i\omega_{-k} t}`, and the k = 0 mode not at all.
 
 The paper leaves the laws of the coefficients and frequencies open. Here, independently per
 sample and mode (:class:`FlowConfig`):
 
-* :math:`\\psi_k \\sim \\mathcal{CN}(0, \\sigma_k^2)` (real and imaginary parts i.i.d.
-  :math:`\\mathcal N(0, \\sigma_k^2/2)`), :math:`\\sigma_k = a\\,(1 + |k|^2)^{-p}` with amplitude
+* :math:`\psi_k \sim \mathcal{CN}(0, \sigma_k^2)` (real and imaginary parts i.i.d.
+  :math:`\mathcal N(0, \sigma_k^2/2)`), :math:`\sigma_k = a\,(1 + |k|^2)^{-p}` with amplitude
   a = 1 and decay p = 1;
-* :math:`\\psi_0 = 0`: the mean mode moves no drifter, so a random one would be a coordinate of
+* :math:`\psi_0 = 0`: the mean mode moves no drifter, so a random one would be a coordinate of
   u that no trajectory can inform (``mean_mode=True`` draws it like the others);
-* :math:`\\omega_k \\sim U(-\\omega_{max}, \\omega_{max})`, ω_max = 10.
+* :math:`\omega_k \sim U(-\omega_{max}, \omega_{max})`, ω_max = 10.
 
 Why these. With p = 1 every shell of wavenumbers moves the drifter about equally,
-:math:`2\\pi |k| \\sigma_k` = 3.1 for :math:`|k| = 1` down to 1.4 for :math:`|k| = 3\\sqrt2`, so a track carries
+:math:`2\pi |k| \sigma_k` = 3.1 for :math:`|k| = 1` down to 1.4 for :math:`|k| = 3\sqrt2`, so a track carries
 information about all 48 moving modes rather than the four longest; the mean squared speed is
-:math:`E|w|^2 = 2\\pi^2 \\sum_k |k|^2 \\sigma_k^2 = 114`, an rms speed of 10.7 domain lengths per
+:math:`E|w|^2 = 2\pi^2 \sum_k |k|^2 \sigma_k^2 = 114`, an rms speed of 10.7 domain lengths per
 unit time. Over the paper's T = 0.1 a track from (0.75, 0.75) then runs a path of 0.95 domain
 lengths on average (0.39 to 1.45 from the 5th to the 95th percentile, 2.5 at most) and ends
 0.35 from its start (median; rms 0.48, 95th percentile 0.90), measured on the 65,536 flows of
@@ -69,10 +69,10 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 
 def wavenumbers(k_max: int = 3) -> np.ndarray:
-    """The wavenumber set :math:`\\{-k_{max}, \\dots, k_{max}\\}^2` in the package's mode order.
+    r"""The wavenumber set :math:`\{-k_{max}, \dots, k_{max}\}^2` in the package's mode order.
 
     Mode m has :math:`k = (k_1, k_2)` with :math:`k_1 = m // (2k_{max}+1) - k_{max}` and
-    :math:`k_2 = m \\% (2k_{max}+1) - k_{max}` (row-major in k_1, then k_2), so mode K // 2 is
+    :math:`k_2 = m \% (2k_{max}+1) - k_{max}` (row-major in k_1, then k_2), so mode K // 2 is
     k = 0 and modes m and K - 1 - m are k and -k.
 
     Args:
@@ -90,24 +90,22 @@ def k_max_of(n_modes: int) -> int:
     """The k_max with :math:`(2k_{max}+1)^2 =` ``n_modes``; a ValueError naming it otherwise."""
     side = math.isqrt(n_modes) if isinstance(n_modes, int) and n_modes > 0 else 0
     if side * side != n_modes or side % 2 == 0 or side < 3:
-        raise ValueError(
-            f"n_modes={n_modes!r}: expected (2 k_max + 1)^2 modes for some k_max >= 1 (9, 25, 49, ...)"
-        )
+        raise ValueError(f"n_modes={n_modes!r}: expected (2 k_max + 1)^2 modes for some k_max >= 1 (9, 25, 49, ...)")
     return (side - 1) // 2
 
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Laws of the random flow (module docstring: the math and why these defaults).
+    r"""Laws of the random flow (module docstring: the math and why these defaults).
 
     Attributes:
-        k_max: wavenumbers :math:`k \\in \\{-k_{max}..k_{max}\\}^2`, K = (2 k_max + 1)^2 modes.
-        amplitude: a in :math:`\\sigma_k = a (1 + |k|^2)^{-p}`, the standard deviation of
-            :math:`\\psi_k \\sim \\mathcal{CN}(0, \\sigma_k^2)`.
-        decay: p in :math:`\\sigma_k` (>= 0).
-        omega_max: frequencies :math:`\\omega_k \\sim U(-\\omega_{max}, \\omega_{max})` (>= 0;
+        k_max: wavenumbers :math:`k \in \{-k_{max}..k_{max}\}^2`, K = (2 k_max + 1)^2 modes.
+        amplitude: a in :math:`\sigma_k = a (1 + |k|^2)^{-p}`, the standard deviation of
+            :math:`\psi_k \sim \mathcal{CN}(0, \sigma_k^2)`.
+        decay: p in :math:`\sigma_k` (>= 0).
+        omega_max: frequencies :math:`\omega_k \sim U(-\omega_{max}, \omega_{max})` (>= 0;
             0 gives steady flows).
-        mean_mode: draw :math:`\\psi_0` like the other modes instead of fixing it at 0.
+        mean_mode: draw :math:`\psi_0` like the other modes instead of fixing it at 0.
 
     Raises:
         ValueError: naming the field, for a value out of range.
@@ -133,7 +131,7 @@ class FlowConfig:
         return (2 * self.k_max + 1) ** 2
 
     def sigma(self) -> np.ndarray:
-        """(K,) standard deviations :math:`\\sigma_k` in mode order (0 at k = 0 unless ``mean_mode``)."""
+        r"""(K,) standard deviations :math:`\sigma_k` in mode order (0 at k = 0 unless ``mean_mode``)."""
         k = wavenumbers(self.k_max)
         sigma = self.amplitude * (1.0 + (k**2).sum(axis=1)) ** (-self.decay)
         if not self.mean_mode:
@@ -143,11 +141,11 @@ class FlowConfig:
 
 @dataclass(frozen=True)
 class Flows:
-    """A batch of flows: coefficients :math:`\\psi_k` and frequencies :math:`\\omega_k` of eq. (59).
+    r"""A batch of flows: coefficients :math:`\psi_k` and frequencies :math:`\omega_k` of eq. (59).
 
     Attributes:
-        coefficients: (n, K) complex128 :math:`\\psi_k`, modes in :func:`wavenumbers` order.
-        frequencies: (n, K) float64 :math:`\\omega_k`.
+        coefficients: (n, K) complex128 :math:`\psi_k`, modes in :func:`wavenumbers` order.
+        frequencies: (n, K) float64 :math:`\omega_k`.
 
     Raises:
         ValueError: for arrays of other shapes, or a K that is not (2 k_max + 1)^2.
@@ -174,7 +172,7 @@ class Flows:
     def __len__(self) -> int:
         return self.coefficients.shape[0]
 
-    def __getitem__(self, index) -> "Flows":
+    def __getitem__(self, index) -> Flows:
         """The flows at ``index`` (a slice or an index array), as a ``Flows``."""
         if isinstance(index, (int, np.integer)):
             index = slice(index, index + 1 if index != -1 else None)
@@ -190,7 +188,7 @@ class Flows:
         return wavenumbers(self.k_max)
 
     def _terms(self, x: np.ndarray, t) -> tuple[np.ndarray, np.ndarray]:
-        """:math:`\\psi_k e^{i\\omega_k t} e_k(x)` as (n, m, K), and the (K, 2) wavenumbers."""
+        r""":math:`\psi_k e^{i\omega_k t} e_k(x)` as (n, m, K), and the (K, 2) wavenumbers."""
         k = self.wavenumbers
         x = np.asarray(x, dtype=np.float64)
         if x.ndim not in (2, 3) or x.shape[-1] != 2 or (x.ndim == 3 and x.shape[0] != len(self)):
@@ -203,7 +201,7 @@ class Flows:
         return c[:, None, :] * np.exp(1j * phase), k
 
     def streamfunction(self, x: np.ndarray, t=0.0) -> np.ndarray:
-        """:math:`\\psi(x, t)`, eq. (59), summed mode by mode (a reference, not the fast path).
+        r""":math:`\psi(x, t)`, eq. (59), summed mode by mode (a reference, not the fast path).
 
         Args:
             x: (m, 2) points shared by all flows, or (n, m, 2) points per flow.
@@ -216,7 +214,7 @@ class Flows:
         return terms.sum(axis=-1).real
 
     def velocity(self, x: np.ndarray, t=0.0) -> np.ndarray:
-        """:math:`w = J\\nabla\\psi = (\\partial_2\\psi, -\\partial_1\\psi)`, summed mode by mode.
+        r""":math:`w = J\nabla\psi = (\partial_2\psi, -\partial_1\psi)`, summed mode by mode.
 
         This direct evaluation is the reference for the integrator of :mod:`.drifters` (which
         never calls it) and the right-hand side of the ``solve_ivp`` anchor.
@@ -233,9 +231,9 @@ class Flows:
         return np.stack([grad[..., 1].real, -grad[..., 0].real], axis=-1)
 
     def on_grid(self, n_grid: int = 64, t: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Streamfunction and velocity on the grid :math:`x_{ij} = (i, j) / G`, for figures.
+        r"""Streamfunction and velocity on the grid :math:`x_{ij} = (i, j) / G`, for figures.
 
-        Separable evaluation: :math:`\\sum_{k_1,k_2} c_{k_1 k_2} e^{2\\pi i k_1 x_1} e^{2\\pi i k_2 x_2}`
+        Separable evaluation: :math:`\sum_{k_1,k_2} c_{k_1 k_2} e^{2\pi i k_1 x_1} e^{2\pi i k_2 x_2}`
         as two small matrix products per flow.
 
         Args:
@@ -288,9 +286,7 @@ def sample_flows(config: FlowConfig, n: int, seed: int) -> Flows:
     normals = np.random.default_rng(coefficient_seq).standard_normal((n, 2, config.n_modes))
     sigma = config.sigma() / math.sqrt(2.0)
     coefficients = sigma * (normals[:, 0] + 1j * normals[:, 1])
-    frequencies = np.random.default_rng(frequency_seq).uniform(
-        -config.omega_max, config.omega_max, (n, config.n_modes)
-    )
+    frequencies = np.random.default_rng(frequency_seq).uniform(-config.omega_max, config.omega_max, (n, config.n_modes))
     return Flows(coefficients, frequencies)
 
 

@@ -1,4 +1,4 @@
-"""A real sea for the Lagrangian data-assimilation experiment: Mediterranean altimetry.
+r"""A real sea for the Lagrangian data-assimilation experiment: Mediterranean altimetry.
 
 Section 6.3 of Baptista, Stuart & Tran (2025) pairs a random synthetic flow with a drifter track.
 Here the flow is the real ocean surface: the daily maps of absolute dynamic topography h (sea
@@ -10,17 +10,17 @@ here); its files are found by path, :func:`data_file`.
 **Geostrophy.** At the mesoscale the surface current balances the pressure gradient, so h is a
 streamfunction (up to the factor g/f):
 
-.. math::  u_g = -\\frac{g}{f}\\frac{\\partial h}{\\partial y}, \\qquad
-           v_g = \\frac{g}{f}\\frac{\\partial h}{\\partial x}, \\qquad f = 2\\Omega\\sin\\varphi,
+.. math::  u_g = -\frac{g}{f}\frac{\partial h}{\partial y}, \qquad
+           v_g = \frac{g}{f}\frac{\partial h}{\partial x}, \qquad f = 2\Omega\sin\varphi,
 
-with :math:`\\partial x = R\\cos\\varphi\\,\\partial\\lambda` and :math:`\\partial y = R\\,\\partial\\varphi`
+with :math:`\partial x = R\cos\varphi\,\partial\lambda` and :math:`\partial y = R\,\partial\varphi`
 (λ longitude, φ latitude in radians, R the Earth's radius), the analogue of w = J∇ψ of eq. (58)
 with ψ = g h / f. :func:`geostrophic_velocity` takes the derivatives by second-order central
 differences on the grid (one-sided at the edges); a point whose stencil touches land (NaN) has no
 velocity. The drifter state is (λ, φ) in degrees, advanced by
 
-.. math::  \\dot\\lambda = \\frac{u_g}{R\\cos\\varphi}\\frac{180}{\\pi}, \\qquad
-           \\dot\\varphi = \\frac{v_g}{R}\\frac{180}{\\pi}       \\quad \\text{(degrees per day with u in m/day)},
+.. math::  \dot\lambda = \frac{u_g}{R\cos\varphi}\frac{180}{\pi}, \qquad
+           \dot\varphi = \frac{v_g}{R}\frac{180}{\pi}       \quad \text{(degrees per day with u in m/day)},
 
 in float64, by the same classical RK4 as :mod:`.drifters` through the velocity interpolated
 trilinearly in (t, φ, λ) between the daily maps and grid points (:class:`GridVelocity`).
@@ -41,7 +41,7 @@ start day d:
   divided by its training standard deviation, so that every retained mode counts equally in a
   cosine (the paper's u are 98 Fourier coefficients; 98 EOFs here);
 * v: the drifter's track over T days, J points, as displacements from the release in degrees of
-  latitude, :math:`(\\Delta\\lambda\\cos\\varphi_0, \\Delta\\varphi)` (so both axes are in the same
+  latitude, :math:`(\Delta\lambda\cos\varphi_0, \Delta\varphi)` (so both axes are in the same
   length unit, 111 km).
 
 Training and test releases use disjoint start days (``train_days``), so the test flows are
@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import scipy.linalg
@@ -152,9 +152,9 @@ def load_ssh(name: str = MED_FILE, variable: str = "adt") -> SeaSurface:
 
 
 def geostrophic_velocity(ssh: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Surface geostrophic current (u eastward, v northward; m/s) of heights ``ssh`` (metres).
+    r"""Surface geostrophic current (u eastward, v northward; m/s) of heights ``ssh`` (metres).
 
-    :math:`u = -(g/f)\\,\\partial_y h`, :math:`v = (g/f)\\,\\partial_x h`, central differences in
+    :math:`u = -(g/f)\,\partial_y h`, :math:`v = (g/f)\,\partial_x h`, central differences in
     metres (module docstring); NaN wherever the stencil touches a NaN.
 
     Args:
@@ -193,7 +193,8 @@ class GridVelocity:
 
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
         """(n, 2) velocity at positions ``x`` (n, 2) = (λ, φ) and times ``t`` (n,); NaN where a
-        corner of the stencil is land or the point is off the grid."""
+        corner of the stencil is land or the point is off the grid.
+        """
         point = np.stack([t, x[:, 1], x[:, 0]], axis=1)
         s = (point - self.origin) / self.spacing
         base = np.floor(s)
@@ -315,8 +316,12 @@ class SeaPairs:
     def samples(self) -> Iterator[dict]:
         """Shard samples ``{"__key__", "coefficients", "trajectory", "beached"}``."""
         for i in range(len(self)):
-            yield {"__key__": f"{i:08d}", "coefficients": self.coefficients[i], "trajectory": self.trajectories[i],
-                   "beached": np.int8(self.beached[i])}
+            yield {
+                "__key__": f"{i:08d}",
+                "coefficients": self.coefficients[i],
+                "trajectory": self.trajectories[i],
+                "beached": np.int8(self.beached[i]),
+            }
 
 
 @dataclass(frozen=True)
@@ -359,7 +364,7 @@ def fit_eofs(patches: np.ndarray, n_modes: int) -> EOFBasis:
 
 
 def _releases(sea: SeaSurface, field: GridVelocity, n: int, days: range, half: int, rng) -> tuple:
-    """n random sea releases (λ, φ) and start days whose patch lies in the grid."""
+    """N random sea releases (λ, φ) and start days whose patch lies in the grid."""
     lat0, dlat = _uniform_axis(sea.lat, "lat")
     lon0, dlon = _uniform_axis(sea.lon, "lon")
     chosen_x, chosen_d = [], []
@@ -427,14 +432,20 @@ def sea_pairs(
     splits = []
     for n, days in ((n_train, train_days), (n_test, test_days)):
         x, d = _releases(sea, field, n, days, half, rng)
-        tracks, beached_at = advect(field, x, d.astype(np.float64), t_final=config.t_final,
-                                    n_points=config.n_points, dt=config.dt)
+        tracks, beached_at = advect(
+            field, x, d.astype(np.float64), t_final=config.t_final, n_points=config.n_points, dt=config.dt
+        )
         cos = np.cos(np.deg2rad(x[:, 1]))[:, None]
         displacement = np.stack([(tracks[..., 0] - x[:, None, 0]) * cos, tracks[..., 1] - x[:, None, 1]], axis=-1)
-        splits.append((x, d, displacement.astype(np.float32), (beached_at >= 0).astype(np.int8),
-                       _patches(sea, x, d, config.patch, span + 1)))
+        splits.append(
+            (
+                x,
+                d,
+                displacement.astype(np.float32),
+                (beached_at >= 0).astype(np.int8),
+                _patches(sea, x, d, config.patch, span + 1),
+            )
+        )
     basis = fit_eofs(splits[0][4], config.n_modes)
-    pairs = [
-        SeaPairs(basis.coefficients(p).astype(np.float32), v, b, x, d, p) for x, d, v, b, p in splits
-    ]
+    pairs = [SeaPairs(basis.coefficients(p).astype(np.float32), v, b, x, d, p) for x, d, v, b, p in splits]
     return pairs[0], pairs[1], basis

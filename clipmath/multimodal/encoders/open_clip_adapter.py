@@ -40,7 +40,7 @@ _MODEL_KEYS = ("logit_scale", "logit_bias")
 
 
 def clipmath_logit_scale(source: Any) -> Tensor:
-    r"""clipmath's ``logit_scale`` :math:`= \log(1/\tau)` from open_clip's convention.
+    r"""Clipmath's ``logit_scale`` :math:`= \log(1/\tau)` from open_clip's convention.
 
     Two kinds of ``source``, read differently:
 
@@ -125,7 +125,7 @@ def read_open_clip_state(path: str | os.PathLike) -> dict[str, Tensor]:
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"pretrained={path!r}: expected a state dict of tensors")
     if all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+        state = {key[len("module.") :]: value for key, value in state.items()}
     return dict(state)
 
 
@@ -151,13 +151,11 @@ def tower_state(state: Mapping[str, Tensor], tower: str) -> dict[str, Tensor]:
     if tower == "visual":
         if not has_visual:
             return dict(state)
-        return {key[len("visual."):]: value for key, value in state.items() if key.startswith("visual.")}
+        return {key[len("visual.") :]: value for key, value in state.items() if key.startswith("visual.")}
     if any(key.startswith("text.") for key in state):
-        return {key[len("text."):]: value for key, value in state.items() if key.startswith("text.")}
+        return {key[len("text.") :]: value for key, value in state.items() if key.startswith("text.")}
     if has_visual:
-        return {
-            key: value for key, value in state.items() if not key.startswith("visual.") and key not in _MODEL_KEYS
-        }
+        return {key: value for key, value in state.items() if not key.startswith("visual.") and key not in _MODEL_KEYS}
     return dict(state)
 
 

@@ -79,14 +79,20 @@ class OpenClipText(nn.Module):
         text_cfg = dict(config.get("text_cfg", {}))
         refuse_remote(text_cfg, model_name)
         values = {
-            "context_length": context_length, "vocab_size": vocab_size, "width": width, "heads": heads,
-            "layers": layers, "mlp_ratio": mlp_ratio,
+            "context_length": context_length,
+            "vocab_size": vocab_size,
+            "width": width,
+            "heads": heads,
+            "layers": layers,
+            "mlp_ratio": mlp_ratio,
         }
         text_cfg = override(text_cfg, values, _REQUIRED, named=model_name is not None)
         text_cfg.setdefault("context_length", 77)
         text_cfg.setdefault("vocab_size", 49408)
         if text_cfg.get("width", 512) % text_cfg.get("heads", 8):
-            raise ValueError(f"heads={text_cfg.get('heads', 8)}: expected a divisor of width={text_cfg.get('width', 512)}")
+            raise ValueError(
+                f"heads={text_cfg.get('heads', 8)}: expected a divisor of width={text_cfg.get('width', 512)}"
+            )
         self.text = _build_text_tower(self.n_e, text_cfg, quick_gelu=bool(config.get("quick_gelu", False)))
         self.context_length = int(text_cfg["context_length"])
         self.vocab_size = int(text_cfg["vocab_size"])

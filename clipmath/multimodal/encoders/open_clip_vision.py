@@ -90,7 +90,11 @@ class OpenClipVision(nn.Module):
         vision_cfg = dict(config.get("vision_cfg", {}))
         refuse_remote(vision_cfg, model_name)
         explicit = {
-            "image_size": image_size, "patch_size": patch_size, "width": width, "layers": layers, "mlp_ratio": mlp_ratio,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "width": width,
+            "layers": layers,
+            "mlp_ratio": mlp_ratio,
         }
         # A ResNet (four stage depths) has no patches.
         required = tuple(n for n in _REQUIRED if n != "patch_size" or isinstance(layers, int) or layers is None)
@@ -160,7 +164,9 @@ class OpenClipVision(nn.Module):
                     f"x={tuple(x.shape)}: expected images of size {self.image_size[0]}x{self.image_size[1]} "
                     "(or build the encoder with resize=True)"
                 )
-            x = F.interpolate(as_float(x, dtype), size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                as_float(x, dtype), size=self.image_size, mode="bilinear", align_corners=False, antialias=True
+            )
             pixels = False
         x = x.to(dtype)
         # (x / 255 - mean) / std as one fused multiply-add: x * (1 / (255 std)) - mean / std.
