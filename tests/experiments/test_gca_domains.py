@@ -37,13 +37,8 @@ TINY = [
 
 
 def _formula(domains, alpha, beta):
-    """P_tgt[i, j] = 1[i = j] + alpha 1[D_i = D_j, i != j] + beta 1[D_i != D_j], by loops.
-
-    The weights are taken at float32, the dtype domain_prior builds the target in (0.2 becomes
-    0.2000000030 even in a float64 loss), so the comparison can be exact.
-    """
+    """P_tgt[i, j] = 1[i = j] + alpha 1[D_i = D_j, i != j] + beta 1[D_i != D_j], by loops, in float64."""
     n = len(domains)
-    alpha, beta = (float(torch.tensor(w, dtype=torch.float32)) for w in (alpha, beta))
     target = torch.zeros(n, n, dtype=torch.float64)
     for i in range(n):
         for j in range(n):

@@ -86,10 +86,21 @@ def _naive_rince(logits, lam, q):
 def test_generalized_kl_keeps_the_mass_terms():
     gen = torch.Generator().manual_seed(13)
     plan = torch.rand(B, B, generator=gen, dtype=torch.float64) + 0.05
-    target = domain_prior(torch.tensor([0, 1, 0, 1, 1]), 0.3, 0.0).double()
+    target = domain_prior(torch.tensor([0, 1, 0, 1, 1]), 0.3, 0.0, dtype=torch.float64)
     for dense, fast in ((identity_pairs(B, dtype=torch.float64), None), (target, target)):
         value = gca.generalized_kl(plan.log(), plan, fast).item()
         assert value == pytest.approx(_naive_generalized_kl(dense, plan), rel=1e-13)
+
+
+def test_domain_prior_is_the_formula_in_the_requested_dtype():
+    ids = torch.tensor([0, 1, 0, 1, 1])
+    target = domain_prior(ids, 0.2, 0.05, dtype=torch.float64)
+    assert target.dtype == torch.float64
+    for i in range(5):
+        for j in range(5):
+            expected = 1.0 if i == j else (0.2 if ids[i] == ids[j] else 0.05)
+            assert target[i, j].item() == expected  # exact: 0.2 is not rounded through float32
+    assert domain_prior(ids, 0.2, 0.05).dtype == torch.float32
 
 
 def test_ince_is_infonce_and_the_kl_of_one_row_step():
@@ -196,7 +207,7 @@ def test_general_targets_equal_naive_loops(name):
     tau = 0.3
     logits = _naive_logits(z_u, z_v, tau)
     domains = torch.tensor([0, 1, 0, 1, 1])
-    target = domain_prior(domains, 0.2, 0.1).double()
+    target = domain_prior(domains, 0.2, 0.1, dtype=torch.float64)
     kernel = logits.exp()
     if name == "ince":
         expected = _naive_generalized_kl(target, _naive_half_steps(kernel, 1)[1])

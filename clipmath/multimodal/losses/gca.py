@@ -479,7 +479,7 @@ class _GcaLoss(PairLoss):
         if self.target == "identity":
             return None
         if self.target == "domain":
-            target = domain_prior(domain_ids, self.alpha, self.beta)
+            target = domain_prior(domain_ids, self.alpha, self.beta, dtype=logits.dtype)
         else:
             target = class_positives(class_ids)
         if target.shape[0] != logits.shape[0]:

@@ -32,7 +32,7 @@ def identity_pairs(batch_size: int, *, dtype: torch.dtype = torch.float32, devic
     return torch.eye(batch_size, dtype=dtype, device=device)
 
 
-def domain_prior(domain_ids: Tensor, alpha: float, beta: float) -> Tensor:
+def domain_prior(domain_ids: Tensor, alpha: float, beta: float, dtype: torch.dtype = torch.float32) -> Tensor:
     r"""Domain-aware target plan (§4.6 of Chen et al. (2024)).
 
     .. math::
@@ -47,9 +47,11 @@ def domain_prior(domain_ids: Tensor, alpha: float, beta: float) -> Tensor:
         domain_ids: (B,) integer domain label :math:`D_i` of pair i.
         alpha: weight :math:`\alpha \ge 0` of same-domain pairs.
         beta: weight :math:`\beta \ge 0` of cross-domain pairs.
+        dtype: floating dtype of the plan (the losses pass their logits' dtype, so that a float64
+            loss sees :math:`\alpha, \beta` unrounded).
 
     Returns:
-        (B, B) float32 target plan.
+        (B, B) target plan of ``dtype``.
 
     Raises:
         ValueError: for ids that are not a non-empty 1-D integer tensor, or a negative or
@@ -57,8 +59,8 @@ def domain_prior(domain_ids: Tensor, alpha: float, beta: float) -> Tensor:
     """
     same = _same_label("domain_ids", domain_ids)
     check_domain_weights(alpha, beta)
-    target = torch.where(same, float(alpha), float(beta))
-    return target.fill_diagonal_(1.0)
+    target = torch.full(same.shape, float(beta), dtype=dtype, device=same.device)
+    return target.masked_fill_(same, float(alpha)).fill_diagonal_(1.0)
 
 
 def check_domain_weights(alpha: float, beta: float) -> None:
