@@ -69,7 +69,7 @@ from clipmath.experiments.toolkit import (
 from clipmath.multimodal import losses
 from clipmath.multimodal.model import BimodalModel
 from clipmath.multimodal.trainer import TrainConfig, train
-from clipmath.theory import GaussianPair, optimal_alignment, tilted_model
+from clipmath.theory import LOSSES, GaussianPair, optimal_alignment, tilted_model
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +84,7 @@ LOSS_TABLE: dict[str, tuple[str, str, dict, str]] = {
     "mmd_conditional": ("mmd_conditional", "inner", {"bandwidth": 1.0}, "u_given_v"),
     "mmd_joint": ("mmd_joint", "inner", {"bandwidth": 1.0}, "u_given_v"),
 }
-TheoryLoss = Literal[
-    "conditional",
-    "joint",
-    "quadratic_u_given_v",
-    "quadratic_v_given_u",
-    "quadratic_conditional",
-    "quadratic_joint",
-    "mmd_conditional",
-    "mmd_joint",
-]
+TheoryLoss = Literal[LOSSES]  # every population loss of clipmath.theory, by name
 
 
 @dataclass
