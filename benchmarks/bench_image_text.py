@@ -25,8 +25,8 @@ subprocess and reports the growth of its peak resident set (``VmHWM``, see bench
 value after building the model and the batch; on CUDA ``torch.cuda.max_memory_allocated``. The dense
 step is measured at B = 512, 1024, 2048; its estimate at 16,384 is ``a + b B + 4 k B^2``, with ``k``
 the number of B x B float32 buffers of the dense loss (measured on the loss alone at B = 4096) and
-``a + b B`` (activations and embeddings) fitted to the measured peaks less ``4 k B^2``. The time of one accumulated step is
-printed beside it, and so is one whole step of ``train()`` with ``TrainConfig(micro_batches=32)``
+``a + b B`` (activations and embeddings) fitted to the measured peaks less ``4 k B^2``. The time of one
+accumulated step is printed beside it, and so is one whole step of ``train()`` with ``TrainConfig(micro_batches=32)``
 on a stream of 16,384 rows (the same accumulation, plus the stream's copy of the batch and Adam's
 moments).
 

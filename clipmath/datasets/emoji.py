@@ -559,7 +559,9 @@ def emoji_samples(
         split: ``"train"``, ``"test"``, ``"all"``, ``"fit"`` or ``"validation"`` (:func:`emoji_entries`).
         styles: which of :data:`EMOJI_STYLES`, in this order per emoji.
         size: image side in pixels, 1 to 1024 (72 is the packages' own).
-        test_fraction, seed, limit: as :func:`emoji_entries`.
+        test_fraction: the split's test share, in (0, 1), as :func:`emoji_entries`.
+        seed: the split's seed, int >= 0, as :func:`emoji_entries`.
+        limit: keep this many entries of the split (seeded draw), ``None`` all, as :func:`emoji_entries`.
         key_prefix: start of every key: non-empty, no '.', '/' or leading '_'.
 
     Yields:
@@ -607,7 +609,12 @@ def load_emoji(
     the split is image ``i + s * len(entries)`` in style s.
 
     Args:
-        split, styles, size, test_fraction, seed, limit: as :func:`emoji_samples`.
+        split: ``"train"``, ``"test"``, ``"all"``, ``"fit"`` or ``"validation"`` (:func:`emoji_entries`).
+        styles: which of :data:`EMOJI_STYLES`, in this order.
+        size: image side in pixels, 1 to 1024 (72 is the packages' own).
+        test_fraction: the split's test share, in (0, 1), as :func:`emoji_entries`.
+        seed: the split's seed, int >= 0, as :func:`emoji_entries`.
+        limit: keep this many entries of the split (seeded draw), ``None`` all, as :func:`emoji_entries`.
 
     Returns:
         An :class:`EmojiArrays` of N = len(entries) x len(styles) images, uint8 (N, 3, size, size).

@@ -232,8 +232,10 @@ def _caption_and_meta(group: _Group) -> tuple[str, dict]:
 
 
 def _image(group: _Group, size: int | None, mode: str) -> tuple[Image.Image, bytes | None, str]:
-    """(the RGB image, resized; the source bytes when they can be passed on unchanged, else None;
-    the source format).
+    """The image of one sample: (RGB image, source bytes or None, source format).
+
+    The RGB image is resized; the source bytes are returned when they can be passed on
+    unchanged, else None.
     """
     ext = next((e for e in IMAGE_EXTENSIONS if e in group.files), None)
     if ext is None:
@@ -358,8 +360,13 @@ def load_image_text(
     """A captioned image folder or img2dataset shards read into arrays (for evaluation).
 
     Args:
-        source, size, resize_mode, strict, skipped: as :func:`image_text_samples`; without
-            ``size`` every image must have the same size.
+        source: a folder of loose files, a folder of ``*.tar`` shards, one ``.tar``, or a
+            sequence of these (read in order).
+        size: resize every image to ``size`` x ``size`` (1 to 8192), or ``None`` to keep sizes;
+            then every image must have the same size.
+        resize_mode: one of :data:`RESIZE_MODES`.
+        strict: raise on an unusable sample instead of skipping it.
+        skipped: a list that receives ``(key, reason)`` for every skipped sample.
         limit: read at most this many samples (the first ones), or all.
 
     Returns:

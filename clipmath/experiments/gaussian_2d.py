@@ -238,7 +238,7 @@ def _draw_figures(
     for loss, (number, description, _) in LEARNERS.items():
         model, stats = models[loss], _summary(models[loss])
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        for ax, which, given in ((axes[0], "u_given_v", "v"), (axes[1], "v_given_u", "u")):
+        for ax, which in ((axes[0], "u_given_v"), (axes[1], "v_given_u")):
             ax.plot(
                 x,
                 norm.pdf(x, truth[f"{which}_mean"] * fc.condition_at, np.sqrt(truth[f"{which}_var"])),

@@ -149,7 +149,9 @@ def _base_grid(height: int, width: int) -> Tensor:
 def _warp(
     x: Tensor, box: tuple[int, int, int, int], flip: bool, angle: float, shift: tuple[float, float], shear: float
 ) -> Tensor:
-    r"""Crop ``box``, resize it to the full image, flip, then rotate, shear and shift about the centre: one bilinear warp.
+    r"""Crop ``box`` and resize it to the full image, flip, then rotate, shear and shift: one bilinear warp.
+
+    The rotation and shear are about the image centre.
 
     All five are affine, so they compose into one map of continuous pixel coordinates (origin
     at the top-left corner, pixel centres at half-integers); the view samples the image at the
@@ -335,6 +337,15 @@ class TwoViews:
         )
 
     def __call__(self, sample: dict, generator: torch.Generator) -> dict:
+        """The two views of one sample (class docstring: the draws and the fields returned).
+
+        Args:
+            sample: ``{"image": uint8 (C, H, W), "key": str, ...}`` from the stream.
+            generator: the sample's generator; every draw comes from it.
+
+        Returns:
+            ``{"u": view, "v": view, "noisy": int64 0 or 1}`` and the sample's other fields.
+        """
         image = sample["image"]
         u_noisy, u_which, u_pick = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
         noisy, replace_u = u_noisy < self.noise_rate, u_which < 0.5

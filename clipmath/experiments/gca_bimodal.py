@@ -202,6 +202,14 @@ def run(config: GcaBimodalConfig, run_dir: Any) -> Headline:
     return Headline(rows)
 
 
+def _cell(values: dict, name: str, top: float) -> str:
+    """One table cell: ``values[name]`` to 4 decimals, bold when it equals the column's best ``top``."""
+    if name not in values:
+        return "–"
+    text = f"{values[name]:.4f}"
+    return f"**{text}**" if values[name] == top else text
+
+
 def _report(config: GcaBimodalConfig, table: dict, not_run: dict) -> str:
     lines = [
         "# gca-bimodal: the GCA losses across modalities\n",
@@ -214,20 +222,14 @@ def _report(config: GcaBimodalConfig, table: dict, not_run: dict) -> str:
         names = list(dict.fromkeys(name for values in by_loss.values() for name in values))
         best = {name: max(v.get(name, -math.inf) for v in by_loss.values()) for name in names}
         lowest = {name: min(v.get(name, math.inf) for v in by_loss.values()) for name in names}
-
-        def cell(values: dict, name: str) -> str:
-            if name not in values:
-                return "–"
-            top = lowest[name] if "ECE" in name or "ece" in name else best[name]
-            text = f"{values[name]:.4f}"
-            return f"**{text}**" if values[name] == top else text
-
+        top = {name: lowest[name] if "ECE" in name or "ece" in name else best[name] for name in names}
         lines += [
             f"## {experiment}\n",
             f"Overrides: `{' '.join(config.overrides.get(experiment, [])) or 'none'}`. Best per column in bold "
             "(lowest for ECE).\n",
             markdown_table(
-                ["loss", *names], [[loss, *(cell(values, n) for n in names)] for loss, values in by_loss.items()]
+                ["loss", *names],
+                [[loss, *(_cell(values, n, top[n]) for n in names)] for loss, values in by_loss.items()],
             ),
             "",
         ]

@@ -165,6 +165,14 @@ def plan_mass(model: BimodalModel, loss_fn: torch.nn.Module, stream: Any, epoch:
 
 
 def stats(values: list[float]) -> dict:
+    """Mean, sample standard deviation (ddof = 1; 0 for one value) and count of the values.
+
+    Args:
+        values: per-seed results; ``None`` and NaN entries are dropped first.
+
+    Returns:
+        ``{"mean": float, "std": float, "n": int}``; NaN mean and std when no value is left.
+    """
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return {"mean": math.nan, "std": math.nan, "n": 0}
@@ -173,6 +181,16 @@ def stats(values: list[float]) -> dict:
 
 
 def verdict(delta: float, se: float) -> str:
+    """Whether a predicted positive difference held, judged against two standard errors.
+
+    Args:
+        delta: the measured difference, positive when the prediction holds.
+        se: its standard error; NaN for one seed (then only the sign of the mean is judged).
+
+    Returns:
+        A phrase for the report: "held" (delta > 2 se), "held in the mean" (0 < delta <= 2 se),
+        "NOT held in the mean" (-2 se <= delta <= 0) or "NOT held" (delta < -2 se), with the reason.
+    """
     if math.isnan(se):
         return "held in the mean (one seed: no s.e.)" if delta > 0 else "NOT held in the mean (one seed: no s.e.)"
     if delta > 0:

@@ -310,7 +310,7 @@ def _run(config: GcaDomainsConfig, run_dir: Any) -> Headline:
         cached_shards(
             folder,
             description,
-            lambda s=train_set, n=n: image_samples(
+            lambda s=train_set, n=n, name=name: image_samples(
                 s["images"], s["labels"], np.arange(n), prefix=name, domains=s["domains"]
             ),
             math.ceil(n / config.stream.n_shards),

@@ -895,8 +895,9 @@ def _report(
         ]
     lines += [
         "\n## Cost\n",
-        "Training compute seconds per step (mean over runs; shared CPU, indicative only; `benchmarks/bench_gca_views.py` "
-        "times the losses side by side) and probe seconds per model (features h and z of the train and test images, penalty selection, fit).\n",
+        "Training compute seconds per step (mean over runs; shared CPU, indicative only; "
+        "`benchmarks/bench_gca_views.py` times the losses side by side) and probe seconds per model (features h and z "
+        "of the train and test images, penalty selection, fit).\n",
         markdown_table(["loss", "s / step", "× ince", "probe s"], _cost_rows(summary, labels)),
         "\n## The paper's claims\n",
         "Verdicts: 'held' when the measured difference is positive beyond twice its standard error over seeds; "

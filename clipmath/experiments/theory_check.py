@@ -136,8 +136,9 @@ def _relative_error(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _random_A(pair, rng: np.random.Generator) -> np.ndarray:
-    r"""A random coupling with :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2` uniform on (0, 1.2): mostly
-    inside the domain of L_joint, some outside (where L_joint = +inf).
+    r"""A random coupling with :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2` uniform on (0, 1.2).
+
+    Mostly inside the domain of L_joint, some outside (where L_joint = +inf).
     """
     A = rng.standard_normal((pair.n_u, pair.n_v))
     su, sv = np.linalg.cholesky(pair.cov_uu), np.linalg.cholesky(pair.cov_vv)
@@ -145,9 +146,11 @@ def _random_A(pair, rng: np.random.Generator) -> np.ndarray:
 
 
 def _certified(fit, *args, **kwargs):
-    """``(result, flat, refused)``: the certified fit, whether it warned that its minimiser is not
-    determined (FlatMinimumWarning: compare values only), and the ConvergenceError message if it
-    refused (then result is None).
+    """``(result, flat, refused)`` of one certified fit ``fit(*args, **kwargs)``.
+
+    ``result`` is the fit, ``flat`` whether it warned that its minimiser is not determined
+    (FlatMinimumWarning: compare values only), and ``refused`` the ConvergenceError message if
+    it refused (then result is None).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FlatMinimumWarning)
@@ -423,8 +426,9 @@ def _quadratic_report(metrics: dict, config: TheoryCheckConfig) -> str:
         f"{_fmt(metrics['rank_r_quadratic_max_relative_error_random'])}, adversarial "
         f"{_fmt(metrics['rank_r_quadratic_max_relative_error_adversarial'])}); {metrics['rank_r_quadratic_refused']} "
         f"refused ({metrics['rank_r_quadratic_retried']} refused at the first try and retried from "
-        f"{2 * config.restarts} fresh starts), {metrics['rank_r_quadratic_compared_by_value']} compared by value; it must be <= "
-        f"{QUADRATIC_REL_TOL:g} with none refused: {'PASS' if metrics['rank_r_quadratic_pass'] else 'FAIL'}.**",
+        f"{2 * config.restarts} fresh starts), {metrics['rank_r_quadratic_compared_by_value']} compared by value; "
+        f"it must be <= {QUADRATIC_REL_TOL:g} with none refused: "
+        f"{'PASS' if metrics['rank_r_quadratic_pass'] else 'FAIL'}.**",
         "",
         markdown_table(
             [

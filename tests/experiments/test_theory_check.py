@@ -46,7 +46,7 @@ def test_rank_r_quadratic_section(run_dir):
     assert metrics["rank_r_quadratic_pass"] is True and metrics["rank_r_quadratic_refused"] == 0
     assert metrics["rank_r_quadratic_max_relative_error"] <= QUADRATIC_REL_TOL
     # Every adversarial case at every rank, both directions; the random ones likewise.
-    for name, (sigma, n_u, n_v) in ADVERSARIAL.items():
+    for name, (_sigma, n_u, n_v) in ADVERSARIAL.items():
         assert len([r for r in rows if r["case"] == name]) == 2 * min(n_u, n_v), name
     assert len({r["case"] for r in rows if r["kind"] == "random"}) == TheoryCheckConfig().quadratic_random
     for row in rows:

@@ -218,7 +218,10 @@ def test_resume_after_interruption_is_bitwise_identical(data, tmp_path, stop_aft
     for p, q in zip(full_model.parameters(), resumed_model.parameters(), strict=False):
         assert torch.equal(p, q)
     assert (resumed.last_loss, resumed.epoch_losses) == (full.last_loss, full.epoch_losses)
-    strip = lambda rs: [{k: r[k] for k in ("step", "epoch", "loss", "lr", "logit_scale")} for r in rs]
+
+    def strip(rs):
+        return [{k: r[k] for k in ("step", "epoch", "loss", "lr", "logit_scale")} for r in rs]
+
     assert strip(_records(run_dir)) == strip(_records(full_dir))
 
 
@@ -375,7 +378,10 @@ def test_skip_counts_survive_a_resume_and_reach_metrics_and_report(tmp_path, sto
     run_dir.resuming = True
     resumed = train(_model(), _loss(), stream(), config, run_dir)
     assert resumed.resumed_at == 2 * (stop_after // 2) and resumed.skipped == full.skipped
-    counts = lambda d: [(r["step"], r["skipped"]) for r in _records(d) if "loss" in r]
+
+    def counts(d):
+        return [(r["step"], r["skipped"]) for r in _records(d) if "loss" in r]
+
     assert counts(run_dir) == counts(full_dir)
     assert load_checkpoint(run_dir.file("checkpoints/train.pt"))["skipped"] == {names[2]: 3}
     for d in (full_dir, run_dir):

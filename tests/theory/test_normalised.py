@@ -1,5 +1,7 @@
 """The normalised 1-D sign model of Fig. 6 (τ = 1 assumed)."""
 
+import functools
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -40,7 +42,7 @@ def test_densities_integrate_and_marginals_are_exact(pair_2d):
     )
     # Integrating the joint over v gives µ_u exactly.
     for u in (-1.3, 0.4, 2.0):
-        marginal = integral(lambda v: model.density(u, v))
+        marginal = integral(functools.partial(model.density, u))
         assert marginal == pytest.approx(model.marginal_density(u, "u"), abs=1e-10)
     assert model.marginal_density(0.0, "v") == pytest.approx(1 / np.sqrt(2 * np.pi * 1.5), rel=1e-15)
     grid = np.linspace(-2, 2, 5)

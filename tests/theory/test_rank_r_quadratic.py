@@ -232,26 +232,27 @@ def test_ties_share_the_minimum_value(name):
             assert value == pytest.approx(quadratic_minimum(pair, rank), rel=1e-12)
 
 
+def _rotated_member(pair, r, theta):
+    """(B_u, loss) of the rank-r candidate whose r-th direction is turned by θ towards the (r+1)-th."""
+    ru, rv, w = whitened(pair)
+    _, _, Vt = np.linalg.svd(w)
+    basis = Vt[:r].T.copy()
+    basis[:, r - 1] = np.cos(theta) * Vt[r - 1] + np.sin(theta) * Vt[r]
+    m = w @ basis @ basis.T @ w.T
+    b_t = m @ np.linalg.inv(np.eye(pair.n_u) - m)
+    root = np.real(sqrtm(np.eye(pair.n_u) + b_t))
+    uu, ss, vv = np.linalg.svd(root @ w, full_matrices=False)
+    B, A = ru @ b_t @ ru, ru @ root @ (uu[:, :r] * ss[:r]) @ vv[:r] @ rv
+    return B, population_loss(pair, "quadratic_u_given_v", A, B_u=B)
+
+
 def test_a_tie_has_a_family_of_minimisers_and_a_gap_has_one():
     # Rotate the r-th canonical direction towards the (r+1)-th, P = span(v_1..v_{r-1}, cos θ v_r + sin θ v_{r+1}),
     # and build B̃ = M (I − M)^{-1}, A from (50a): at a tie every θ gives the minimum, otherwise only θ = 0.
     r = 2
     for sigma, tie in (([0.7, 0.5, 0.5, 0.2], True), ([0.7, 0.5, 0.45, 0.2], False)):
         pair = gaussian_pair_with_correlations(sigma, 5, 4, seed=11)
-        ru, rv, w = whitened(pair)
-        _, _, Vt = np.linalg.svd(w)
-
-        def member(theta):
-            basis = Vt[:r].T.copy()
-            basis[:, r - 1] = np.cos(theta) * Vt[r - 1] + np.sin(theta) * Vt[r]
-            m = w @ basis @ basis.T @ w.T
-            b_t = m @ np.linalg.inv(np.eye(5) - m)
-            root = np.real(sqrtm(np.eye(5) + b_t))
-            uu, ss, vv = np.linalg.svd(root @ w, full_matrices=False)
-            B, A = ru @ b_t @ ru, ru @ root @ (uu[:, :r] * ss[:r]) @ vv[:r] @ rv
-            return B, population_loss(pair, "quadratic_u_given_v", A, B_u=B)
-
-        (b_0, value_0), (b_t, value_t) = member(0.0), member(0.7)
+        (b_0, value_0), (b_t, value_t) = _rotated_member(pair, r, 0.0), _rotated_member(pair, r, 0.7)
         assert unique_minimiser(pair, r) is not tie
         assert value_0 == pytest.approx(quadratic_minimum(pair, r), rel=1e-12)
         assert rel(b_t, b_0) > 0.1  # a different matrix ...

@@ -55,8 +55,10 @@ REFERENCE = "Baptista, Stuart & Tran (2025), A mathematical perspective on contr
 
 @dataclass(frozen=True)
 class OceanConfig:
-    """Everything that determines a flow/drifter data set (execution choices such as chunk
-    size, workers and device are arguments of :func:`simulate_ocean`, since they change no number).
+    """Everything that determines a flow/drifter data set.
+
+    Execution choices such as chunk size, workers and device are arguments of
+    :func:`simulate_ocean`, since they change no number.
 
     Attributes:
         flow: laws of the flows.
@@ -276,8 +278,9 @@ def dataset_config(ds: xr.Dataset) -> OceanConfig:
 
 
 def dataset_flows(ds: xr.Dataset, index=slice(None)) -> Flows:
-    """The flows of a data set (all, or those at ``index``) as :class:`~.flow.Flows`, e.g. for
-    :meth:`~.flow.Flows.on_grid` in figures.
+    """The flows of a data set (all, or those at ``index``) as :class:`~.flow.Flows`.
+
+    E.g. for :meth:`~.flow.Flows.on_grid` in figures.
     """
     c = ds["coefficients"].values[index]
     return Flows(c[:, 0] + 1j * c[:, 1], ds["frequencies"].values[index])
@@ -361,7 +364,8 @@ def write_ocean_shards(
         ds: the data set.
         out_dir: a new or empty directory.
         indices: samples to write (default: all), e.g. the training half.
-        max_count, max_bytes: shard limits of :func:`~clipmath.datasets.write_shards`.
+        max_count: most samples per shard, or ``None`` (:func:`~clipmath.datasets.write_shards`).
+        max_bytes: most bytes per shard file, or ``None`` (:func:`~clipmath.datasets.write_shards`).
     """
     source = ocean_shard_source(ds)
     if indices is not None:

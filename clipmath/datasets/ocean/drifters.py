@@ -150,6 +150,7 @@ class DrifterConfig:
 
     @property
     def n_release(self) -> int:
+        """Number R of release points (drifters per flow)."""
         return len(self.release_points)
 
     def times(self) -> np.ndarray:
@@ -228,8 +229,9 @@ class _NumpyVelocity:
 
 
 def kernel_velocity(flows: Flows, x: np.ndarray, t: float) -> np.ndarray:
-    """The numpy kernel's velocity at points, one point per flow (for tests against
-    :meth:`~.flow.Flows.velocity`).
+    """The numpy kernel's velocity at points, one point per flow.
+
+    For tests against :meth:`~.flow.Flows.velocity`.
 
     Args:
         flows: n flows.

@@ -180,6 +180,7 @@ class Flows:
 
     @property
     def k_max(self) -> int:
+        """Largest :math:`|k_1|, |k_2|` of the modes, from K = (2 k_max + 1)^2."""
         return k_max_of(self.coefficients.shape[1])
 
     @property

@@ -159,7 +159,8 @@ def geostrophic_velocity(ssh: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> t
 
     Args:
         ssh: (..., n_lat, n_lon) heights.
-        lat, lon: the grid axes in degrees (uniform).
+        lat: (n_lat,) latitudes of the grid in degrees (uniform).
+        lon: (n_lon,) longitudes of the grid in degrees (uniform).
     """
     _, dlat = _uniform_axis(lat, "lat")
     _, dlon = _uniform_axis(lon, "lon")
@@ -192,8 +193,9 @@ class GridVelocity:
         self.shape = np.array(self.values.shape[:3])
 
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """(n, 2) velocity at positions ``x`` (n, 2) = (λ, φ) and times ``t`` (n,); NaN where a
-        corner of the stencil is land or the point is off the grid.
+        """(n, 2) velocity at positions ``x`` (n, 2) = (λ, φ) and times ``t`` (n,).
+
+        NaN where a corner of the stencil is land or the point is off the grid.
         """
         point = np.stack([t, x[:, 1], x[:, 0]], axis=1)
         s = (point - self.origin) / self.spacing
@@ -406,7 +408,8 @@ def sea_pairs(
 
     Args:
         config: the pairs' layout.
-        n_train, n_test: releases drawn for training and test.
+        n_train: releases drawn for training (at least ``config.n_modes``, for the EOFs).
+        n_test: releases drawn for test (at least 1).
         seed: seed of the releases.
         sea: the SSH maps (default: read ``config.file``).
 

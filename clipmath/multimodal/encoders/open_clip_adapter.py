@@ -259,9 +259,10 @@ def resolve_embed_dim(config: dict, n_e: Any) -> int:
 
 
 def override(tower_cfg: dict, values: dict[str, Any], required: tuple[str, ...], named: bool) -> dict:
-    """``tower_cfg`` with the given (non-None) ``values`` set; without a named config every
-    ``required`` one must be given. ``heads`` is turned into open_clip's ``head_width`` for a
-    vision tower by the caller. Each value is checked to be a positive integer.
+    """``tower_cfg`` with the given (non-None) ``values`` set, each checked to be a positive integer.
+
+    Without a named config every ``required`` one must be given. ``heads`` is turned into
+    open_clip's ``head_width`` for a vision tower by the caller.
     """
     if not named:
         missing = [name for name in required if values.get(name) is None]

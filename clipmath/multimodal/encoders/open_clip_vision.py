@@ -188,4 +188,5 @@ class OpenClipVision(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
     def extra_repr(self) -> str:
+        """The embedding size and preprocessing settings, for the module's ``repr``."""
         return f"n_e={self.n_e}, image_size={self.image_size}, normalized={self.normalized}, resize={self.resize}"

@@ -77,4 +77,5 @@ class ProjectedEncoder(nn.Module):
         return self.projector(self.features(x))
 
     def extra_repr(self) -> str:
+        """The backbone's feature size, the projector's hidden width and the embedding size, for ``repr``."""
         return f"n_features={self.n_features}, wide={self.wide}, n_e={self.n_e}"
