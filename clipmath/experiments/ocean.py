@@ -16,8 +16,10 @@ Data (``data.source``):
 Model: :math:`g_u` the fixed identity embedding of u (the paper's non-learned
 :math:`g_u(u) = \{\psi_k\}`; ``--set g_u.name=mlp`` learns one), :math:`g_v` the registered
 ``sequence_transformer`` (lift, M residual attention blocks, last-token pooling, linear projection
-to n_e = 98), cosine similarity with a learned temperature; the two-sided CLIP loss by default,
-any registered loss or metric by config (``--set loss.name=...``).
+to n_e = 98; each point joined by its step from the previous one, ``steps``, except in the
+``paper`` preset, whose tokens are the points alone), cosine similarity with a learned
+temperature; the two-sided CLIP loss by default, any registered loss or metric by config
+(``--set loss.name=...``).
 
 Measured:
 
@@ -173,7 +175,9 @@ class OceanExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     g_u: EncoderConfig = field(default_factory=lambda: EncoderConfig("fixed", {"kind": "identity"}))
     g_v: EncoderConfig = field(
-        default_factory=lambda: EncoderConfig("sequence_transformer", {"d_model": 64, "n_blocks": 4, "n_heads": 4})
+        default_factory=lambda: EncoderConfig(
+            "sequence_transformer", {"d_model": 64, "n_blocks": 4, "n_heads": 4, "steps": True}
+        )
     )
     n_e: int = 98
     tau: float = 0.07
@@ -550,8 +554,9 @@ def _show_pair(
     i: int,
     limit: float | None = None,
 ):
-    """One field with its trajectory: the unit square (synthetic) or the SSH patch (med); colours
-    span [-limit, limit] (default: the field's own largest magnitude).
+    """One field with its trajectory: the unit square (synthetic) or the SSH patch (med).
+
+    Colours span [-limit, limit] (default: the field's own largest magnitude).
     """
     limit = float(np.abs(field2d).max()) if limit is None else limit
     colours = {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}

@@ -207,6 +207,7 @@ def test_unknown_and_missing_parameters_are_named():
         ("sequence_transformer", {"d_in": 2, "n_e": 3, "n_blocks": -1}, "n_blocks=-1"),
         ("sequence_transformer", {"d_in": 2, "n_e": 3, "positional": "rotary"}, "positional='rotary'"),
         ("sequence_transformer", {"d_in": 0, "n_e": 3}, "d_in=0"),
+        ("sequence_transformer", {"d_in": 2, "n_e": 3, "steps": 1}, "steps=1"),
         ("fixed", {"kind": "zeros", "n_in": 3}, "kind='zeros'"),
         ("fixed", {"kind": "one_hot"}, "n_classes=None"),
         ("fixed", {"kind": "one_hot", "n_classes": 3, "n_in": 3}, "n_in=3"),
@@ -289,6 +290,24 @@ def test_sequence_transformer_pools_the_last_token(gen):
     last[:, -1] += 1.0
     torch.testing.assert_close(encoder(earlier), z, rtol=0, atol=0)
     assert (encoder(last) - z).abs().max() > 1e-3
+
+
+def test_sequence_transformer_steps_join_each_token_by_its_scaled_step(gen):
+    torch.manual_seed(0)
+    shape = {"n_e": 4, "d_model": 16, "n_heads": 2, "max_len": 8}
+    with_steps = encoders.build("sequence_transformer", d_in=2, steps=True, **shape)
+    explicit = encoders.build("sequence_transformer", d_in=4, **shape)
+    explicit.load_state_dict(with_steps.state_dict())
+    x = torch.randn(3, 8, 2, generator=gen)
+    steps = torch.zeros_like(x)
+    for t in range(1, 8):
+        steps[:, t] = 7 * (x[:, t] - x[:, t - 1])
+    torch.testing.assert_close(with_steps(x), explicit(torch.cat([x, steps], dim=2)))
+    # A constant shift of every position moves the positions, not the steps.
+    shifted = x + 1.0
+    torch.testing.assert_close(
+        with_steps(shifted), explicit(torch.cat([shifted, steps], dim=2)), msg="steps of shifted positions"
+    )
 
 
 def test_sinusoidal_positions_any_length(gen):
