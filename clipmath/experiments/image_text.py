@@ -183,6 +183,7 @@ class RandomAffine:
         self.config = config
 
     def __call__(self, sample: dict, generator: torch.Generator) -> dict:
+        """The sample with ``u`` replaced by a random view drawn from ``generator``."""
         return {**sample, "u": random_affine(sample["u"], self.config, generator)}
 
     def __repr__(self) -> str:
@@ -612,8 +613,10 @@ def retrieval_metrics(
 
 @torch.no_grad()
 def zero_shot_classifier(model: BimodalModel, tokenizer: TokenizeCaptions, classnames, templates) -> torch.Tensor:
-    """(C, n_e) class embeddings: open_clip's recipe for ``cosine`` (mean of the normalised embeddings
-    of every template filled with the class name, renormalised), the plain mean for other metrics.
+    """(C, n_e) class embeddings, one row per class name.
+
+    open_clip's recipe for ``cosine`` (mean of the normalised embeddings of every template filled
+    with the class name, renormalised), the plain mean for other metrics.
     """
     rows = []
     for prompts in zero_shot_prompts(classnames, templates):
@@ -825,6 +828,10 @@ def _figure(run_dir: Any, sets: list[_EvalSet], top3: dict, count: int) -> None:
     run_dir.save_figure(fig, "top3_captions")
 
 
+def _verdict(value: float, target: float) -> str:
+    return "reached" if value >= target else f"NOT reached (short by {target - value:.4f})"
+
+
 def _report(config: ImageTextConfig, s: dict) -> str:
     kind = s["data"]
     columns = [f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in RECALL_KS]
@@ -887,13 +894,13 @@ def _report(config: ImageTextConfig, s: dict) -> str:
             value = r["text_to_image_R@5"]
             lines.append(
                 f"- {name}: text_to_image_R@5 = {value:.4f} against {EMOJI_T2I_R5_TARGET}: "
-                f"{'reached' if value >= EMOJI_T2I_R5_TARGET else f'NOT reached (short by {EMOJI_T2I_R5_TARGET - value:.4f})'}"
+                + _verdict(value, EMOJI_T2I_R5_TARGET)
             )
     elif kind == "mnist":
         value = s["zero_shot"]["mnist"]["acc1"]
         lines.append(
             f"- zero-shot accuracy = {value:.4f} against {MNIST_ZERO_SHOT_TARGET}: "
-            f"{'reached' if value >= MNIST_ZERO_SHOT_TARGET else f'NOT reached (short by {MNIST_ZERO_SHOT_TARGET - value:.4f})'}"
+            + _verdict(value, MNIST_ZERO_SHOT_TARGET)
         )
     else:
         lines.append("- none for a user's folder")

@@ -125,7 +125,8 @@ class OpenClipText(nn.Module):
             )
         if ids.numel() and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
             raise ValueError(
-                f"text: token ids in [{int(ids.min())}, {int(ids.max())}]; expected ids in [0, vocab_size={self.vocab_size})"
+                f"text: token ids in [{int(ids.min())}, {int(ids.max())}]; "
+                f"expected ids in [0, vocab_size={self.vocab_size})"
             )
         return ids
 
@@ -144,4 +145,5 @@ class OpenClipText(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
     def extra_repr(self) -> str:
+        """The sizes shown by ``repr``."""
         return f"n_e={self.n_e}, context_length={self.context_length}, vocab_size={self.vocab_size}"
