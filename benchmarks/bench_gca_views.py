@@ -1,6 +1,6 @@
 """``gca-views`` costs: training throughput of each GCA loss against ``ince``, and the linear probe's cost.
 
-The setting of ``gca-views`` (Chen et al. 2024, GCA; digest §6-§7): one shared ``projected``
+The setting of ``gca-views`` (Chen et al. 2024, GCA): one shared ``projected``
 encoder (LeNet backbone with 64 features, projector 64 → 512 → 128 without bias), cosine logits
 at ε = τ = 0.5, the paper's hyperparameters (T = 10, λ = 0.01, q = 0.6, ρ = 0.2), Adam.
 
@@ -9,8 +9,8 @@ at ε = τ = 0.5, the paper's hyperparameters (T = 10, λ = 0.01, q = 0.6, ρ = 
 2. **Training step.** One optimizer step (both views through the encoder, the loss, backward,
    Adam) on a fixed batch of two views of B = 256 digits held in memory, so the stream's
    augmentation cost (the same for every loss) is left out. Anchor: the ``ince`` step. The
-   poster's timing figure puts the RINCE/UOT family about 16 % *below* INCE and GCA-INCE
-   (digest §7.4): the ratio of ``gca_uot`` to ``gca_ince`` checks that claim.
+   poster's timing figure puts the RINCE/UOT family about 16 % *below* INCE and GCA-INCE:
+   the ratio of ``gca_uot`` to ``gca_ince`` checks that claim.
 3. **Views.** Samples per second of :class:`~clipmath.experiments.gca_augment.TwoViews` (two
    views of a 28x28 digit, p = 0.4) in one process: the stream's worker runs this, so it caps
    the trainer's throughput when slower.

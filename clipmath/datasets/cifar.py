@@ -1,8 +1,8 @@
 """CIFAR-10 and CIFAR-100 from a user's folder in the standard python-pickle format.
 
-The two datasets of the GCA paper's standard and noisy settings (§6.1 and §7 of the digest of
-Chen et al. 2024) are not shipped by any package here, so they are read from a folder the user
-downloaded once, in the format of the "python version" archives of Krizhevsky (2009):
+The two datasets of the GCA paper's standard and noisy settings (Chen et al. 2024, the CIFAR-10
+and CIFAR-100 results on its poster) are not shipped by any package here, so they are read from
+a folder the user downloaded once, in the format of the "python version" archives of Krizhevsky (2009):
 
 * CIFAR-10, ``cifar-10-batches-py/``: ``data_batch_1`` ... ``data_batch_5`` (10,000 images
   each) and ``test_batch``, plus ``batches.meta`` (``label_names``);

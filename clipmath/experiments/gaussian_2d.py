@@ -3,7 +3,8 @@ r"""``gaussian-2d``: the two-dimensional illustration of Section 5.4 of Baptista
 Data :math:`\mu = \mathcal N(0, \mathcal C)` with :math:`\mathcal C = [[1.5, 1], [1, 1.5]]` (u, v scalars,
 :math:`n_e = 1`). For three learners the population-optimal encoders are computed twice, by the
 closed forms and by minimising the exact population loss numerically over (G, H), and the model
-ν they define is compared with the truth (digest §8 table):
+ν they define is compared with the truth and with the closed forms worked out by hand for this
+:math:`\mathcal C` (the paper shows only plots):
 
 - ``conditional``: inner-product tilting, two-sided conditional loss (Theorem 5.1, Fig. 2);
 - ``quadratic_u_given_v``: quadratic tilting, one-sided u|v loss (Theorem 5.3, Fig. 3);
@@ -60,7 +61,7 @@ LEARNERS = {
 #: The learners of Section 5.4 itself (Figs. 2-5); the others are issue 11's.
 PAPER_LEARNERS = ("conditional", "quadratic_u_given_v", "joint")
 PAPER_COV = [[1.5, 1.0], [1.0, 1.5]]
-#: digest §8, derived from the closed forms for PAPER_COV (the paper shows only plots).
+#: The closed forms (Theorems 5.1, 5.3, 5.6) worked out by hand for PAPER_COV (the paper shows only plots).
 PAPER_TABLE = {
     "conditional": {
         "A": 4 / 9,
@@ -308,7 +309,7 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
         f"({config.fit.restarts} random starts, gradient tolerance {config.fit.gtol:g}). The model ν they define "
         "is a Gaussian (precision (40) or (47)); its conditionals at the closed form are listed beside the "
         "numerical ones"
-        + (" and the digest's §8 table (4 decimals there)." if paper else ".")
+        + (" and the values worked out by hand from the closed forms (4 decimals there)." if paper else ".")
         + " Where no closed form exists (`mmd_joint`) the first column is `optimal_alignment`'s numerical optimum "
         "(seeded starts) and the second a re-minimisation from other starts. Rows `loss` and `kl` give the "
         "population loss at the optimum and KL(µ‖ν) (Lemma E.1).",
@@ -322,7 +323,7 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
             lines += [f"Gaussian kernel bandwidth h = {config.mmd_bandwidth:g}.", ""]
         learner = name in LEARNERS
         headers = ["quantity", "closed form", "numerical", "relative error"] if learner else ["quantity", "value"]
-        headers += ["§8 table"] if paper else []
+        headers += ["by hand"] if paper else []
         rows = []
         for key in (
             "A",
@@ -359,7 +360,7 @@ def _report(metrics: dict, figures: list[str], config: Gaussian2DConfig, paper: 
                 [
                     "P_ν(sign u = sign v \\| v)",
                     f"{sign['same_sign_probability']:.6g}",
-                    f"{PAPER_SAME_SIGN} (digest §8)" if paper else "",
+                    f"{PAPER_SAME_SIGN} (e / (e + 1/e) at τ = 1)" if paper else "",
                 ],
                 ["P_µ(sign u = sign v) (data)", f"{sign['true_same_sign_probability']:.6g}", "½ + arcsin(ρ)/π"],
             ],
@@ -415,7 +416,7 @@ def run(config: Gaussian2DConfig, run_dir: RunDir) -> Headline:
             "same-sign probability (sign model)",
             sign.same_sign_probability,
             PAPER_SAME_SIGN if paper else "",
-            "digest §8, τ = 1",
+            "e / (e + 1/e) at τ = 1 (Fig. 6)",
         )
     )
     rows.append(("max relative error, closed vs numerical", metrics["max_relative_error"], 1e-6, "required bound"))

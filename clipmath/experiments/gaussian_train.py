@@ -32,8 +32,8 @@ losses), and for the model's conditional mean map and covariance (from :func:`ti
 - *trained vs empirical*: what remains: the sample loss (12) and the plug-in Gaussian loss of
   Remark D.2 are different estimators (their minimisers differ by O(1/√N)), plus the bias of the
   finite-batch estimator (each step minimises the loss of a batch of B, whose expectation is not
-  the population loss; digest §9.1, sweep 2), which does not vanish as N grows at fixed B, plus
-  optimisation error.
+  the population loss; the batch-size sweep of Section 6.1, Fig. 9), which does not vanish as N
+  grows at fixed B, plus optimisation error.
 
 The sampling error of the plug-in optimum is averaged over ``reference_draws`` draws (no
 training), the trained errors over ``replicates`` training sets; both as root mean squares.
@@ -386,7 +386,7 @@ def _report(config: GaussianTrainConfig, pair: GaussianPair, summary: list[dict]
         "noisier: exp(uᵀAv) is heavy-tailed). (ii) Each step minimises the loss of a batch of "
         f"B={config.batch_size}, whose expectation is not the population loss (the positive pair sits among "
         "the negatives, and log E is estimated by the log of a batch mean): a bias that does not vanish as N "
-        "grows at fixed B (digest §9.1, sweep 2). (iii) Optimisation error.\n",
+        "grows at fixed B (the batch-size sweep of Section 6.1, Fig. 9). (iii) Optimisation error.\n",
         "So the trained error can exceed the sampling error of the plug-in estimator by a factor, falls "
         "like 1/√N while (i) and the sampling error dominate, and flattens where it meets the batch-bias "
         f"floor (ii); with {config.replicates} training sets per N its fitted slope is itself noisy.\n",

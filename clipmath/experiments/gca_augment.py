@@ -1,4 +1,4 @@
-r"""The two random views of the GCA experiments, and the noisy-view corruptions (Chen et al. 2024, §6.3).
+r"""The two random views of the GCA experiments, and the noisy-view corruptions (Chen et al. 2024, official code).
 
 Shared by ``gca-views`` and ``gca-domains`` (a module of pieces, not an experiment).
 
@@ -14,7 +14,7 @@ same whatever the worker count, shuffle order or resume point.
 v at random, is replaced by a view of an unrelated image (``replace``: an image of a fixed
 seeded pool of *training* images, never the sample itself) or by a heavy corruption of the
 image (``corrupt``: a crop of 5-15 % of its area blown up, then half of it erased, in the spirit
-of the paper's ``strong_crop``/``large_erase``, §6.3 of the digest of Chen et al. 2024).
+of the ``strong_DA`` options ``strong_crop``/``large_erase`` of the official code of Chen et al. 2024).
 """
 
 from __future__ import annotations
@@ -212,10 +212,11 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
 def augment_view(image: Tensor, config: AugmentConfig, generator: torch.Generator) -> Tensor:
     """One random view of an image; its :data:`VIEW_DRAWS` uniforms drawn at once from ``generator``.
 
-    The steps, in order, as in the SimCLR recipe of the paper's runs (§6.3 of the digest), sized
-    for small images: random resized crop (area fraction ``crop_scale``, log-uniform aspect
-    ``crop_ratio``, resized back), horizontal flip, rotation, shear and translation (the five
-    composed into one bilinear warp, :func:`_warp`); with probability ``jitter_p`` brightness,
+    The steps, in order, as in the SimCLR recipe of the paper's runs (the official code's
+    ``cl_models/modules/transformations/simclr.py``), sized for small images: random resized
+    crop (area fraction ``crop_scale``, log-uniform aspect ``crop_ratio``, resized back),
+    horizontal flip, rotation, shear and translation (the five composed into one bilinear warp,
+    :func:`_warp`); with probability ``jitter_p`` brightness,
     contrast (and saturation, colour only) factors applied in a random order; grey (colour only);
     a 3x3 Gaussian blur; erasing a random rectangle (filled with 0). Written with torch ops so
     that every random number comes from the sample's generator (torchvision's random transforms
@@ -276,7 +277,7 @@ def augment_view(image: Tensor, config: AugmentConfig, generator: torch.Generato
 def corrupt_view(image: Tensor, generator: torch.Generator) -> Tensor:
     """A heavy corruption: a crop of 5-15 % of the area blown up to full size, then 40-60 % of it erased.
 
-    In the spirit of the paper's ``strong_crop`` and ``large_erase`` (§6.3 of the digest):
+    In the spirit of the official code's ``strong_DA`` options ``strong_crop`` and ``large_erase``:
     little of the image's content survives.
 
     Args:

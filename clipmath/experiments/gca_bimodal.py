@@ -215,8 +215,9 @@ def _report(config: GcaBimodalConfig, table: dict, not_run: dict) -> str:
         "# gca-bimodal: the GCA losses across modalities\n",
         "Each bimodal experiment trained once per loss through its own entry point: its `quick` preset, then "
         "the overrides below, then `loss.name`. GCA losses with the paper's hyperparameters (Chen et al. 2024, "
-        "§6.3: T = 10, λ = 0.01, q = 0.6, ρ = 0.2, KL weight 1, RINCE weight 0.2), at the experiment's own "
-        "temperature (ε = τ) and metric. Each sub-run's report is in `<experiment>/<loss>/report.md`.\n",
+        "official README's CIFAR-10 command: T = 10, λ = 0.01, q = 0.6, ρ = 0.2, KL weight 1, RINCE weight 0.2), "
+        "at the experiment's own temperature (ε = τ) and metric. Each sub-run's report is in "
+        "`<experiment>/<loss>/report.md`.\n",
     ]
     for experiment, by_loss in table.items():
         names = list(dict.fromkeys(name for values in by_loss.values() for name in values))

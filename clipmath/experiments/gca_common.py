@@ -5,9 +5,11 @@ Not an experiment: the experiments import it (and never each other).
 * :func:`image_samples`: (N, C, H, W) images as PNG shard samples with their label (and domain);
 * :class:`ProbeConfig`: the frozen linear probe of :func:`clipmath.multimodal.probe.linear_probe`;
 * :func:`plan_departure`: how far GCA-INCE's Sinkhorn plan is from InfoNCE's row softmax
-  (§5.2 of the digest of Chen et al. 2024: barely at ε = 0.5);
-* :func:`plan_mass`: the loss plan's mass on noisy pairs against clean ones (the mechanism
-  claimed for GCA-UOT, §4.5);
+  (barely at ε = 0.5, where the cosine kernel lies in [e^-2, e^2] and Sinkhorn converges in a
+  few steps);
+* :func:`plan_mass`: the loss plan's mass on noisy pairs against clean ones (the mechanism a
+  third-party summary of Chen et al. 2024 gives for GCA-UOT: it "adaptively weights positive
+  alignments");
 * :func:`stats`, :func:`verdict`: mean ± std over seeds and a verdict on a difference.
 """
 
@@ -94,7 +96,7 @@ def plan_departure(z_u: Tensor, z_v: Tensor, tau: float, n_iter: int = 10, batch
     On consecutive batches of B cross-view pairs, with logits :math:`\cos/\tau`:
     :math:`\frac1{2B}\sum_i\sum_j |\tilde P_{ij} - \mathrm{softmax}_j(S_{i\cdot})|`, where
     :math:`\tilde P` is the GCA-INCE plan after ``n_iter`` Sinkhorn iterations with each row scaled
-    to sum 1. 0 means GCA-INCE's rows are InfoNCE's (§5.2 of the digest: near 0 at ε = 0.5).
+    to sum 1. 0 means GCA-INCE's rows are InfoNCE's (expected near 0 at ε = 0.5: a flat kernel).
 
     Args:
         z_u: (N, n_e) embeddings of one view.

@@ -6,10 +6,10 @@ For seeded random covariances in several dimensions:
    :data:`~clipmath.theory.LOSSES` (the MMD ones at each configured bandwidth) at every rank,
    against the minimiser of the exact population loss found over (G, H) from several other
    random starts, certified (BFGS then Newton to a relative step ``rtol``; largest relative error;
-   the bar is 1e-6, digest §12). The reference is a closed form (Theorems 5.1, 5.3, 5.6, the
-   rank-r quadratic closed form, the two-sided quadratic and quadratic joint closed forms, the
-   MMD conditional at full rank) or, where none exists, a numerical optimum from seeded starts
-   (then the row checks that independent starts agree);
+   the bar is 1e-6, ``REL_TOL``, a bound this package sets). The reference is a closed form
+   (Theorems 5.1, 5.3, 5.6, the rank-r quadratic closed form, the two-sided quadratic and
+   quadratic joint closed forms, the MMD conditional at full rank) or, where none exists, a
+   numerical optimum from seeded starts (then the row checks that independent starts agree);
 2. each population loss at the optimum against the Monte-Carlo mean of the per-sample loss (the
    error beside its standard error);
 3. Theorem 3.10, :math:`L_{cond}(A) \le L_{joint}(A)`, at random A (count of violations);
@@ -387,7 +387,7 @@ def run(config: TheoryCheckConfig, run_dir: RunDir) -> Headline:
     run_dir.write_text("report.md", _report(metrics, config))
     return Headline(
         rows=[
-            ("max relative error, closed form vs numerical", max_rel, REL_TOL, "required bound (digest §12)"),
+            ("max relative error, closed form vs numerical", max_rel, REL_TOL, "required bound (set by this package)"),
             ("max abs(MC error) / standard error", max_z, Z_BOUND, "4 standard errors"),
             ("L_cond > L_joint at random A (count)", metrics["theorem_3_10_violations"], 0, "Theorem 3.10"),
             ("max abs(J_cond - L_cond - I(u;v))", metrics["theorem_3_2_max_abs_error"], 0.0, "Theorem 3.2"),

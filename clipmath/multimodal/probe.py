@@ -7,12 +7,12 @@ r"""Evaluation of frozen representations: a linear probe, and the alignment and 
 * :func:`linear_probe`: select, refit on all training features, and score a test set once
   (the final test accuracy; nothing is chosen on it);
 * :func:`alignment`, :func:`uniformity`: the two properties of Wang & Isola (2020) that the GCA
-  paper's uniformity claims are about (§5.1 of the digest of Chen et al. 2024).
+  paper's uniformity claims are about (Chen et al. 2024, the theory results on its poster).
 
 This is the protocol the GCA paper's ImageNet/SVHN path follows (frozen features, no
-augmentation, final test accuracy; §9.10 of the digest), and not its CIFAR one, which
-fine-tunes the whole encoder (``requires_grad`` set on the module, not its parameters) and
-reports the best test accuracy over epochs (§9.9).
+augmentation, final test accuracy; the official code's ``linear_evaluation.py``), and not its
+CIFAR one, which fine-tunes the whole encoder (``requires_grad`` set on the module, not its
+parameters) and reports the best test accuracy over epochs (the same file).
 """
 
 from __future__ import annotations

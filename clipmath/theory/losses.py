@@ -175,7 +175,7 @@ def population_loss(
 
     - ``conditional`` (inner-product tilting, two-sided, :math:`(\lambda_u, \lambda_v) = (1, 1)`, eq. 42):
       :math:`L_{cond}(A) = -\mathrm{Tr}(A C_{vu}) + \tfrac12 \mathrm{Tr}(A^\top C_{uu} A C_{vv})`.
-      (Remark D.1 writes twice this; the argmin is the same, digest §10 item 7.)
+      (Remark D.1 writes twice this; the argmin is the same, ``docs/math/typos.md``.)
     - ``joint`` (inner-product tilting, eq. 52):
       :math:`L_{joint}(A) = -\mathrm{Tr}(A C_{vu}) - \tfrac12 \log\det(I - C_{vv} A^\top C_{uu} A)`,
       ``+inf`` when :math:`\|C_{uu}^{1/2} A C_{vv}^{1/2}\|_2 \ge 1` (the normaliser diverges).

@@ -3,10 +3,11 @@ r"""The normalised one-dimensional encoders of Fig. 6 (Section 5.4 of Baptista, 
 With :math:`n_u = n_v = n_e = 1` the normalised encoders :math:`\bar g_u = g u / |g u|` and
 :math:`\bar g_v = h v / |h v|` only keep signs, so the tilting is
 :math:`\nu \propto \exp(o\, \mathrm{sign}(u)\, \mathrm{sign}(v) / \tau)\, \mu_u \otimes \mu_v` with the
-orientation :math:`o = \mathrm{sign}(g h) = \pm 1`. The paper does not state τ; τ = 1 is
-assumed (digest §10 item 10). Since :math:`\mathrm{sign}(v)` is a fair coin under
-:math:`\mu_v`, :math:`\mathbb E_{\mu_v} e^{o\,s_u s_v/\tau} = \cosh(1/\tau)` for either :math:`s_u`: the
-normaliser is :math:`\cosh(1/\tau)` and both marginals of ν are exactly :math:`\mu_u`, :math:`\mu_v`.
+orientation :math:`o = \mathrm{sign}(g h) = \pm 1`. The paper does not state τ (nor whether it is
+learned); τ = 1 is assumed, as for the unnormalised encoders of Section 5. Since
+:math:`\mathrm{sign}(v)` is a fair coin under :math:`\mu_v`,
+:math:`\mathbb E_{\mu_v} e^{o\,s_u s_v/\tau} = \cosh(1/\tau)` for either :math:`s_u`: the normaliser is
+:math:`\cosh(1/\tau)` and both marginals of ν are exactly :math:`\mu_u`, :math:`\mu_v`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ r"""Numerical oracles for the closed forms of :mod:`clipmath.theory.alignment`.
   :func:`clipmath.theory.population_loss` is minimised over :math:`G \in \mathbb R^{n_e \times n_u}`,
   :math:`H \in \mathbb R^{n_e \times n_v}` (eq. 38) with exact gradients (chain rule through
   :math:`A = G^\top H`, :math:`B_u = G^\top G`, :math:`B_v = H^\top H`), from several random
-  starts, as Section 7.5 of the digest does.
+  starts (a check the paper itself does not report).
 - :func:`numerical_quadratic_alignment`: the paper's own route for the rank-r quadratic loss,
   (50a) with B from numerically minimising (50b), the oracle of the rank-r closed form.
 
@@ -366,10 +366,11 @@ def numerical_quadratic_alignment(
 
     The oracle of the closed form :func:`clipmath.theory.optimal_alignment` (which is the top-r
     truncation of Theorem 5.3; ``docs/theory/rank_r_quadratic.md``). (50b) is minimised over
-    PSD rank-r B (with −log det, see digest §7.2) as a dense factor in the canonical basis from
-    random starts, certified to a relative step ``rtol`` (see :func:`_quadratic_50b_core`), and
-    (50a) gives A. ``quadratic_v_given_u`` is the mirror image (B_v). At a tie σ_r = σ_{r+1} > 0
-    it returns some member of the family of minimisers: compare loss values there.
+    PSD rank-r B (with −log det, the sign corrected in ``docs/math/typos.md``) as a dense factor in
+    the canonical basis from random starts, certified to a relative step ``rtol`` (see
+    :func:`_quadratic_50b_core`), and (50a) gives A. ``quadratic_v_given_u`` is the mirror image
+    (B_v). At a tie σ_r = σ_{r+1} > 0 it returns some member of the family of minimisers: compare
+    loss values there.
 
     Args:
         pair: the data law.

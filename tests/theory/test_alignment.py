@@ -1,4 +1,4 @@
-"""Optimal alignments: the §8 table, Definition 5.5, Theorems 5.1/5.3/5.6 against numerical minimisation."""
+"""Optimal alignments: Section 5.4's example, Definition 5.5, Theorems 5.1/5.3/5.6 against numerical minimisation."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from clipmath.theory import LOSSES, GaussianPair, h, numerical_alignment, optima
 from clipmath.theory.alignment import MMD_LOSSES
 
 # The certified numerics (BFGS, then Newton to a relative step 1e-10) agree with the closed
-# forms to ~1e-14 on these cases (measured); the bar of digest §12 is 1e-6.
+# forms to ~1e-14 on these cases (measured); the bar this package sets is 1e-6.
 REL_TOL = 1e-6
 CASES = [(n_u, n_v, seed) for n_u, n_v in [(1, 1), (2, 2), (4, 3), (3, 5)] for seed in (0, 1)]
 

@@ -1,4 +1,4 @@
-"""The tilted model ν: Corollaries 5.2, 5.4, 5.7, the §8 table, properness."""
+"""The tilted model ν: Corollaries 5.2, 5.4, 5.7, Section 5.4's example, properness."""
 
 import numpy as np
 import pytest
@@ -28,7 +28,7 @@ def test_two_dimensional_table(pair_2d):
     np.testing.assert_allclose(cond.joint_cov, [[2.7, 1.8], [1.8, 2.7]], rtol=1e-13)
     np.testing.assert_allclose(joint.joint_cov, [[2.0, 1.0], [1.0, 2.0]], rtol=1e-13)
     np.testing.assert_allclose(quad.joint_cov, [[7 / 6, 0.5], [0.5, 0.75]], rtol=1e-13)
-    table = {  # (u|v coefficient, u|v variance, v|u coefficient, v|u variance), digest §8
+    table = {  # (u|v coefficient, u|v variance, v|u coefficient, v|u variance), from the closed forms by hand
         "cond": (cond, 2 / 3, 1.5, 2 / 3, 1.5),
         "joint": (joint, 0.5, 1.5, 0.5, 1.5),
         "quad": (quad, 2 / 3, 5 / 6, 3 / 7, 15 / 28),

@@ -1,4 +1,4 @@
-r"""A backbone with the GCA projection head: :math:`f_\theta = p \circ h` (§6.2 of the digest of Chen et al. 2024)."""
+r"""A backbone with the GCA projection head: :math:`f_\theta = p \circ h` (Chen et al. 2024, official code)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from clipmath.multimodal.encoders.base import build, check_positive_int, registe
 class ProjectedEncoder(nn.Module):
     r"""Backbone features :math:`h(x)` followed by the GCA projector, :math:`f(x) = W_2\,\mathrm{relu}(W_1 h(x))`.
 
-    The official GCA code (§6.2 of the digest of Chen et al. 2024) puts on its ResNet (``fc``
+    The official GCA code (``cl_models/simclr.py`` of Chen et al. 2024) puts on its ResNet (``fc``
     replaced by the identity) the projector ``Linear(feat, 2048, bias=False) - ReLU -
     Linear(2048, 128, bias=False)``, without BatchNorm; the loss sees the 128-d output and the
-    linear probe reads the backbone features :math:`h` (§9.10). Here the backbone is any
-    registered encoder, built from its config, and its ``n_e`` outputs are the features::
+    linear probe reads the backbone features :math:`h` (``linear_evaluation.py``). Here the
+    backbone is any registered encoder, built from its config, and its ``n_e`` outputs are the
+    features::
 
         x -> backbone -> h (n_features = backbone.n_e) -> Linear(n_features, wide, no bias)
           -> ReLU -> Linear(wide, n_e, no bias) -> z
