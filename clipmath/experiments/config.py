@@ -241,10 +241,19 @@ def resolve(cls: type, experiment: str, preset: str = "quick", overrides: list[s
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"unknown config key {'.'.join(keys[: depth + 1])!r} in override {text!r}")
             node = node[part]
-        if keys[-1] not in node:
+        if keys[-1] not in node and not _is_open_mapping(cls, keys[:-1]):
             raise ConfigError(f"unknown config key {'.'.join(keys)!r} in override {text!r}")
         node[keys[-1]] = value
     return from_dict(cls, data)
+
+
+def _is_open_mapping(cls: type, keys: list[str]) -> bool:
+    """Whether the field at ``keys`` of dataclass ``cls`` is a ``dict`` (free keys, e.g. ``loss.params``)."""
+    for key in keys:
+        if not (dataclasses.is_dataclass(cls) and key in typing.get_type_hints(cls)):
+            return False
+        cls = typing.get_type_hints(cls)[key]
+    return (typing.get_origin(cls) or cls) is dict
 
 
 def dump_yaml(config: Any) -> str:

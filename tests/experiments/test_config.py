@@ -16,6 +16,7 @@ from clipmath.experiments.config import ConfigError, dump_yaml, from_dict, parse
 class Optim:
     lr: float = 1e-3
     name: Literal["adam", "sgd"] = "adam"
+    params: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +49,13 @@ def test_set_overrides_parse_yaml_values(preset_dir):
     toy = resolve(Toy, "toy", "paper", ["optim.name=sgd", "rank=3", "shape=[4, 5]", "verbose=true", "optim.lr=2"])
     assert toy.optim == Optim(lr=2.0, name="sgd")
     assert toy.rank == 3 and toy.shape == (4, 5) and toy.verbose is True
+
+
+def test_a_dict_field_takes_new_keys_and_a_dataclass_does_not(preset_dir):
+    toy = resolve(Toy, "toy", "quick", ["optim.params.beta=0.9", "optim.params.eps=1e-8"])
+    assert toy.optim.params == {"beta": 0.9, "eps": 1e-8}
+    with pytest.raises(ConfigError, match="'optim.params.beta'"):
+        resolve(Toy, "toy", "quick", ["optim.params.beta.x=1"])
 
 
 @pytest.mark.parametrize(

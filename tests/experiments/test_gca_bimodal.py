@@ -5,7 +5,7 @@ import json
 import pytest
 
 from clipmath.experiments import cli, registry
-from clipmath.experiments.gca_bimodal import GcaBimodalConfig, headline_metrics, sub_config
+from clipmath.experiments.gca_bimodal import GcaBimodalConfig, headline_metrics, sub_config, takes_target
 
 TINY = [
     'overrides={mnist-labels: [data.n_train=300, data.n_test=200, train.epochs=1, "finetune.sizes=[20]", '
@@ -18,6 +18,23 @@ def test_a_sub_run_is_the_quick_preset_with_the_overrides_and_the_loss():
     sub = sub_config(config, "mnist-labels", "gca_uot", shards_dir="/tmp/s")
     assert sub.loss.name == "gca_uot" and sub.loss.metric == "inner" and sub.train.epochs == 2
     assert sub.stream.shards_dir == "/tmp/s" and sub.seed == 0
+
+
+def test_the_losses_that_take_a_target_get_the_experiments_one_and_the_others_keep_theirs():
+    assert [takes_target(name) for name in ("clip", "siglip", "ince", "gca_ince", "rince", "gca_rince", "gca_uot")] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+        True,
+    ]
+    config = GcaBimodalConfig()
+    assert sub_config(config, "mnist-labels", "gca_ince").loss.params == {"target": "class"}
+    assert sub_config(config, "mnist-labels", "clip").loss.params == {}
+    assert sub_config(config, "image-text", "gca_ince").loss.params == {}  # identity: one caption per image
+    assert sub_config(GcaBimodalConfig(targets={}), "mnist-labels", "gca_ince").loss.params == {}
 
 
 def test_the_headline_readers():
@@ -67,6 +84,7 @@ def test_the_headline_readers():
         ("experiments=[pacs]", "'pacs' unknown"),
         ("overrides={mnist-labels: [train.epochs=0]}", "train.epochs"),
         ("overrides={image-text: [bogus=1]}", "bogus"),
+        ("targets={mnist-labels: nope}", "nope"),
     ],
 )
 def test_bad_config_is_refused_before_the_run_directory_is_touched(tmp_path, capsys, override, named):
