@@ -250,9 +250,10 @@ def resolve(cls: type, experiment: str, preset: str = "quick", overrides: list[s
 def _is_open_mapping(cls: type, keys: list[str]) -> bool:
     """Whether the field at ``keys`` of dataclass ``cls`` is a ``dict`` (free keys, e.g. ``loss.params``)."""
     for key in keys:
-        if not (dataclasses.is_dataclass(cls) and key in typing.get_type_hints(cls)):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if key not in hints:
             return False
-        cls = typing.get_type_hints(cls)[key]
+        cls = hints[key]
     return (typing.get_origin(cls) or cls) is dict
 
 
