@@ -24,8 +24,16 @@ and report; the shard caches are shared. A sub-run that already holds ``metrics.
 not retrained, so an interrupted run resumes where it stopped. An experiment that is not
 registered yet is named in the report as not run.
 
-The GCA losses read cosine or inner-product logits at the experiment's own temperature (fixed
-at 1 in ``mnist-labels``, learnt from 0.07 in ``image-text``): ε = τ there, not the paper's 0.5.
+The GCA losses read the experiment's own logits (inner product at τ = 1 in ``mnist-labels``,
+cosine with τ learnt from 0.07 in ``image-text`` and ``ocean``): ε = τ there, not the paper's 0.5.
+The losses with a RINCE term (a ``q`` parameter: ``rince``, ``gca_rince``, ``gca_uot``) are
+unbounded below on unbounded logits and pull a learnt temperature to its clamp
+(:func:`~clipmath.multimodal.losses.gca.check_bounded_robust_term`), and their robustness is set by
+:math:`q/\tau` (a positive pair weighs :math:`e^{(q/\tau)\cos}`): they get cosine logits at the
+experiment's temperature, fixed, with :math:`q = \min(1, \tau\cdot` ``robust_q_per_tau``:math:`)`,
+the paper's :math:`q/\tau = 0.6/0.5`. With :math:`q = 0.6` they trained to chance on image-text
+(test R@5 ≈ 0.006, τ learnt from 0.07 or fixed at 0.07; 0.39 for ``rince`` at τ = 0.07 with
+q = 0.05) and to 0.32 accuracy on mnist-labels' inner product (loss ≈ −1e9; 0.97 on cosine).
 """
 
 from __future__ import annotations
@@ -72,18 +80,28 @@ def _default_targets() -> dict:
     return {"mnist-labels": "class"}
 
 
-def takes_target(loss: str) -> bool:
-    """Whether the loss registered as ``loss`` takes a ``target`` plan (a constructor parameter)."""
+def _takes(loss: str, parameter: str) -> bool:
+    """Whether the loss registered as ``loss`` has the constructor parameter ``parameter``."""
     return any(
-        "target" in inspect.signature(cls.__init__).parameters
+        parameter in inspect.signature(cls.__init__).parameters
         for cls in losses.loss_class(loss).__mro__
         if "__init__" in vars(cls)
     )
 
 
+def takes_target(loss: str) -> bool:
+    """Whether the loss registered as ``loss`` takes a ``target`` plan (a constructor parameter)."""
+    return _takes(loss, "target")
+
+
+def has_robust_term(loss: str) -> bool:
+    """Whether the loss registered as ``loss`` has a RINCE term (a ``q`` parameter)."""
+    return _takes(loss, "q")
+
+
 @dataclass
 class GcaBimodalConfig:
-    """Config of ``gca-bimodal``; the defaults are the ``quick`` preset.
+    r"""Config of ``gca-bimodal``; the defaults are the ``quick`` preset.
 
     Attributes:
         seed: passed to every sub-run as its ``seed``.
@@ -93,6 +111,10 @@ class GcaBimodalConfig:
             before ``loss.name``).
         targets: the target plan per experiment (``loss.params.target``) of every loss that takes
             one (:func:`takes_target`); the others, and experiments not named, keep their default.
+        robust_q_per_tau: :math:`q/\tau` of the losses with a RINCE term (:func:`has_robust_term`),
+            which get cosine logits at the experiment's fixed ``tau`` and
+            :math:`q = \min(1, \tau\cdot` ``robust_q_per_tau``:math:`)`; default 1.2, the paper's
+            :math:`q = 0.6` at :math:`\tau = 0.5`.
     """
 
     seed: int = 0
@@ -100,9 +122,18 @@ class GcaBimodalConfig:
     losses: list[str] = field(default_factory=lambda: list(LOSSES))
     overrides: dict = field(default_factory=_default_overrides)
     targets: dict = field(default_factory=_default_targets)
+    robust_q_per_tau: float = 1.2
 
     def __post_init__(self) -> None:
         check_values(
+            (
+                "robust_q_per_tau",
+                self.robust_q_per_tau,
+                isinstance(self.robust_q_per_tau, (int, float))
+                and not isinstance(self.robust_q_per_tau, bool)
+                and 0 < self.robust_q_per_tau < math.inf,
+                "a finite number > 0",
+            ),
             (
                 "experiments",
                 self.experiments,
@@ -142,6 +173,9 @@ class GcaBimodalConfig:
 def sub_config(config: GcaBimodalConfig, experiment: str, loss: str, shards_dir: str | None = None) -> Any:
     """One sub-run's config: the ``quick`` preset, the overrides, ``loss.name``, its target, ``seed``.
 
+    A loss with a RINCE term also gets ``loss.metric=cosine``, ``learn_tau=false`` and its ``q``
+    from ``robust_q_per_tau`` at the experiment's ``tau``.
+
     Raises:
         ValueError: naming the key, for an override or loss the experiment refuses.
     """
@@ -149,6 +183,12 @@ def sub_config(config: GcaBimodalConfig, experiment: str, loss: str, shards_dir:
     overrides = [*config.overrides.get(experiment, []), f"loss.name={loss}", f"seed={config.seed}"]
     if experiment in config.targets and takes_target(loss):
         overrides.append(f"loss.params.target={config.targets[experiment]}")
+    if has_robust_term(loss):
+        tau = getattr(resolve(exp.config_type, experiment, "quick", config.overrides.get(experiment, [])), "tau", None)
+        if tau is None:
+            raise ValueError(f"losses: {loss} sets q from the experiment's tau, which {experiment} does not have")
+        q = min(1.0, tau * config.robust_q_per_tau)
+        overrides += ["loss.metric=cosine", "learn_tau=false", f"loss.params.q={q:.6g}"]
     resolved = resolve(exp.config_type, experiment, "quick", overrides)
     stream = getattr(resolved, "stream", None)
     if shards_dir is not None and stream is not None and getattr(stream, "shards_dir", "") is None:
@@ -245,9 +285,11 @@ def _report(config: GcaBimodalConfig, table: dict, not_run: dict) -> str:
         "# gca-bimodal: the GCA losses across modalities\n",
         "Each bimodal experiment trained once per loss through its own entry point: its `quick` preset, then "
         "the overrides below, then `loss.name`. GCA losses with the paper's hyperparameters (Chen et al. 2024, "
-        "official README's CIFAR-10 command: T = 10, λ = 0.01, q = 0.6, ρ = 0.2, KL weight 1, RINCE weight 0.2), "
-        "at the experiment's own temperature (ε = τ) and metric. Each sub-run's report is in "
-        "`<experiment>/<loss>/report.md`.\n",
+        "official README's CIFAR-10 command: T = 10, λ = 0.01, ρ = 0.2, KL weight 1, RINCE weight 0.2), "
+        "at the experiment's own temperature (ε = τ) and metric, except that the losses with a RINCE term "
+        "(unbounded below on unbounded logits, their robustness set by q/τ) get cosine logits at the experiment's "
+        f"τ, fixed, and q = min(1, {config.robust_q_per_tau:g} τ) (the paper's q = 0.6 at τ = 0.5). Each "
+        "sub-run's report is in `<experiment>/<loss>/report.md`.\n",
     ]
     for experiment, by_loss in table.items():
         names = list(dict.fromkeys(name for values in by_loss.values() for name in values))

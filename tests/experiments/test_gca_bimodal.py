@@ -5,7 +5,13 @@ import json
 import pytest
 
 from clipmath.experiments import cli, registry
-from clipmath.experiments.gca_bimodal import GcaBimodalConfig, headline_metrics, sub_config, takes_target
+from clipmath.experiments.gca_bimodal import (
+    GcaBimodalConfig,
+    has_robust_term,
+    headline_metrics,
+    sub_config,
+    takes_target,
+)
 
 TINY = [
     'overrides={mnist-labels: [data.n_train=300, data.n_test=200, train.epochs=1, "finetune.sizes=[20]", '
@@ -14,10 +20,27 @@ TINY = [
 
 
 def test_a_sub_run_is_the_quick_preset_with_the_overrides_and_the_loss():
-    config = GcaBimodalConfig(losses=["gca_uot"], overrides={"mnist-labels": ["train.epochs=2"]})
-    sub = sub_config(config, "mnist-labels", "gca_uot", shards_dir="/tmp/s")
-    assert sub.loss.name == "gca_uot" and sub.loss.metric == "inner" and sub.train.epochs == 2
+    config = GcaBimodalConfig(losses=["gca_ince"], overrides={"mnist-labels": ["train.epochs=2"]})
+    sub = sub_config(config, "mnist-labels", "gca_ince", shards_dir="/tmp/s")
+    assert sub.loss.name == "gca_ince" and sub.loss.metric == "inner" and sub.train.epochs == 2
     assert sub.stream.shards_dir == "/tmp/s" and sub.seed == 0
+
+
+def test_the_losses_with_a_rince_term_get_cosine_logits_at_a_fixed_tau_and_q_from_q_per_tau():
+    assert [has_robust_term(n) for n in ("clip", "ince", "gca_ince", "rince", "gca_rince", "gca_uot")] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    config = GcaBimodalConfig(overrides={"image-text": ["tau=0.25"]})
+    text = sub_config(config, "image-text", "gca_uot")
+    assert (text.loss.metric, text.learn_tau, text.tau, text.loss.params) == ("cosine", False, 0.25, {"q": 0.3})
+    mnist = sub_config(config, "mnist-labels", "rince")  # tau = 1: q/tau = 1.2 would be q > 1
+    assert (mnist.loss.metric, mnist.learn_tau, mnist.loss.params) == ("cosine", False, {"target": "class", "q": 1.0})
+    assert sub_config(config, "image-text", "clip").learn_tau is True  # the others keep the experiment's
 
 
 def test_the_losses_that_take_a_target_get_the_experiments_one_and_the_others_keep_theirs():
@@ -85,6 +108,7 @@ def test_the_headline_readers():
         ("overrides={mnist-labels: [train.epochs=0]}", "train.epochs"),
         ("overrides={image-text: [bogus=1]}", "bogus"),
         ("targets={mnist-labels: nope}", "nope"),
+        ("robust_q_per_tau=0", "robust_q_per_tau"),
     ],
 )
 def test_bad_config_is_refused_before_the_run_directory_is_touched(tmp_path, capsys, override, named):

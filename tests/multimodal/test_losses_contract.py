@@ -18,7 +18,9 @@ from clipmath.multimodal.checks import count_host_syncs
 from clipmath.multimodal.model import BimodalModel
 
 SIZE = 6
-CASES = [(name, metric) for name in losses.names() for metric in similarity.names()]
+# The RINCE-type losses have no minimum on inner-product logits at their default lam = 0.01 (refused, below).
+UNBOUNDED = [(name, "inner") for name in ("rince", "gca_rince", "gca_uot")]
+CASES = [(name, metric) for name in losses.names() for metric in similarity.names() if (name, metric) not in UNBOUNDED]
 # The exact tiled path of the conditional losses, checked like a loss of its own.
 TILED = [(name, {"tile_size": 4}) for name in ("clip", "conditional")]
 
@@ -173,3 +175,16 @@ def test_logit_scale_passed_as_the_scale_is_an_error_not_nan(name, params):
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(scale.grad)
     assert all(torch.isfinite(leaf.grad).all() for leaf in leaves)
+
+
+@pytest.mark.parametrize("name", ["rince", "gca_rince"])
+def test_a_balanced_robust_term_on_unbounded_logits_is_refused_naming_the_metric_below_lam_one(name):
+    with pytest.raises(ValueError, match=r"^metric='inner': the RINCE term with lam=0.01 < 1 is unbounded below"):
+        losses.build(name, metric="inner")
+    assert losses.build(name, metric="inner", lam=1.0).metric == "inner"  # bounded below (by 0) for lam >= 1
+
+
+def test_the_unbalanced_robust_term_on_unbounded_logits_is_refused_at_every_lam_unless_its_weight_is_zero():
+    with pytest.raises(ValueError, match=r"^metric='inner': the RINCE term at every lam \(unbalanced plan\)"):
+        losses.build("gca_uot", metric="inner", lam=1.0)
+    assert losses.build("gca_uot", metric="inner", w_rince=0.0).metric == "inner"

@@ -336,3 +336,21 @@ def test_bad_target_builder_input():
         domain_prior(torch.zeros(2, dtype=torch.long), 0.1, math.inf)
     with pytest.raises(ValueError, match="class_ids"):
         class_positives(torch.tensor([0.5, 1.0]))
+
+
+def test_the_robust_terms_fall_without_bound_as_diagonal_dominant_logits_grow():
+    # Why check_bounded_robust_term refuses inner-product logits: along S -> cS (epsilon = 1/c) with
+    # the positives largest in their rows, -(1/q)(P_ii/u_i)^q outgrows (1/q)(lam/u_i)^q. Measured at
+    # c = 50: about -1.9e18 (rince, gca_rince at lam = 0.01) and -1.1e10 (gca_uot at lam = 1).
+    gen = torch.Generator().manual_seed(0)
+    logits = 0.3 * torch.randn(8, 8, generator=gen, dtype=torch.float64) + torch.eye(8, dtype=torch.float64)
+
+    def at(c, lam):
+        s = c * logits
+        uot = gca.gca_uot_loss(s, 1 / c, lam=lam, w_kl=0.0, w_rince=1.0).loss.item()
+        return gca.rince_loss(s, lam=lam).loss.item(), gca.gca_rince_loss(s, lam=lam).loss.item(), uot
+
+    rince, gca_rince, _ = at(50.0, 0.01)
+    assert rince < -1e15 and gca_rince < -1e15
+    assert at(50.0, 1.0)[2] < -1e8 < at(20.0, 1.0)[2] < 0  # the unbalanced one at lam = 1 too
+    assert min(min(at(c, 1.0)[:2]) for c in (1.0, 5.0, 20.0, 50.0)) >= 0  # the balanced ones are >= 0 at lam >= 1

@@ -213,6 +213,12 @@ def rince_loss(
     :func:`robust_term` of the row-softmax plan (:math:`u_i = 1/\sum_j e^{S_{ij}}`, :math:`v = \mathbb 1`).
     Not invariant to ``logit_bias``: a shift :math:`b` multiplies the loss by :math:`e^{qb}`.
 
+    With cosine logits :math:`S = \mathrm{sim}/\tau` a positive pair weighs :math:`e^{qS_{ii}} =
+    e^{(q/\tau)\cos_{ii}}`: the robustness is set by :math:`q/\tau`, 1.2 in the paper (:math:`q = 0.6`,
+    :math:`\varepsilon = \tau = 0.5`). At CLIP's :math:`\tau = 0.07`, :math:`q = 0.6` is :math:`q/\tau \approx 8.6`
+    and the gradient goes to the few best-aligned pairs. Unbounded below on inner-product logits
+    (:func:`check_bounded_robust_term`).
+
     Paper vs code: the ImageNet module's ``rince`` is this formula (on the :math:`2N\times 2N`
     matrix, self-pair excluded); the CIFAR module's is :math:`\mathrm{CE}^q/q`, its class
     weights being overwritten (§8.1-8.2, §9.7).
@@ -395,6 +401,31 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def check_bounded_robust_term(metric: str, lam: float | None) -> None:
+    r"""Refuse a RINCE-type term that has no minimum: ``metric="inner"`` with :math:`\lambda < 1` (or any λ).
+
+    The term :math:`\frac1q[(\lambda[P_{tgt}\mathbb 1]_i/u_i)^q - (P_{ii}/u_i)^q]` of
+    :func:`robust_term` tends to :math:`-\infty` as the logits :math:`S \to cS`, :math:`c \to \infty`,
+    with the positives largest in their rows: for the row-softmax and balanced plans (``rince``,
+    ``gca_rince``) when :math:`\lambda\,[P_{tgt}\mathbb 1]_i < 1` (e.g. :math:`\lambda = 0.01`, one
+    positive per row; for :math:`\lambda \ge 1` it is :math:`\ge 0`), and for the unbalanced plan
+    (``gca_uot``, ``lam=None``) at every λ, its :math:`1/u_i = (B\,(Kv)_i)^{\rho/(\rho+\varepsilon)}` growing
+    slower than :math:`K_{ii}v_i`. Inner-product logits grow without bound with the embeddings'
+    norms, so training drives a few pairs' norms up instead of aligning the batch; cosine (at a
+    fixed temperature) and ``neg_sq_l2`` (:math:`S \le 0`) bound the logits. A learnt temperature
+    has the same pull: it goes to its clamp.
+
+    Raises:
+        ValueError: naming ``metric``.
+    """
+    if metric == "inner" and (lam is None or lam < 1):
+        which = "at every lam (unbalanced plan)" if lam is None else f"with lam={lam} < 1"
+        raise ValueError(
+            f"metric={metric!r}: the RINCE term {which} is unbounded below on unbounded logits; "
+            "use 'cosine' (fixed temperature) or 'neg_sq_l2'" + ("" if lam is None else ", or lam >= 1")
+        )
+
+
 class _GcaLoss(PairLoss):
     r"""Shared module part: the metric, the target plan and its extra inputs.
 
@@ -549,6 +580,7 @@ class RinceLoss(_GcaLoss):
     def __init__(self, metric: str = "cosine", lam: float = 0.01, q: float = 0.6, **target_options):
         super().__init__(metric, **target_options)
         _check_hyperparameters(lam=lam, q=q)
+        check_bounded_robust_term(metric, lam)
         self.lam, self.q = lam, q
 
     def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
@@ -584,6 +616,7 @@ class GcaRinceLoss(_GcaLoss):
     ):
         super().__init__(metric, **target_options)
         _check_hyperparameters(n_iter=n_iter, lam=lam, q=q, grad=grad)
+        check_bounded_robust_term(metric, lam)
         self.n_iter, self.lam, self.q, self.grad = n_iter, lam, q, grad
 
     def gca_loss(self, logits: Tensor, target: Tensor | None, logit_scale: Tensor, checks: PendingChecks) -> LossOutput:
@@ -626,6 +659,8 @@ class GcaUotLoss(_GcaLoss):
     ):
         super().__init__(metric, **target_options)
         _check_hyperparameters(n_iter=n_iter, rho=rho, lam=lam, q=q, weights=(w_kl, w_rince), grad=grad)
+        if w_rince > 0:
+            check_bounded_robust_term(metric, None)
         self.n_iter, self.rho, self.lam, self.q, self.grad = n_iter, rho, lam, q, grad
         self.w_kl, self.w_rince = w_kl, w_rince
 
