@@ -99,6 +99,19 @@ def has_robust_term(loss: str) -> bool:
     return _takes(loss, "q")
 
 
+#: :math:`q/\tau` of the paper's RINCE-type runs: :math:`q = 0.6` at :math:`\varepsilon = \tau = 0.5`.
+ROBUST_Q_PER_TAU = 1.2
+
+
+def robust_term_overrides(tau: float, q_per_tau: float = ROBUST_Q_PER_TAU) -> list[str]:
+    r"""``--set`` strings for a loss with a RINCE term: the temperature ``tau`` fixed, the paper's :math:`q/\tau`.
+
+    :math:`q = \min(1, \tau\cdot` ``q_per_tau``:math:`)` (see the module docstring); the metric must
+    bound the logits (cosine or ``neg_sq_l2``), which the loss checks.
+    """
+    return ["learn_tau=false", f"loss.params.q={min(1.0, tau * q_per_tau):.6g}"]
+
+
 @dataclass
 class GcaBimodalConfig:
     r"""Config of ``gca-bimodal``; the defaults are the ``quick`` preset.
@@ -122,7 +135,7 @@ class GcaBimodalConfig:
     losses: list[str] = field(default_factory=lambda: list(LOSSES))
     overrides: dict = field(default_factory=_default_overrides)
     targets: dict = field(default_factory=_default_targets)
-    robust_q_per_tau: float = 1.2
+    robust_q_per_tau: float = ROBUST_Q_PER_TAU
 
     def __post_init__(self) -> None:
         check_values(
@@ -187,8 +200,7 @@ def sub_config(config: GcaBimodalConfig, experiment: str, loss: str, shards_dir:
         tau = getattr(resolve(exp.config_type, experiment, "quick", config.overrides.get(experiment, [])), "tau", None)
         if tau is None:
             raise ValueError(f"losses: {loss} sets q from the experiment's tau, which {experiment} does not have")
-        q = min(1.0, tau * config.robust_q_per_tau)
-        overrides += ["loss.metric=cosine", "learn_tau=false", f"loss.params.q={q:.6g}"]
+        overrides += ["loss.metric=cosine", *robust_term_overrides(tau, config.robust_q_per_tau)]
     resolved = resolve(exp.config_type, experiment, "quick", overrides)
     stream = getattr(resolved, "stream", None)
     if shards_dir is not None and stream is not None and getattr(stream, "shards_dir", "") is None:

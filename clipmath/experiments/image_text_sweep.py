@@ -19,12 +19,14 @@ import json
 import sys
 from pathlib import Path
 
+from clipmath.experiments.gca_bimodal import robust_term_overrides
 from clipmath.experiments.rundir import markdown_table
 
 LOSSES = ("clip", "siglip", "gca_uot")
 METRICS = ("cosine", "neg_sq_l2")
-#: Overrides a loss needs beyond its name (SigLIP's initialisation, Zhai et al. 2023, §3.3).
-LOSS_OVERRIDES = {"siglip": ("tau=0.1", "bias=-10.0")}
+#: Overrides a loss needs beyond its name: SigLIP's initialisation (Zhai et al. 2023, §3.3);
+#: ``gca_uot``'s RINCE term at the quick preset's τ = 0.07, fixed, with the paper's q/τ (as ``gca-bimodal``).
+LOSS_OVERRIDES = {"siglip": ("tau=0.1", "bias=-10.0"), "gca_uot": tuple(robust_term_overrides(0.07))}
 COLUMNS = tuple(f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10))
 
 
