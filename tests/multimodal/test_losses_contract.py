@@ -18,7 +18,7 @@ from clipmath.multimodal.checks import count_host_syncs
 from clipmath.multimodal.model import BimodalModel
 
 SIZE = 6
-# The RINCE-type losses have no minimum on inner-product logits at their default lam = 0.01 (refused, below).
+# The RINCE-type losses have no minimum on inner-product logits (rince, gca_rince at lam < 1, gca_uot at any lam).
 UNBOUNDED = [(name, "inner") for name in ("rince", "gca_rince", "gca_uot")]
 CASES = [(name, metric) for name in losses.names() for metric in similarity.names() if (name, metric) not in UNBOUNDED]
 # The exact tiled path of the conditional losses, checked like a loss of its own.
