@@ -103,7 +103,7 @@ class DataConfig:
     """
 
     source: str = "synthetic"
-    n_train: int = 8192
+    n_train: int = 65536
     n_test: int = 2048
     flow: FlowConfig = field(default_factory=FlowConfig)
     drifters: DrifterConfig = field(default_factory=lambda: DrifterConfig(n_points=100))
@@ -138,7 +138,7 @@ class GenerationConfig:
 
 def _default_train() -> TrainConfig:
     return TrainConfig(
-        epochs=20,
+        epochs=8,
         lr=1e-3,
         schedule="cosine",
         warmup_steps=100,

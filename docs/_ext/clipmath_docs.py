@@ -199,7 +199,12 @@ class ExperimentResults(_Table):
         lines = [
             f"Measured by ``python docs/generate_results.py {name}`` (``clipmath run {name} --preset "
             f"{record['preset']} --seed {record['seed']}``, {record['seconds']:.0f} s on {record['machine']}, "
-            f"clipmath at commit ``{record['commit']}``).",
+            f"clipmath at commit ``{record['commit']}``)."
+            + (
+                ""
+                if record["preset"] == "quick"
+                else f" The ``{record['preset']}`` preset was the quick one at that commit."
+            ),
             "",
             ".. list-table::",
             "   :header-rows: 1",

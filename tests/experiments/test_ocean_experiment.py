@@ -113,7 +113,7 @@ def test_another_registry_loss_and_a_learned_g_u_train_by_config(tmp_path):
         ("g_v.name=nope", "g_v.name='nope'"),
         ("data.n_test=100", "data.n_test=100"),
         ("eval.pool_size=4", "eval.pool_size=4"),
-        ("eval.n_train_eval=9000", "eval.n_train_eval=9000"),
+        ("eval.n_train_eval=70000", "eval.n_train_eval=70000"),
         ("generation.queries=0", "generation.queries=0"),
         ("data.drifters.dt=0.003", "DrifterConfig.dt"),
         ("data.sea.t_final=2.5", "RealSeaConfig.t_final"),
