@@ -396,6 +396,7 @@ class _EvalSet:
     captions: list[str]
     labels: np.ndarray | None = None
     classnames: tuple[str, ...] = ()
+    groups: tuple[str, ...] | None = None
 
 
 def _seeded_subset(n: int, size: int | None, seed: int) -> np.ndarray:
@@ -427,6 +428,7 @@ def _emoji_data(config: ImageTextConfig) -> tuple[dict, Any, int, list[_EvalSet]
                 list(test.captions[part]),
                 remap[test.categories[part]],
                 tuple(c.lower() for c in EMOJI_ZERO_SHOT_CATEGORIES),
+                test.groups[part],
             )
         )
     return description, samples, n_train, sets
@@ -576,6 +578,17 @@ def embed_texts(
     )
 
 
+def _ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, metric: str) -> dict[str, torch.Tensor]:
+    """Per direction, the (N,) number of candidates scored strictly above each query's partner."""
+    if image_emb.shape != text_emb.shape:
+        raise ValueError(
+            f"image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)}: expected paired rows"
+        )
+    scores = similarity.get(metric)(image_emb, text_emb)
+    partner = scores.diagonal()
+    return {"image_to_text": (scores > partner[:, None]).sum(1), "text_to_image": (scores > partner[None, :]).sum(0)}
+
+
 def retrieval_metrics(
     image_emb: torch.Tensor, text_emb: torch.Tensor, metric: str = "cosine", ks: tuple[int, ...] = RECALL_KS
 ) -> dict[str, float]:
@@ -597,19 +610,52 @@ def retrieval_metrics(
         ``image_to_text_R@k``, ``image_to_text_mean_rank``, ``image_to_text_median_rank`` and the
         same for ``text_to_image``.
     """
-    if image_emb.shape != text_emb.shape:
-        raise ValueError(
-            f"image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)}: expected paired rows"
-        )
-    scores = similarity.get(metric)(image_emb, text_emb)
-    partner = scores.diagonal()
-    ranks = {"image_to_text": (scores > partner[:, None]).sum(1), "text_to_image": (scores > partner[None, :]).sum(0)}
     out: dict[str, float] = {}
-    for name, rank in ranks.items():
+    for name, rank in _ranks(image_emb, text_emb, metric).items():
         for k in ks:
             out[f"{name}_R@{k}"] = float((rank < k).double().mean())
         out[f"{name}_mean_rank"] = float(rank.double().mean()) + 1
         out[f"{name}_median_rank"] = float(np.floor(np.median(rank.numpy()))) + 1
+    return out
+
+
+def retrieval_by_group_size(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, groups: Any, metric: str = "cosine"
+) -> dict[str, dict[str, float]]:
+    """The retrieval recalls of :func:`retrieval_metrics`, split by the size of each query's group in the pool.
+
+    For the emoji a group is a base name: size 1 is an emoji without skin tones, 6 one person in
+    the five tones and without, 26 two people in every pair of tones. Ranks are over the whole
+    pool, as in :func:`retrieval_metrics`; ``text_to_image_group_R@1`` is the share of captions
+    whose best-scored image is a member of their group (the right emoji, maybe in another tone),
+    which separates naming the emoji from telling its tones apart.
+
+    Args:
+        image_emb: (N, n_e) image embeddings.
+        text_emb: (N, n_e) caption embeddings, row i paired with image i.
+        groups: N group names.
+        metric: the model's alignment metric.
+
+    Returns:
+        group size (as a string) -> ``n``, ``image_to_text_R@k``, ``text_to_image_R@k`` and
+        ``text_to_image_group_R@1``, sizes in increasing order.
+    """
+    groups = np.asarray(groups)
+    if groups.shape != (len(image_emb),):
+        raise ValueError(f"groups: {groups.shape[0] if groups.ndim else 0} names for {len(image_emb)} pairs")
+    ranks = _ranks(image_emb, text_emb, metric)
+    _, codes, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    size = counts[codes]
+    best = similarity.get(metric)(image_emb, text_emb).argmax(0).numpy()
+    group_hit = codes[best] == codes
+    out = {}
+    for k in np.unique(size).tolist():
+        select = torch.from_numpy(size == k)
+        row: dict[str, float] = {"n": int(select.sum())}
+        for name, rank in ranks.items():
+            row.update({f"{name}_R@{c}": float((rank[select] < c).double().mean()) for c in RECALL_KS})
+        row["text_to_image_group_R@1"] = float(group_hit[size == k].mean())
+        out[str(k)] = row
     return out
 
 
@@ -655,6 +701,10 @@ def _evaluate(model: BimodalModel, tokenizer: TokenizeCaptions, sets: list[_Eval
         text_emb = embed_texts(model, tokenizer, pool.captions)
         image_embs[pool.name] = image_emb
         out["retrieval"][pool.name] = {"n": len(pool.captions), **retrieval_metrics(image_emb, text_emb, metric)}
+        if pool.groups is not None:
+            out.setdefault("retrieval_by_group_size", {})[pool.name] = retrieval_by_group_size(
+                image_emb, text_emb, pool.groups, metric
+            )
         shown = min(config.figure_images, len(pool.captions))
         _, top = torch.topk(similarity.get(metric)(image_emb[:shown], text_emb), min(3, len(pool.captions)), dim=1)
         out["top3"][pool.name] = [[pool.captions[j] for j in row] for row in top.tolist()]
@@ -863,6 +913,21 @@ def _report(config: ImageTextConfig, s: dict) -> str:
             ],
         ),
     ]
+    if "retrieval_by_group_size" in s:
+        columns_by_size = ["text_to_image_R@1", "text_to_image_R@5", "text_to_image_group_R@1", "image_to_text_R@5"]
+        lines += [
+            "\n## Retrieval by the size of the query's base-name group in the pool "
+            "(1: an emoji without skin tones, 6: one person, 26: two)\n",
+            "Ranks over the whole pool; group_R@1: the best image is the right emoji, maybe in another tone.\n",
+            markdown_table(
+                ["pool", "group size", "n", *columns_by_size],
+                [
+                    [name, size, r["n"], *(r[c] for c in columns_by_size)]
+                    for name, by_size in s["retrieval_by_group_size"].items()
+                    for size, r in by_size.items()
+                ],
+            ),
+        ]
     if kind == "mnist":
         lines.append(
             "\nMNIST captions repeat (ten templates per digit), so many queries share their text and "

@@ -15,6 +15,7 @@ from clipmath.experiments.image_text import (
     ImageTextConfig,
     build_model,
     random_affine,
+    retrieval_by_group_size,
     retrieval_metrics,
     zero_shot_metrics,
 )
@@ -66,8 +67,11 @@ def test_quick_preset_on_64_real_emoji(tmp_path):
         "openmoji_to_twemoji_R@5",
     }
     assert all(len(rows) == 4 and all(len(row) == 3 for row in rows) for rows in metrics["top3"].values())
+    for by_size in metrics["retrieval_by_group_size"].values():
+        assert sum(r["n"] for r in by_size.values()) == 32
     report = (out / "report.md").read_text()
     assert report.startswith("# image-text") and "text_to_image_R@5" in report and "Zero-shot" in report
+    assert "Retrieval by the size of the query's base-name group" in report
     assert (out / "top3_captions.png").stat().st_size > 0
 
 
@@ -268,6 +272,30 @@ def test_retrieval_metrics_use_open_clip_names_and_agree_with_recall_at_k():
     hand = retrieval_metrics(x, y, "neg_sq_l2")
     assert hand["image_to_text_mean_rank"] == pytest.approx((3 + 1 + 3) / 3)
     assert hand["image_to_text_median_rank"] == 3 and hand["image_to_text_R@1"] == pytest.approx(1 / 3)
+
+
+def test_retrieval_by_group_size_splits_the_pool_recalls():
+    # Images are basis vectors; caption 1 points at image 2 (its group's other member), caption 3
+    # at image 0 (another group): both partners rank second, one best image is in the right group.
+    image = torch.eye(4, dtype=torch.float64)
+    text = image[[0, 2, 2, 0]]
+    by_size = retrieval_by_group_size(image, text, ["a", "b", "b", "c"], "cosine")
+    assert list(by_size) == ["1", "2"]
+    assert by_size["1"]["n"] == 2 and by_size["2"]["n"] == 2
+    assert by_size["1"]["text_to_image_R@1"] == 0.5 and by_size["1"]["text_to_image_group_R@1"] == 0.5
+    assert by_size["2"]["text_to_image_R@1"] == 0.5 and by_size["2"]["text_to_image_group_R@1"] == 1
+    assert by_size["2"]["text_to_image_R@5"] == 1
+    # On random data the sizes' recalls, weighted by their counts, are the pool's.
+    generator = torch.Generator().manual_seed(1)
+    image = torch.randn(60, 8, dtype=torch.float64, generator=generator)
+    text = image + torch.randn(60, 8, dtype=torch.float64, generator=generator)
+    groups = [f"g{i // 6}" if i < 36 else f"s{i}" for i in range(60)]
+    by_size, pool = retrieval_by_group_size(image, text, groups, "cosine"), retrieval_metrics(image, text, "cosine")
+    assert [(k, r["n"]) for k, r in by_size.items()] == [("1", 24), ("6", 36)]
+    for name in RECALLS:
+        assert sum(r["n"] * r[name] for r in by_size.values()) / 60 == pytest.approx(pool[name])
+    with pytest.raises(ValueError, match="groups: 3 names for 60 pairs"):
+        retrieval_by_group_size(image, text, groups[:3], "cosine")
 
 
 def test_zero_shot_metrics_and_freezing():
