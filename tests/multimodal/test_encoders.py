@@ -37,6 +37,10 @@ CASES = {
         {"n_e": 3, "context_length": 6, "vocab_size": 50, "width": 16, "heads": 2, "layers": 1},
         lambda g: torch.randint(0, 50, (5, 6), generator=g),
     ),
+    "bag_of_words": (
+        {"n_e": 3, "width": 8, "context_length": 6, "vocab_size": 50},
+        lambda g: torch.randint(0, 50, (5, 6), generator=g),
+    ),
 }
 
 
@@ -174,7 +178,9 @@ def test_fixed_one_hot_refuses_float_labels():
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"name='resnet50' unknown; expected one of fixed, lenet, linear"):
+    with pytest.raises(
+        ValueError, match=r"name='resnet50' unknown; expected one of bag_of_words, fixed, lenet, linear"
+    ):
         encoders.build("resnet50", n_e=3)
 
 
@@ -212,6 +218,8 @@ def test_unknown_and_missing_parameters_are_named():
         ("fixed", {"kind": "one_hot"}, "n_classes=None"),
         ("fixed", {"kind": "one_hot", "n_classes": 3, "n_in": 3}, "n_in=3"),
         ("fixed", {"kind": "identity", "n_in": 0}, "n_in=0"),
+        ("bag_of_words", {"n_e": 3, "width": 0}, "width=0"),
+        ("bag_of_words", {"n_e": 3, "vocab_size": 1.5}, "vocab_size=1.5"),
     ],
 )
 def test_bad_arguments_are_named(name, params, match):
@@ -232,6 +240,10 @@ def test_bad_arguments_are_named(name, params, match):
         ("sequence_transformer", {"d_in": 2, "n_e": 3}, torch.zeros(2, 9, 3), r"expected shape \(B, L, 2\)"),
         ("fixed", {"kind": "one_hot", "n_classes": 3}, torch.zeros(2, 1, dtype=torch.int64), r"\(B,\) integer"),
         ("fixed", {"kind": "identity", "n_in": 3}, torch.zeros(2, 4), r"x=\(2, 4\)"),
+        ("bag_of_words", {"n_e": 3, "context_length": 6}, torch.zeros(2, 5, dtype=torch.int64), r"\(B, 6\)"),
+        ("bag_of_words", {"n_e": 3, "context_length": 2}, torch.zeros(2, 2), "dtype torch.float32"),
+        ("bag_of_words", {"n_e": 3, "context_length": 2, "vocab_size": 9}, torch.full((1, 2), 9), "vocab_size=9"),
+        ("bag_of_words", {"n_e": 3, "context_length": 2}, {"tokens": torch.zeros(1, 2)}, "'ids'"),
     ],
 )
 def test_bad_input_is_named(name, params, x, match):
@@ -317,3 +329,16 @@ def test_sinusoidal_positions_any_length(gen):
     )
     assert not any("position" in name for name, _ in encoder.named_parameters())
     assert encoder(torch.randn(2, 20, 2, generator=gen)).shape == (2, 4)
+
+
+def test_bag_of_words_is_the_projected_mean_of_its_tokens_in_any_order(gen):
+    encoder = _build("bag_of_words")
+    ids = torch.tensor([[7, 3, 3, 9, 0, 0], [9, 3, 7, 3, 0, 0], [7, 0, 3, 3, 0, 9], [0, 0, 0, 0, 0, 0]])
+    z = encoder({"ids": ids})
+    close = {"rtol": 1e-5, "atol": 1e-6}  # float32 round-off of a sum in another order is ~1e-7
+    torch.testing.assert_close(z[1], z[0], **close)  # a bag: the order of the words does not matter
+    torch.testing.assert_close(z[2], z[0], **close)  # nor where the padding is
+    vectors = encoder.token_embedding.weight[[7, 3, 3, 9]].mean(dim=0)
+    torch.testing.assert_close(z[0], encoder.proj(encoder.norm(vectors)), **close)
+    torch.testing.assert_close(z[3], encoder.proj(encoder.norm(torch.zeros(8))), **close)  # padding alone
+    assert not torch.allclose(z[0], z[3], **close)

@@ -20,7 +20,9 @@ image encoders take float images in [0, 1] or uint8 images (scaled by 1/255). Re
   or a small ViT config; optional local weights), uint8 images normalised as open_clip does;
 - ``open_clip_text`` (:class:`OpenClipText`): open_clip's text tower on token ids
   (:class:`clipmath.datasets.tokens.TokenizeCaptions`); see also
-  :mod:`~clipmath.multimodal.encoders.open_clip_adapter` (logit-scale convention, weights).
+  :mod:`~clipmath.multimodal.encoders.open_clip_adapter` (logit-scale convention, weights);
+- ``bag_of_words`` (:class:`BagOfWords`): the mean of token vectors, projected; the same token
+  ids as ``open_clip_text``, the baseline text tower.
 
 Adding an encoder is one file plus one import line below: write a module here whose class
 is decorated with ``@register("my_name")``, validates its arguments (``ValueError`` naming the
@@ -31,10 +33,10 @@ constructor's keyword arguments are its config. The open_clip towers go in that 
 this package stays light.
 """
 
+# Importing an encoder module (all below but _inputs and base) registers its encoder.
 from clipmath.multimodal.encoders._inputs import MNIST_MEAN_STD
+from clipmath.multimodal.encoders.bag_of_words import BagOfWords
 from clipmath.multimodal.encoders.base import build, names, register
-
-# Importing an encoder module registers its encoder.
 from clipmath.multimodal.encoders.fixed import FixedEncoder
 from clipmath.multimodal.encoders.lenet import LeNet
 from clipmath.multimodal.encoders.linear import LinearEncoder
@@ -47,6 +49,7 @@ from clipmath.multimodal.encoders.small_resnet import SmallResNet
 
 __all__ = [
     "MNIST_MEAN_STD",
+    "BagOfWords",
     "FixedEncoder",
     "LeNet",
     "LinearEncoder",

@@ -114,3 +114,35 @@ class ImageInput(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, normalized={self.normalized}"
+
+
+def check_token_ids(text: Any, context_length: int, vocab_size: int) -> Tensor:
+    """The (B, L) token ids of a text batch, checked (the text towers' input).
+
+    Args:
+        text: ``{"ids": (B, L) integer tensor}`` (the batch of
+            :class:`~clipmath.datasets.tokens.TokenizeCaptions`) or the (B, L) tensor itself.
+        context_length: L, the tower's tokens per caption.
+        vocab_size: every id must lie in [0, vocab_size).
+
+    Raises:
+        ValueError: for a missing ``ids`` entry, a non-integer dtype, a shape other than
+            (B, context_length), or ids outside [0, vocab_size).
+    """
+    ids = text.get("ids") if isinstance(text, dict) else text
+    if ids is None:
+        raise ValueError(f"text: a dict with fields {sorted(text)}; expected the token ids under 'ids'")
+    if not isinstance(ids, Tensor):
+        raise ValueError(f"text: expected a tensor of token ids or {{'ids': tensor}}, got {type(ids).__name__}")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ValueError(f"text: token ids of dtype {ids.dtype}; expected an integer dtype")
+    if ids.dim() != 2 or ids.shape[1] != context_length:
+        raise ValueError(
+            f"text={tuple(ids.shape)}: expected token ids of shape (B, {context_length}) "
+            "(tokenize with context_length equal to the tower's)"
+        )
+    if ids.numel() and bool(((ids < 0) | (ids >= vocab_size)).any()):
+        raise ValueError(
+            f"text: token ids in [{int(ids.min())}, {int(ids.max())}]; expected ids in [0, vocab_size={vocab_size})"
+        )
+    return ids

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from clipmath.multimodal.encoders._inputs import check_token_ids
 from clipmath.multimodal.encoders.base import register
 from clipmath.multimodal.encoders.open_clip_adapter import (
     load_tower,
@@ -100,36 +100,6 @@ class OpenClipText(nn.Module):
             state = read_open_clip_state(pretrained)
             load_tower(self.text, tower_state(state, "text"), f"pretrained={str(pretrained)!r} (text tower)")
 
-    def token_ids(self, text: Any) -> Tensor:
-        """The (B, L) token ids of a batch, checked.
-
-        Args:
-            text: ``{"ids": (B, L) integer tensor}`` (the batch of
-                :class:`~clipmath.datasets.tokens.TokenizeCaptions`) or the (B, L) tensor itself.
-
-        Raises:
-            ValueError: for a missing ``ids`` entry, a non-integer dtype, a shape other than
-                (B, context_length), or ids outside [0, vocab_size).
-        """
-        ids = text.get("ids") if isinstance(text, dict) else text
-        if ids is None:
-            raise ValueError(f"text: a dict with fields {sorted(text)}; expected the token ids under 'ids'")
-        if not isinstance(ids, Tensor):
-            raise ValueError(f"text: expected a tensor of token ids or {{'ids': tensor}}, got {type(ids).__name__}")
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise ValueError(f"text: token ids of dtype {ids.dtype}; expected an integer dtype")
-        if ids.dim() != 2 or ids.shape[1] != self.context_length:
-            raise ValueError(
-                f"text={tuple(ids.shape)}: expected token ids of shape (B, {self.context_length}) "
-                "(tokenize with context_length equal to the tower's)"
-            )
-        if ids.numel() and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
-            raise ValueError(
-                f"text: token ids in [{int(ids.min())}, {int(ids.max())}]; "
-                f"expected ids in [0, vocab_size={self.vocab_size})"
-            )
-        return ids
-
     def forward(self, text: Any) -> Tensor:
         """Embed captions, as ``open_clip.CLIP.encode_text``.
 
@@ -141,7 +111,7 @@ class OpenClipText(nn.Module):
         Returns:
             (B, n_e) text embeddings (not normalised).
         """
-        out = self.text(self.token_ids(text))
+        out = self.text(check_token_ids(text, self.context_length, self.vocab_size))
         return out[0] if isinstance(out, tuple) else out
 
     def extra_repr(self) -> str:
