@@ -2,10 +2,10 @@ r"""``gca-bimodal``: the GCA losses as first-class bimodal losses, beside ``clip
 
 Chen et al. (2024) train the GCA family on two augmented views of one image; nothing in the
 losses needs the two sides to share an encoder. This experiment trains the bimodal experiments
-(``mnist-labels``: LeNet against one-hot labels; ``image-text``: the open_clip ResNet and a bag of words on emoji and
-their names; ``ocean``: drifter trajectories against flow fields) once with each loss of
-``losses`` (``clip`` and the five GCA losses with the paper's hyperparameters, their registry
-defaults) and gathers their headline metrics into one table:
+(``mnist-labels``: LeNet against one-hot labels; ``image-text``: the open_clip ResNet and a bag
+of words on emoji and their names; ``ocean``: drifter trajectories against flow fields) once with
+each loss of ``losses`` (``clip`` and the five GCA losses with the paper's hyperparameters, their
+registry defaults) and gathers their headline metrics into one table:
 
 * ``mnist-labels``: the crossmodal classifier's test accuracy and expected calibration error
   (Algorithm 2 of Baptista, Stuart & Tran 2025);
